@@ -1,0 +1,1 @@
+"""One module per ``deeplab`` subcommand: ``add_arguments(parser)`` and ``run(args)``."""

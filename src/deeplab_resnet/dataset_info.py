@@ -1,0 +1,176 @@
+"""What a dataset's labels mean: class names, colours, the mean colour and the ignore label.
+
+A :class:`DatasetInfo` travels with a model (inside its weight file) so that a label map can
+be drawn and named without guessing. VOC and CamVid are built in; other datasets are
+described by a small JSON (or YAML) file, see :func:`load_dataset_info`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import DeepLabError
+
+# The original's IMG_MEAN, in B, G, R order (ORIGINAL.md §2).
+IMG_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+CAMVID_CLASSES: tuple[str, ...] = (
+    "sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
+    "pedestrian", "bicyclist",
+)  # fmt: skip
+
+CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)  # fmt: skip
+
+
+def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
+    """The standard PASCAL VOC colour map: the bits of the class index interleaved into R, G, B."""
+    palette = []
+    for index in range(n):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.append((r, g, b))
+    return palette
+
+
+VOID_COLOUR: tuple[int, int, int] = (224, 224, 192)  # how the official VOC PNGs draw label 255
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The meaning of a dataset's labels.
+
+    Args:
+        name: short name, e.g. ``"voc12"``.
+        class_names: one name per class index ``0..num_classes-1``.
+        palette: one RGB colour per class.
+        mean_bgr: per-channel mean subtracted from BGR images before the network.
+        ignore_label: label value that marks unlabelled pixels (not scored, not trained on).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    mean_bgr: tuple[float, float, float] = IMG_MEAN_BGR
+    ignore_label: int = 255
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) == 0:
+            raise DeepLabError(f"dataset {self.name!r}: class_names is empty")
+        if len(self.palette) < len(self.class_names):
+            raise DeepLabError(
+                f"dataset {self.name!r}: palette has {len(self.palette)} colours for {len(self.class_names)} classes"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def palette_bytes(self) -> list[int]:
+        """A flat 768-entry PIL palette: class colours, the void colour at ``ignore_label``."""
+        colours = list(self.palette[: self.num_classes])
+        colours += [(0, 0, 0)] * (256 - len(colours))
+        if 0 <= self.ignore_label < 256 and self.ignore_label >= self.num_classes:
+            colours[self.ignore_label] = VOID_COLOUR
+        return [v for rgb in colours for v in rgb]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["num_classes"] = self.num_classes
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, name: str = "custom") -> DatasetInfo:
+        try:
+            class_names = tuple(str(c) for c in d["class_names"])
+        except (KeyError, TypeError) as exc:
+            raise DeepLabError(f"dataset {name!r}: needs a list 'class_names'") from exc
+        if "num_classes" in d and int(d["num_classes"]) != len(class_names):
+            raise DeepLabError(f"dataset {name!r}: num_classes={d['num_classes']} but {len(class_names)} class_names")
+        palette = d.get("palette")
+        if palette is None:
+            palette = voc_palette(len(class_names))
+        try:
+            palette_t = tuple(tuple(int(v) for v in rgb) for rgb in palette)
+            if any(len(rgb) != 3 for rgb in palette_t):
+                raise ValueError
+            mean = tuple(float(v) for v in d.get("mean_bgr", IMG_MEAN_BGR))
+            if len(mean) != 3:
+                raise ValueError
+        except (TypeError, ValueError) as exc:
+            raise DeepLabError(f"dataset {name!r}: palette must be [[r,g,b], ...] and mean_bgr [b,g,r]") from exc
+        return cls(
+            name=str(d.get("name", name)),
+            class_names=class_names,
+            palette=palette_t,
+            mean_bgr=mean,  # type: ignore[arg-type]
+            ignore_label=int(d.get("ignore_label", 255)),
+        )
+
+
+VOC = DatasetInfo("voc12", VOC_CLASSES, tuple(voc_palette(21)))
+CAMVID = DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_PALETTE, ignore_label=11)
+BUILTIN_DATASETS: dict[str, DatasetInfo] = {"voc12": VOC, "voc": VOC, "camvid": CAMVID}
+
+
+def generic_dataset(num_classes: int) -> DatasetInfo:
+    """A description for a model with an unnamed class set: ``class_0..`` and VOC colours."""
+    if num_classes == 21:
+        return VOC
+    return DatasetInfo(
+        f"{num_classes}-classes",
+        tuple(f"class_{i}" for i in range(num_classes)),
+        tuple(voc_palette(num_classes)),
+    )
+
+
+def load_dataset_info(spec: str | Path) -> DatasetInfo:
+    """A built-in name (``voc12``, ``camvid``) or the path of a JSON/YAML description.
+
+    The file holds ``class_names`` (required), and optionally ``name``, ``palette``
+    (``[[r, g, b], ...]``), ``mean_bgr``, ``ignore_label`` and ``num_classes`` (checked).
+    """
+    key = str(spec)
+    if key.lower() in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[key.lower()]
+    path = Path(spec)
+    if not path.is_file():
+        raise DeepLabError(
+            f"dataset description not found: {path} (built-in names: {', '.join(sorted(BUILTIN_DATASETS))})"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml  # type: ignore[import-untyped]
+            except ImportError as exc:
+                raise DeepLabError(
+                    f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write the file as JSON"
+                ) from exc
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, Exception) as exc:  # yaml.YAMLError has no common base we can import lazily
+        if isinstance(exc, DeepLabError):
+            raise
+        raise DeepLabError(f"{path}: not a valid dataset description ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise DeepLabError(f"{path}: a dataset description must be a mapping with 'class_names'")
+    return DatasetInfo.from_dict(data, name=path.stem)

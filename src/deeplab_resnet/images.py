@@ -1,0 +1,101 @@
+"""Reading images and label maps robustly, and writing label PNGs, colour masks and overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .dataset_info import DatasetInfo
+from .errors import DeepLabError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _open(path: str | Path) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise DeepLabError(f"file not found: {path}")
+    if path.is_dir():
+        raise DeepLabError(f"{path} is a directory, not an image")
+    try:
+        img = Image.open(path)
+        img.load()  # decode now, so truncated files fail here with a clear message
+    except UnidentifiedImageError as exc:
+        raise DeepLabError(f"{path}: not an image file PIL can read") from exc
+    except Image.DecompressionBombError as exc:
+        raise DeepLabError(f"{path}: image too large to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DeepLabError(f"{path}: damaged or truncated image ({exc})") from exc
+    return img
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL image → ``H x W x 3`` uint8 RGB (EXIF orientation applied, alpha dropped)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).round().astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), "L")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``H x W x 3`` uint8 RGB; :class:`DeepLabError` if it can't be."""
+    return to_rgb_array(_open(path))
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a label PNG as class indices (``H x W`` uint8).
+
+    Palette ("P") and greyscale ("L") images hold indices. An RGB(A) image is a colour mask,
+    not indices: reading it as such would silently score near zero, so it is an error.
+    """
+    img = _open(path)
+    if img.mode in ("P", "L"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img)
+        if arr.max(initial=0) > 255:
+            raise DeepLabError(f"{path}: label values above 255 (max {arr.max()}); labels must be 0..255")
+        return arr.astype(np.uint8)
+    if img.mode in ("RGB", "RGBA"):
+        raise DeepLabError(
+            f"{path}: label is an {img.mode} colour image, not class indices; convert it with "
+            "'deeplab data convert-masks'"
+        )
+    raise DeepLabError(f"{path}: unsupported label image mode {img.mode!r} (expected palette or greyscale)")
+
+
+def label_image(labels: np.ndarray, dataset: DatasetInfo) -> Image.Image:
+    """A palette-mode PIL image whose pixel values are the class indices."""
+    img = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
+    img.putpalette(dataset.palette_bytes())
+    return img
+
+
+def colorize(labels: np.ndarray, dataset: DatasetInfo) -> np.ndarray:
+    """Class indices → ``H x W x 3`` uint8 colours of the dataset's palette."""
+    table = np.asarray(dataset.palette_bytes(), dtype=np.uint8).reshape(256, 3)
+    return table[np.asarray(labels, dtype=np.uint8)]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, dataset: DatasetInfo, alpha: float = 0.5) -> np.ndarray:
+    """The image blended with its colour mask (``alpha`` = weight of the mask)."""
+    mask = colorize(labels, dataset).astype(np.float32)
+    out = (1.0 - alpha) * image.astype(np.float32) + alpha * mask
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def save_png(img: Image.Image, path: str | Path) -> None:
+    """Save atomically (PNG or JPEG by suffix)."""
+    from .atomic import atomic_write
+
+    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    atomic_write(path, lambda tmp: img.save(tmp, format=fmt))

@@ -1,0 +1,105 @@
+"""The package's own weight file: safetensors tensors plus metadata that makes it self-describing.
+
+Metadata (all strings, as safetensors requires): ``format`` = ``deeplab_resnet``,
+``format_version``, ``architecture`` (JSON), ``convention`` (``caffe``/``tf``), ``dataset``
+(JSON: class names, palette, mean in BGR, ignore label), ``channel_order`` (``BGR``) and
+``source`` (where the weights came from).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_write
+from ..dataset_info import DatasetInfo
+from ..errors import DeepLabError
+from ..models.deeplab import DeepLabV2
+
+FORMAT = "deeplab_resnet"
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    """What a weight file says about itself."""
+
+    architecture: dict
+    convention: str
+    dataset: DatasetInfo
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "architecture": json.dumps(self.architecture),
+            "convention": self.convention,
+            "dataset": json.dumps(self.dataset.to_dict()),
+            "channel_order": "BGR",
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_strings(cls, meta: dict[str, str], path: str = "") -> WeightsMeta:
+        if meta.get("format") != FORMAT:
+            raise DeepLabError(f"{path}: a safetensors file, but not a deeplab_resnet weight file")
+        try:
+            dataset = DatasetInfo.from_dict(json.loads(meta["dataset"]))
+            return cls(
+                architecture=json.loads(meta["architecture"]),
+                convention=meta["convention"],
+                dataset=dataset,
+                source=meta.get("source", ""),
+            )
+        except (KeyError, ValueError) as exc:
+            raise DeepLabError(f"{path}: damaged deeplab_resnet metadata ({exc})") from exc
+
+
+def meta_of(model: DeepLabV2, source: str = "") -> WeightsMeta:
+    return WeightsMeta(model.architecture, model.convention, model.dataset, source)
+
+
+def save_weights(model: DeepLabV2, path: str | Path, *, source: str = "") -> None:
+    """Write ``model``'s weights and metadata to ``path`` (atomically)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = meta_of(model, source).to_strings()
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """Read a native weight file: (state dict, metadata). Clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeepLabError(f"weight file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DeepLabError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return state, WeightsMeta.from_strings(raw_meta, str(path))
+
+
+def is_native(path: str | Path) -> bool:
+    """True when ``path`` looks like a safetensors file (by its header, not its name)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len < 100_000_000 and head[8:9] == b"{"
