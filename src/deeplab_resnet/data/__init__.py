@@ -1,0 +1,1 @@
+"""Datasets: list files, training/evaluation datasets and augmentation, data tools."""
