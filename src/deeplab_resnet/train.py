@@ -19,8 +19,10 @@ The recipe, and how it maps onto PyTorch:
   ``data/transforms.py``), averaged over the valid pixels of the (global) batch; the ignore label
   and any label ≥ num_classes do not count. With ``--msc``: the sum of the four such losses
   (each scale, and the max-fused logits), labels resized to each output's grid.
-* ``--grad-update-every K`` (Caffe ``iter_size``): K micro-batches of ``--batch-size`` each,
-  gradients averaged, one update: the same as one batch of K·batch-size.
+* ``--grad-update-every K`` (Caffe ``iter_size``): K micro-batches of ``--batch-size`` each, one
+  update with the average of their gradients. As in Caffe, each micro-batch's loss is a mean over
+  its own valid pixels, so this equals one batch of K·batch-size exactly when the micro-batches
+  have equal valid-pixel counts (and only approximately otherwise).
 * Batch norm is frozen unless ``--is-training``. From scratch (no ``--restore-from``) it is
   trained, because a frozen BN with identity statistics cannot normalise a random network.
 

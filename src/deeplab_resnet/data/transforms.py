@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import models as _models  # noqa: F401  (resize.py needs models/ imported first)
 from ..preprocess import to_input
+from ..resize import resize_bilinear
 
 # Caffe's ImageSegData layer draws the scale from this set; the TF version draws U(0.5, 1.5).
 CAFFE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -88,8 +90,6 @@ class TrainTransform:
             scale = float(CAFFE_SCALES[rng.integers(len(CAFFE_SCALES))])
         flip = bool(rng.random() < 0.5)
         if self.random_scale:
-            from ..resize import resize_bilinear  # here: resize.py and models/ import each other
-
             size = scaled_shape(x.shape[-2], x.shape[-1], scale)
             x = resize_bilinear(x, size, self.convention)  # type: ignore[arg-type]
             y = resize_nearest(y, size)
