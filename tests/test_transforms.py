@@ -135,7 +135,20 @@ def test_scaled_label_is_nearest_of_original_and_image_is_convention_bilinear():
     rows, cols = tf_nearest_reference(20, h), tf_nearest_reference(24, w)
     assert y[:h, :w].numpy().tolist() == label[np.ix_(rows, cols)].astype(np.int64).tolist()
     expected = resize_bilinear(to_input(image, MEAN), (h, w), "tf")
-    assert torch.allclose(x[:, :h, :w], expected)
+    assert torch.allclose(x[:, :h, :w], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("convention", ["tf", "caffe"])
+@pytest.mark.parametrize(
+    "sizes", [((20, 24), (31, 13)), ((375, 500), (187, 250)), ((7, 9), (10, 13)), ((5, 5), (1, 1))]
+)
+def test_two_tap_resize_equals_the_reference_resize(convention, sizes):
+    from deeplab_resnet.data.transforms import resize_bilinear_taps
+    from deeplab_resnet.resize import resize_bilinear
+
+    (h, w), size = sizes
+    x = torch.randn(3, h, w, generator=torch.Generator().manual_seed(0)) * 100
+    assert torch.allclose(resize_bilinear_taps(x, size, convention), resize_bilinear(x, size, convention), atol=1e-4)
 
 
 def test_same_seed_same_sample():

@@ -98,6 +98,8 @@ class TrainConfig:
     fine_tune: bool = False
     optimizer: str = "sgd"
     model: str = "deeplab_v2_resnet101"
+    model_blocks: list[int] | None = None  # from scratch: blocks per stage (reduced-depth variants)
+    model_width: int | None = None  # from scratch: res2 bottleneck width
     convention: str | None = None
     dataset: str | None = None
     keep_checkpoints: int = 3
@@ -296,7 +298,17 @@ def build_model(cfg: TrainConfig, log) -> tuple[DeepLabV2, dict[str, Any]]:
         how = f"restored from {cfg.restore_from}" + (" (new classifier)" if cfg.not_restore_last else "")
     else:
         dataset = resolve_dataset(cfg, None)
-        model = create_model(cfg.model, dataset=dataset, convention=cfg.convention or "caffe", frozen_bn=frozen)
+        shape: dict[str, Any] = {}
+        if cfg.model_blocks:
+            shape["blocks"] = tuple(int(b) for b in cfg.model_blocks)
+        if cfg.model_width:
+            shape["width"] = int(cfg.model_width)
+        try:
+            model = create_model(
+                cfg.model, dataset=dataset, convention=cfg.convention or "caffe", frozen_bn=frozen, **shape
+            )
+        except ValueError as exc:
+            raise DeepLabError(f"--model: {exc}") from exc
         init_backbone_from_scratch(model)
         if frozen:
             model.set_bn_frozen(False)
@@ -536,7 +548,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         log(
-            f"training {model.architecture['name']} ({model_info.get('how', 'resumed')}), {num_classes} classes, "
+            f"training {model.architecture['name']} (blocks {model.architecture['blocks']}, width "
+            f"{model.architecture['width']}; {model_info.get('how', 'resumed')}), {num_classes} classes, "
             f"ignore {ignore_label}, {len(pairs)} images, batch {cfg.batch_size} x {cfg.grad_update_every}, "
             f"crop {cfg.crop_size}, steps {start}..{cfg.num_steps}, device {device}, {ddp.world} process(es)"
         )

@@ -16,7 +16,7 @@ import torch
 
 from .. import models as _models  # noqa: F401  (resize.py needs models/ imported first)
 from ..preprocess import to_input
-from ..resize import resize_bilinear
+from ..resize import interp_matrix
 
 # Caffe's ImageSegData layer draws the scale from this set; the TF version draws U(0.5, 1.5).
 CAFFE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -42,6 +42,24 @@ def resize_nearest(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     rows = nearest_indices(in_h, out_h, labels.device)
     cols = nearest_indices(in_w, out_w, labels.device)
     return labels[..., rows[:, None], cols[None, :]]
+
+
+def _taps(in_size: int, out_size: int, convention: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two (index, weight) taps of each output pixel, read off ``resize.interp_matrix``."""
+    weights, index = interp_matrix(in_size, out_size, convention, dtype=torch.float64).topk(2, dim=1)  # type: ignore[arg-type]
+    return index, weights.to(torch.float32)
+
+
+def resize_bilinear_taps(x: torch.Tensor, size: tuple[int, int], convention: str) -> torch.Tensor:
+    """``resize.resize_bilinear`` for one ``C x H x W`` image, computed from two taps per pixel.
+
+    Same weights (taken from :func:`resize.interp_matrix`), but O(output) work instead of the
+    dense matrix products' O(H·W·W'): the data pipeline resizes every sample, and the dense form
+    made it 60% of the loading time. Equal to ``resize_bilinear`` up to float rounding.
+    """
+    (iy, wy), (ix, wx) = _taps(x.shape[-2], size[0], convention), _taps(x.shape[-1], size[1], convention)
+    rows = x[:, iy[:, 0], :] * wy[:, 0, None] + x[:, iy[:, 1], :] * wy[:, 1, None]
+    return rows[:, :, ix[:, 0]] * wx[:, 0] + rows[:, :, ix[:, 1]] * wx[:, 1]
 
 
 def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -91,7 +109,7 @@ class TrainTransform:
         flip = bool(rng.random() < 0.5)
         if self.random_scale:
             size = scaled_shape(x.shape[-2], x.shape[-1], scale)
-            x = resize_bilinear(x, size, self.convention)  # type: ignore[arg-type]
+            x = resize_bilinear_taps(x, size, self.convention)
             y = resize_nearest(y, size)
         if self.random_mirror and flip:
             x, y = x.flip(-1), y.flip(-1)
