@@ -475,9 +475,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
         if path is None:
             raise DeepLabError(f"--resume: no checkpoint in {run_dir}")
         state = ckpt.load_checkpoint(path)
-        saved = state["config"]
-        for key, value in cfg.to_dict().items():
-            if key not in RUNTIME_KEYS and key in saved and saved[key] != value:
+        saved, defaults = state["config"], TrainConfig().to_dict()
+        for key, value in cfg.to_dict().items():  # tell about settings given now that the run overrides
+            if key not in RUNTIME_KEYS and key in saved and value not in (saved[key], defaults[key]):
                 log(f"note: {key} = {saved[key]!r} from the checkpoint (not {value!r})")
         runtime = {k: v for k, v in cfg.to_dict().items() if k in RUNTIME_KEYS}
         cfg = TrainConfig(**{**saved, **runtime})
