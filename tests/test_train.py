@@ -178,6 +178,21 @@ def test_run_dir_has_config_checkpoint_preview_and_log(tmp_path, voc_fixture):
     assert [r["step"] for r in records] == [0, 1] and all(np.isfinite(r["loss"]) for r in records)
 
 
+def test_amp_and_channels_last_follow_fp32_and_tensorboard_is_optional(tmp_path, voc_fixture, monkeypatch, capsys):
+    import sys
+
+    plain = tiny_cfg(tmp_path / "fp32", voc_fixture, num_steps=1, log_every=1)
+    train(plain)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    fast = tiny_cfg(tmp_path / "bf16", voc_fixture, num_steps=1, log_every=1, amp=True, channels_last=True)
+    fast.tensorboard = True
+    train(fast)
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard is not installed") == 1
+    loss = [json.loads((Path(c.snapshot_dir) / "metrics.jsonl").read_text())["loss"] for c in (plain, fast)]
+    assert loss[1] == pytest.approx(loss[0], rel=0.02) and loss[1] != loss[0]  # bf16: close, not identical
+
+
 def test_summary_grid_panels(voc_fixture):
     from deeplab_resnet.images import colorize
     from deeplab_resnet.preprocess import from_input

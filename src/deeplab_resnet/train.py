@@ -385,7 +385,11 @@ class Monitor:
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_s=f"{samples_per_s:.2f}", refresh=False)
             self.bar.update(1)
         elif step % self.cfg.log_every == 0 or step == self.cfg.num_steps - 1:
-            self.print(f"step {step}/{self.cfg.num_steps}  loss {loss:.4f}  lr {lr:.3g}  {samples_per_s:.2f} samples/s")
+            eta = (self.cfg.num_steps - step - 1) * self.cfg.batch_size * self.cfg.grad_update_every / samples_per_s
+            self.print(
+                f"step {step}/{self.cfg.num_steps}  loss {loss:.4f}  lr {lr:.3g}  {samples_per_s:.2f} samples/s  "
+                f"ETA {eta / 60:.0f} min"
+            )
 
     def image(self, step: int, grid: np.ndarray) -> None:
         if self.enabled and self.writer is not None:
