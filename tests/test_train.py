@@ -100,7 +100,7 @@ def test_sgd_weight_decay_equals_half_l2_added_to_the_loss():
     cfg = TrainConfig(weight_decay=wd, learning_rate=0.01)
     a, b = tiny_model(num_classes=4), tiny_model(num_classes=4)
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(2, 3, 33, 33, generator=g), torch.randint(0, 4, (2, 33, 33), generator=g)
+    x, y = torch.randn(2, 3, 25, 25, generator=g), torch.randint(0, 4, (2, 25, 25), generator=g)
     opt_a = build_optimizer(a, cfg)
     groups_b = [{**grp, "weight_decay": 0.0} for grp in param_groups(b, cfg)]
     decayed_b = [p for grp in param_groups(b, cfg) if grp["weight_decay"] > 0 for p in grp["params"]]
@@ -108,7 +108,7 @@ def test_sgd_weight_decay_equals_half_l2_added_to_the_loss():
     for opt in (opt_a, opt_b):
         for grp in opt.param_groups:
             grp["lr"] = cfg.learning_rate * grp["lr_mult"]
-    for _ in range(3):  # several steps, so momentum carries the decay term too
+    for _ in range(2):  # two steps, so momentum carries the decay term too
         opt_a.zero_grad()
         seg_loss([a(x)], y, 4, 255)[0].backward()
         opt_a.step()
@@ -144,12 +144,9 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path, tiny_weights):
 def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, voc_fixture):
     # From scratch: BN is trained, so running statistics and momentum buffers must be restored too.
     kw = dict(num_steps=4, checkpoint_every=2, random_scale=True, random_mirror=True, learning_rate=1e-3)
-    full = tiny_cfg(tmp_path / "full", voc_fixture, **kw)
-    train(full)
-    run = tiny_cfg(tmp_path / "part", voc_fixture, **kw)
-    train(run)
-    first = final_state(run)
-    assert all(torch.equal(first[k], v) for k, v in final_state(full).items())  # reproducible from the seed
+    run = tiny_cfg(tmp_path / "run", voc_fixture, **kw)
+    train(run)  # uninterrupted
+    uninterrupted = final_state(run)
     # Drop everything after step 3 and continue from there, as after a crash.
     for step, path in ckpt.list_checkpoints(run.snapshot_dir):
         if step > 3:
@@ -157,10 +154,10 @@ def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, voc_fixture):
     (Path(run.snapshot_dir) / "model.safetensors").unlink()
     assert ckpt.latest_checkpoint(run.snapshot_dir).name == "ckpt-00000003.pt"
     train(run, resume="latest")
-    a, b = final_state(full), final_state(run)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    resumed = final_state(run)
+    assert uninterrupted.keys() == resumed.keys()
+    for key in resumed:
+        assert torch.equal(uninterrupted[key], resumed[key]), key
 
 
 def test_run_dir_has_config_checkpoint_preview_and_log(tmp_path, voc_fixture):
