@@ -491,6 +491,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
     for name in ("num_steps", "batch_size", "grad_update_every"):
         if getattr(cfg, name) < 1:
             raise DeepLabError(f"--{name.replace('_', '-')} must be at least 1")
+    cfg.crop_size  # noqa: B018  (validates --input-size now, not after the data check)
+    if cfg.scale_mode not in ("continuous", "discrete") or cfg.optimizer not in ("sgd", "adam"):
+        raise DeepLabError("--scale-mode must be continuous/discrete and --optimizer sgd/adam")
 
     torch.manual_seed(cfg.random_seed)
     np.random.seed(cfg.random_seed % 2**32)
