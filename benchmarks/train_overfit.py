@@ -1,11 +1,15 @@
 """Overfit the 20 training images of voc_fixture and score them with the project's evaluation.
 
-The images (bilinear) and labels (nearest) are shrunk so that the longer side is --side pixels,
-written to a temporary directory, and trained on whole (the crop covers every image: no random
-crop, scale or mirror), from scratch with a reduced-depth model. Then train mIoU is computed by
-``evaluate_pairs`` on the same shrunk images at full size.
+The images (bilinear) and labels (nearest) are resized to --side x --side pixels (aspect ratio
+not kept), written to a temporary directory, and trained on whole (the crop is the whole image:
+no padding, random crop, scale or mirror), from scratch with a reduced-depth model. Then train
+mIoU is computed by ``evaluate_pairs`` on the same small images.
 
-    PYTHONPATH=src python benchmarks/train_overfit.py --steps 300
+A first try kept the aspect ratio (longer side 96, crops padded to 97x97): train loss reached
+0.005 but evaluation gave mIoU 0.50, because the network then sees each image on a different
+stride-8 grid and with different borders than in training.
+
+    PYTHONPATH=src python benchmarks/train_overfit.py --side 97 --width 16 --steps 200 --lr 3e-3
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ def shrink_list(src: Path, list_name: str, dst: Path, side: int) -> Path:
     lines = []
     for pair in read_list(src, src / list_name):
         image, label = Image.open(pair.image), Image.open(pair.label)
-        scale = side / max(image.size)
-        size = (max(round(image.width * scale), 1), max(round(image.height * scale), 1))
+        size = (side, side)  # square: the training crop is the whole image, no padding
         (dst / "img").mkdir(parents=True, exist_ok=True)
         (dst / "lab").mkdir(parents=True, exist_ok=True)
         image.convert("RGB").resize(size, Image.BILINEAR).save(dst / "img" / f"{pair.name}.png")
@@ -41,8 +44,6 @@ def shrink_list(src: Path, list_name: str, dst: Path, side: int) -> Path:
 
 
 def overfit(workdir: Path, *, side: int, steps: int, width: int, lr: float, seed: int, batch: int) -> dict:
-    import torch
-
     from deeplab_resnet.data.lists import read_list
     from deeplab_resnet.evaluate import evaluate_pairs
     from deeplab_resnet.train import TrainConfig, train
@@ -50,7 +51,7 @@ def overfit(workdir: Path, *, side: int, steps: int, width: int, lr: float, seed
 
     data = workdir / "data"
     list_path = shrink_list(VOC, "list_train.txt", data, side)
-    crop = side + 1
+    crop = side
     cfg = TrainConfig(
         data_dir=str(data), data_list=str(list_path), model="deeplab_v2_resnet_tiny", model_width=width,
         input_size=f"{crop},{crop}", batch_size=batch, num_steps=steps, optimizer="adam", learning_rate=lr,
@@ -63,17 +64,16 @@ def overfit(workdir: Path, *, side: int, steps: int, width: int, lr: float, seed
     model = load_model(weights)
     scores = evaluate_pairs(model, read_list(data, list_path)).scores()
     digest = float(sum(v.double().abs().sum() for v in model.state_dict().values() if v.is_floating_point()))
-    torch.set_num_threads(torch.get_num_threads())
     return {"train_miou": scores.mean_iou, "pixel_accuracy": scores.pixel_accuracy, "seconds": seconds,
             "weights_digest": digest}  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--side", type=int, default=128, help="longer image side after shrinking")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--side", type=int, default=97, help="images are resized to SIDE x SIDE")
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--width", type=int, default=16, help="res2 width of the 1-1-1-1 block model")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args()
@@ -81,7 +81,7 @@ def main() -> None:
         result = overfit(Path(tmp), side=args.side, steps=args.steps, width=args.width, lr=args.lr, seed=args.seed,
                          batch=args.batch)  # fmt: skip
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
-    print("per class IoU not shown; train mIoU >= 0.9:", result["train_miou"] >= 0.9, np.isfinite(result["train_miou"]))
+    print("train mIoU >= 0.9:", bool(np.isfinite(result["train_miou"]) and result["train_miou"] >= 0.9))
 
 
 if __name__ == "__main__":
