@@ -132,17 +132,17 @@ def test_cli_without_pydensecrf_one_line_install_hint(tmp_path, tiny_weights, vo
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('simulated: not installed')\n")
     env = {"PYTHONPATH": f"{tmp_path / 'fake'}:{REPO / 'src'}", "PATH": "/usr/bin:/bin"}
-    image = voc_fixture / "JPEGImages" / "2007_000032.jpg"
-    for command in (["segment", image, "-o", tmp_path / "o"], ["evaluate", "--data-dir", voc_fixture,
-                    "--data-list", voc_fixture / "list_val.txt", "-o", tmp_path / "e"]):  # fmt: skip
-        result = subprocess.run(
-            [sys.executable, "-m", "deeplab_resnet", *map(str, command), "--weights", str(tiny_weights),
-             "--crf", "--crf-backend", "pydensecrf", "--device", "cpu"],
-            capture_output=True, text=True, env=env,
-        )  # fmt: skip
-        assert result.returncode == 2, result.stderr
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and 'pip install "deeplab_resnet[crf]"' in lines[0], result.stderr
+    # evaluate and segment share the check (commands.segment.crf_params_from_args)
+    command = ["evaluate", "--data-dir", voc_fixture, "--data-list", voc_fixture / "list_val.txt"]
+    result = subprocess.run(
+        [sys.executable, "-m", "deeplab_resnet", *map(str, command), "--weights", str(tiny_weights),
+         "--crf", "--crf-backend", "pydensecrf", "--device", "cpu", "-o", str(tmp_path / "e")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'pip install "deeplab_resnet[crf]"' in lines[0], result.stderr
+    assert not (tmp_path / "e").exists()
 
 
 def test_cli_choices_match_the_crf_module():
@@ -150,3 +150,19 @@ def test_cli_choices_match_the_crf_module():
 
     assert set(CRF_PRESETS) == set(PRESETS) and CRF_PRESETS[0] == "deeplab-resnet"
     assert tuple(CRF_BACKENDS) == tuple(BACKENDS)
+
+
+@pytest.mark.slow
+def test_crf_sharpens_blurred_predictions_over_all_val_images(voc_fixture):
+    """All 11 val images (aggregate): measured 81.6% -> 84.2% boundary accuracy; up on 8 of 11."""
+    correct_before = correct_after = total = 0
+    for name in val_names(voc_fixture):
+        img = read_image(voc_fixture / "JPEGImages" / f"{name}.jpg")
+        g = read_label(voc_fixture / "SegmentationClassAug" / f"{name}.png")
+        pr = blurred_prediction(g)
+        out = backend.run(img, pr, PRESETS["deeplab-resnet"])
+        band = boundary_band(g)
+        correct_before += int((pr.argmax(0) == g)[band].sum())
+        correct_after += int((out.argmax(0) == g)[band].sum())
+        total += int(band.sum())
+    assert correct_after / total > correct_before / total + 0.015

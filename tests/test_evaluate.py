@@ -139,28 +139,26 @@ def test_predictions_dir_cli_equals_independent_computation(tmp_path, voc_fixtur
     assert Image.open(tmp_path / "report" / "confusion.png").size[0] > 21 * 20
 
 
-def test_predictions_dir_errors_are_one_line(tmp_path, voc_fixture):
-    write_random_predictions(voc_fixture, tmp_path / "preds")
-    first = sorted((tmp_path / "preds").iterdir())[0]
-    args = ["evaluate", "--data-dir", voc_fixture, "--data-list", voc_fixture / "list_val.txt", "-o", tmp_path / "r"]
-    Image.fromarray(np.full((5, 5), 3, np.uint8), mode="L").save(first)
-    for expect in ("differs from the ground truth", "predictions missing"):
-        result = run_cli(*args, "--predictions", tmp_path / "preds")
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1 and expect in lines[0], result.stderr
-        first.unlink(missing_ok=True)
-    assert not (tmp_path / "r").exists()
-
-
-def test_prediction_value_out_of_range_is_an_error(tmp_path, voc_fixture):
+def test_predictions_dir_errors(tmp_path, voc_fixture):
     from deeplab_resnet.errors import DeepLabError
 
-    pairs = read_list(voc_fixture, voc_fixture / "list_val.txt")[:1]
+    pairs = read_list(voc_fixture, voc_fixture / "list_val.txt")
     gt = np.asarray(Image.open(pairs[0].label))
-    (tmp_path / "p").mkdir()
-    Image.fromarray(np.full(gt.shape, 21, np.uint8), mode="L").save(tmp_path / "p" / pairs[0].label.name)
+    pred_dir = tmp_path / "p"
+    pred_dir.mkdir()
+    first = pred_dir / pairs[0].label.name
+    Image.fromarray(np.full(gt.shape, 21, np.uint8), mode="L").save(first)
     with pytest.raises(DeepLabError, match="predicted class 21"):
-        evaluate_prediction_dir(tmp_path / "p", pairs, 21)
+        evaluate_prediction_dir(pred_dir, pairs[:1], 21)
+    Image.fromarray(np.full((5, 5), 3, np.uint8), mode="L").save(first)
+    with pytest.raises(DeepLabError, match="differs from the ground truth"):
+        evaluate_prediction_dir(pred_dir, pairs[:1], 21)
+    # through the CLI: one line, exit status 2, no report written
+    args = ["evaluate", "--data-dir", voc_fixture, "--data-list", voc_fixture / "list_val.txt", "-o", tmp_path / "r"]
+    result = run_cli(*args, "--predictions", pred_dir)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "10 of 11 predictions missing" in lines[0], result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_evaluate_cli_end_to_end_on_voc_fixture(tmp_path, tiny_weights, voc_fixture):
@@ -201,7 +199,15 @@ def test_saved_logits_and_crf_workers_match_inline(tmp_path, voc_fixture):
     from deeplab_resnet.crf import PRESETS
 
     model = tiny_model()
-    pairs = read_list(voc_fixture, voc_fixture / "list_val.txt")[:2]
+    # corners of two fixture pairs, small so that the CRF is quick
+    (tmp_path / "d").mkdir()
+    lines = []
+    for pair in read_list(voc_fixture, voc_fixture / "list_val.txt")[:2]:
+        Image.open(pair.image).crop((0, 0, 160, 120)).save(tmp_path / "d" / f"{pair.name}.png")
+        Image.open(pair.label).crop((0, 0, 160, 120)).save(tmp_path / "d" / f"{pair.name}_gt.png")
+        lines.append(f"/{pair.name}.png /{pair.name}_gt.png\n")
+    (tmp_path / "list.txt").write_text("".join(lines))
+    pairs = read_list(tmp_path / "d", tmp_path / "list.txt")
     crf = PRESETS["deeplab-resnet"]
     inline = evaluate_pairs(
         model, pairs, crf=crf, crf_backend="pydensecrf", outputs=EvalOutputs(tmp_path / "p0", tmp_path / "logits")
@@ -211,7 +217,7 @@ def test_saved_logits_and_crf_workers_match_inline(tmp_path, voc_fixture):
     assert np.array_equal(inline.matrix, pooled.matrix)
     assert not np.array_equal(inline.matrix, plain.matrix)  # the CRF did change the predictions
     logits = np.load(tmp_path / "logits" / f"{pairs[0].name}.npy")
-    image = np.asarray(Image.open(pairs[0].image))
+    image = np.asarray(Image.open(pairs[0].image).convert("RGB"))
     assert logits.dtype == np.float32 and logits.shape == (*image.shape[:2], 21)
     assert np.array_equal(logits.argmax(-1), Segmenter(model)(image).labels)
 

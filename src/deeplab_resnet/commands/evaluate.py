@@ -104,14 +104,17 @@ def _score_model(args, pairs, dist):
         Path(args.save_predictions) if args.save_predictions else None,
         Path(args.save_logits) if args.save_logits else None,
     )
+    start = time.perf_counter()
     meter = evaluate_pairs(
         model, dist.shard(pairs), device=device, scales=_scales(args), ignore_label=args.ignore_label,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
         progress=ProgressLine(not args.quiet and dist.rank == 0),
     )  # fmt: skip
+    loop_seconds = time.perf_counter() - start
     options = {"scales": list(_scales(args)), "flip": args.flip, "crf": crf.__dict__ if crf else None}
     if crf:
-        options["crf_backend"] = args.crf_backend
+        options.update(crf_backend=args.crf_backend, crf_workers=workers)
+    options["evaluation_seconds"] = loop_seconds  # the loop alone, without loading the model (rank 0's)
     return meter, model.dataset, device, {"weights": str(args.weights), "convention": model.convention, **options}
 
 
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = _dataset_for_predictions(args)
         ignore = dataset.ignore_label if args.ignore_label is None else args.ignore_label
         meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, ignore)
-        device, info = "cpu", {"predictions": str(args.predictions)}
+        device, info = "cpu", {"predictions": str(args.predictions), "evaluation_seconds": time.perf_counter() - start}
     else:
         meter, dataset, device, info = _score_model(args, pairs, dist)
     matrix = all_reduce_matrix(meter.matrix, device)
@@ -141,19 +144,21 @@ def run(args: argparse.Namespace) -> int:
 
         torch.distributed.destroy_process_group()
     elapsed = time.perf_counter() - start
+    loop = info.pop("evaluation_seconds")
     if dist.rank != 0:
         return 0
     scores = metric_scores(matrix)
     names = dataset.class_names
     info.update(
-        data_list=str(args.data_list), images=len(pairs), seconds=round(elapsed, 3),
-        images_per_second=round(len(pairs) / elapsed, 4) if elapsed > 0 else None, processes=dist.world_size,
+        data_list=str(args.data_list), images=len(pairs), seconds_total=round(elapsed, 3),
+        seconds_evaluating=round(loop, 3), images_per_second=round(len(pairs) / loop, 4) if loop > 0 else None,
+        processes=dist.world_size,
     )  # fmt: skip
     report = build_report(scores, matrix, names, **info)
     written = write_reports(args.output_dir, report, matrix, names)
     print(class_table(scores, names))
     print(
-        f"{len(pairs)} images in {elapsed:.1f} s ({len(pairs) / elapsed:.2f} images/s); wrote "
+        f"{len(pairs)} images in {loop:.1f} s ({len(pairs) / loop:.2f} images/s; {elapsed:.1f} s in all); wrote "
         + ", ".join(map(str, written))
     )
     return 0
