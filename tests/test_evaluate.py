@@ -264,3 +264,18 @@ def test_torchrun_two_processes_reduce_the_matrix(tmp_path, tiny_weights, voc_fi
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["confusion_matrix"] == one["confusion_matrix"]
     assert multi.stdout.count("mean IoU") == 1  # only rank 0 prints
+
+
+def test_multi_scale_is_the_max_fusion_of_the_scales():
+    from deeplab_resnet.models.msc import DEFAULT_SCALES
+    from deeplab_resnet.resize import scaled_size
+
+    model = tiny_model("tf")
+    rgb = np.random.default_rng(8).integers(0, 255, (49, 65, 3), dtype=np.uint8)
+    _, up = Segmenter(model, scales=DEFAULT_SCALES).predict(rgb, full=True)
+    x = torch.from_numpy(rgb[:, :, ::-1].astype(np.float32).copy()) - torch.tensor(model.mean_bgr)
+    x = x.permute(2, 0, 1)[None]
+    with torch.no_grad():
+        outs = [model(resize_bilinear(x, scaled_size(49, 65, s, "tf"), "tf") if s != 1 else x) for s in DEFAULT_SCALES]
+        fused = torch.stack([resize_bilinear(o, outs[0].shape[-2:], "tf") for o in outs]).amax(0)
+    torch.testing.assert_close(up, resize_bilinear(fused, (49, 65), "tf")[0], rtol=1e-4, atol=1e-4)

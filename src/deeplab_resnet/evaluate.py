@@ -72,7 +72,10 @@ def _worker_init() -> None:
 
 
 def default_crf_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """Half the cores (the network needs the rest), at most 8; none below 4 cores, where
+    spawning workers was measured to cost more than it overlaps (BENCHMARKS.md)."""
+    cores = os.cpu_count() or 1
+    return min(cores // 2, 8) if cores >= 4 else 0
 
 
 def evaluate_pairs(

@@ -170,7 +170,8 @@ class Segmenter:
     ):  # fmt: skip
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.net = MSC(self.model, scales) if tuple(scales) != (1.0,) else self.model
+        # eval() on the wrapper too: in training mode MSC returns every scale's logits, not the fusion
+        self.net = (MSC(self.model, scales) if tuple(scales) != (1.0,) else self.model).eval()
         self.max_size = max_size
         self.flip = flip
         self.crf = crf

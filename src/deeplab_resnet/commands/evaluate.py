@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_crf_arguments(p)
     p.add_argument(
         "--crf-workers", type=int, default=None,
-        help="processes running the CRF alongside the network (default: CPU count, at most 8; 0 = inline)",
+        help="processes running the CRF alongside the network (default: half the CPUs, at most 8; "
+        "0 = inline, the default below 4 CPUs)",
     )  # fmt: skip
 
 
