@@ -63,7 +63,7 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], cell: int = 
         frac = np.where(rows > 0, m / rows, 0.0)
     n = len(class_names)
     font = ImageFont.load_default()
-    label_w = 8 + 7 * max(len(c) for c in class_names)
+    label_w = 8 + 7 * max([len(c) for c in class_names] + [len("ground truth")])
     top = label_w  # column names are written rotated, so they need the same room
     size = (label_w + n * cell + 1, top + n * cell + 1)
     img = Image.new("RGB", size, "white")
@@ -80,6 +80,10 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], cell: int = 
     for c in range(n):
         hdraw.text((4, c * cell + cell // 2 - 5), class_names[c], fill="black", font=font)
     img.paste(header.rotate(90, expand=True), (label_w, 0))
+    draw.text((4, 4), "rows:", fill="black", font=font)
+    draw.text((4, 16), "ground truth", fill="black", font=font)
+    draw.text((4, 32), "columns:", fill="black", font=font)
+    draw.text((4, 44), "prediction", fill="black", font=font)
     return img
 
 
