@@ -69,7 +69,7 @@ def detect(spec: str | Path) -> str | None:
         return None
     if is_npy(path):
         return "npy"
-    if is_v1(path):
+    if is_v1(path) or path.suffix == ".ckpt":  # a damaged .ckpt still gets the V1 reader's diagnosis
         return "tf-v1"
     if looks_like_caffemodel(path):
         return "caffe"
