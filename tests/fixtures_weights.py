@@ -380,6 +380,28 @@ def _body(x, _unused, blocks, conv, bn):
     return sum(conv(x, f"fc1_voc12_c{c}", 3, 1, r) for c, r in enumerate((6, 12, 18, 24)))
 
 
+def npy_layers(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """TF variables → the original convert.py's ``{layer: {param: array}}`` (BN: scale/offset/mean/variance)."""
+    bn_names = {"gamma": "scale", "beta": "offset", "moving_mean": "mean", "moving_variance": "variance"}
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    for name, a in arrays.items():
+        layer, param = name.split("/")
+        layers.setdefault(layer, {})[bn_names.get(param, param)] = a
+    return layers
+
+
 def rel_l2(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+if __name__ == "__main__":
+    # Write the full 528-tensor network in every original format, for timing ``deeplab convert``:
+    #   DEEPLAB_TF_PYTHON=... python tests/fixtures_weights.py OUTDIR
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = random_tf_arrays(reference_variables(), seed=1)
+    write_caffemodel(out / "train_iter_20000.caffemodel", caffe_layers(arrays, 999.0))
+    write_caffemodel(out / "v1format.caffemodel", caffe_layers(arrays, 999.0), "layers")
+    np.save(out / "deeplab_resnet.npy", npy_layers(arrays))
+    write_tf_checkpoints(out, [(arrays, out / "deeplab_resnet.ckpt", out / "model.ckpt", True)])

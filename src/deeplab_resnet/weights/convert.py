@@ -9,7 +9,7 @@ from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
 from ..models.deeplab import model_from_architecture
 from .loading import load_state
-from .native import save_weights
+from .native import WeightsMeta, save_state, save_weights
 from .original import check_tensors, dataset_for, infer_architecture, read_original, to_state
 
 
@@ -94,12 +94,17 @@ def convert(
             )
     classes = classes or 21
     check_tensors(weights, architecture, classes, where, skip_classifier=not_restore_last)
-    model = model_from_architecture(
-        architecture, convention=weights.convention, dataset=dataset or dataset_for(classes)
-    )
     state = to_state(weights, skip_classifier=not_restore_last)
-    load_state(model, state, skip_classifier=not_restore_last, source=where)
-    save_weights(model, dst, source=source or f"{weights.kind}:{Path(src).name}")
+    source = source or f"{weights.kind}:{Path(src).name}"
+    if not_restore_last:  # the new classifier needs the model's initialisation
+        model = model_from_architecture(
+            architecture, convention=weights.convention, dataset=dataset or dataset_for(classes)
+        )
+        load_state(model, state, skip_classifier=True, source=where)
+        save_weights(model, dst, source=source)
+    else:  # every tensor was checked above: write them as they are (no model to build)
+        meta = WeightsMeta(architecture, weights.convention, dataset or dataset_for(classes), source)
+        save_state(state, meta, dst)
     return ConvertReport(
         weights.kind, weights.convention, len(state), classes, architecture, tuple(weights.ignored), not_restore_last
     )

@@ -39,42 +39,55 @@ def _apply(matrix: list[int], reg: int) -> int:
     return out
 
 
-def _compose(a: list[int], b: list[int]) -> list[int]:
-    """The matrix of ``a(b(x))``."""
-    return [_apply(a, col) for col in b]
+# _POWERS[k] is the register map (a GF(2) matrix, as its 32 columns) of feeding 2**k zero bytes.
+_POWERS: list[list[int]] = [[_zero_byte(1 << bit) for bit in range(32)]]
 
 
-_ZERO1 = [_zero_byte(1 << bit) for bit in range(32)]
+def _power(k: int) -> list[int]:
+    while len(_POWERS) <= k:
+        last = _POWERS[-1]
+        _POWERS.append([_apply(last, col) for col in last])
+    return _POWERS[k]
 
 
-def _zeros_operator(n: int) -> list[int]:
-    """The register map of feeding ``n`` zero bytes (linear over GF(2)), by squaring."""
-    result = [1 << bit for bit in range(32)]
-    power = _ZERO1
+def _shift(reg: int, n: int) -> int:
+    """The register after feeding ``n`` zero bytes."""
+    k = 0
     while n:
         if n & 1:
-            result = _compose(power, result)
+            reg = _apply(_power(k), reg)
         n >>= 1
-        if n:
-            power = _compose(power, power)
-    return result
+        k += 1
+    return reg
 
 
-def _apply_vec(matrix: list[int], regs: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(regs)
-    for bit in range(32):
-        out ^= np.where((regs >> np.uint32(bit)) & np.uint32(1), np.uint32(matrix[bit]), np.uint32(0))
-    return out
+_BYTE_TABLES: dict[int, np.ndarray] = {}
 
 
-_CHUNK = 1024
-_CHUNKS = 16384  # a 16 MiB piece at a time keeps the temporary copy small
+def _apply_vec(k: int, regs: np.ndarray) -> np.ndarray:
+    """``_power(k)`` applied to every register: four 256-entry lookups instead of 32 bit tests."""
+    if k not in _BYTE_TABLES:
+        cols = np.array(_power(k), dtype=np.uint32)
+        x = np.arange(256, dtype=np.uint32)
+        tables = np.zeros((4, 256), dtype=np.uint32)
+        for b in range(4):
+            for bit in range(8):
+                tables[b] ^= np.where((x >> np.uint32(bit)) & np.uint32(1), cols[8 * b + bit], np.uint32(0))
+        _BYTE_TABLES[k] = tables
+    t = _BYTE_TABLES[k]
+    as_bytes = regs.view(np.uint8).reshape(-1, 4)  # little-endian: byte b is bits 8b..8b+7
+    return t[0][as_bytes[:, 0]] ^ t[1][as_bytes[:, 1]] ^ t[2][as_bytes[:, 2]] ^ t[3][as_bytes[:, 3]]
+
+
+_CHUNK_LOG2 = 8  # short chunks: few (overhead-bound) loop steps, many lanes per step
+_CHUNK = 1 << _CHUNK_LOG2
+_CHUNKS = 65536  # a 16 MiB piece at a time keeps the temporary copy small
 
 
 def _piece_register(piece: np.ndarray) -> int:
     """The CRC register of ``piece`` (length _CHUNK * k) started from 0, no final xor."""
     k = len(piece) // _CHUNK
-    cols = piece.reshape(k, _CHUNK).T.copy()  # column j holds byte j of every chunk
+    cols = piece.reshape(k, _CHUNK).T.copy()  # row j holds byte j of every chunk
     regs = np.zeros(k, dtype=np.uint32)
     for j in range(_CHUNK):
         regs = _TABLE[(regs ^ cols[j]) & np.uint32(0xFF)] ^ (regs >> np.uint32(8))
@@ -82,11 +95,10 @@ def _piece_register(piece: np.ndarray) -> int:
     # with zero registers (zero bytes fed to a zero register leave it zero).
     size = 1 << (k - 1).bit_length()
     regs = np.concatenate([np.zeros(size - k, dtype=np.uint32), regs])
-    length = _CHUNK
+    level = _CHUNK_LOG2
     while len(regs) > 1:
-        shift = _zeros_operator(length)
-        regs = _apply_vec(shift, regs[0::2]) ^ regs[1::2]
-        length *= 2
+        regs = _apply_vec(level, np.ascontiguousarray(regs[0::2])) ^ regs[1::2]
+        level += 1
     return int(regs[0])
 
 
@@ -98,7 +110,7 @@ def crc32c(data: bytes | memoryview | np.ndarray, crc: int = 0) -> int:
     step = _CHUNK * _CHUNKS
     while len(buf) - pos >= _CHUNK * 16:  # vectorise only when there is enough to share
         n = min(step, (len(buf) - pos) // _CHUNK * _CHUNK)
-        reg = _apply(_zeros_operator(n), reg) ^ _piece_register(buf[pos : pos + n])
+        reg = _shift(reg, n) ^ _piece_register(buf[pos : pos + n])
         pos += n
     for byte in buf[pos:].tobytes():
         reg = _TABLE_LIST[(reg ^ byte) & 0xFF] ^ (reg >> 8)
