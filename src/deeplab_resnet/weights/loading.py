@@ -38,7 +38,9 @@ def read_weights(spec: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta
         if can_read(spec):
             return read(spec)
     if not Path(spec).exists():
-        raise DeepLabError(f"weight file not found: {spec}")
+        from .registry import REGISTRY
+
+        raise DeepLabError(f"weight file not found: {spec} (known weights names: {', '.join(REGISTRY)})")
     raise DeepLabError(
         f"{spec}: unsupported weight file (expected a deeplab_resnet .safetensors file, a .caffemodel, "
         "a TensorFlow checkpoint or an .npy weight dictionary; 'deeplab weights list' shows the names)"
