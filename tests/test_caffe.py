@@ -146,3 +146,13 @@ def test_convert_command(tmp_path, tiny_arrays, capsys):
     err = capsys.readouterr().err
     assert "21 classes but 5" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_caffemodel_recognised_by_content(tmp_path, tiny_arrays):
+    for fmt in ("layer", "layers"):
+        src = tmp_path / f"renamed_{fmt}.bin"  # no .caffemodel suffix
+        write_caffemodel(src, caffe_layers(tiny_arrays, 2.0), fmt)
+        assert convert(src, tmp_path / "o.safetensors").kind == "caffe"
+    (tmp_path / "notes.bin").write_bytes(b"\x0a\x05hello world")
+    with pytest.raises(DeepLabError, match="not an original weight file"):
+        convert(tmp_path / "notes.bin", tmp_path / "x.safetensors")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeepLabError
-from .protowire import WireError, fields, iter_fields, one, packed_numbers, packed_varints, signed64
+from .protowire import WireError, fields, iter_fields, one, packed_numbers, packed_varints, read_varint, signed64
 
 # The V1 LayerType enum values a DeepLab model holds weights in (others are named by number).
 V1_TYPES = {4: "Convolution", 14: "InnerProduct"}
@@ -74,16 +74,25 @@ def read_caffemodel(path: str | Path) -> list[CaffeLayer]:
 
 
 def looks_like_caffemodel(path: str | Path) -> bool:
-    """By name (``.caffemodel``) or by a first field that a NetParameter would start with."""
+    """By name (``.caffemodel``), or by content: a NetParameter starting with its layers
+    (field 100 or 2), possibly after the net's name (field 1)."""
     p = Path(path)
     if not p.is_file():
         return False
     if p.suffix == ".caffemodel":
         return True
+    if p.suffix in (".meta", ".pb", ".index", ".onnx"):  # other protobufs that start alike
+        return False
     try:
         with open(p, "rb") as f:
-            head = f.read(3)
-    except OSError:
+            head = memoryview(f.read(4096))
+        key, pos = read_varint(head, 0, len(head))
+        if key == (100 << 3 | 2):
+            return True
+        if key == (1 << 3 | 2):  # the name; the layers must follow
+            length, pos = read_varint(head, pos, len(head))
+            key, _ = read_varint(head, pos + length, len(head))
+            return key in (2 << 3 | 2, 100 << 3 | 2)
+    except (OSError, WireError):
         return False
-    # name (field 1), layers (field 2) or layer (field 100), all length-delimited.
-    return head[:1] in (b"\x0a", b"\x12") or head[:2] == b"\xa2\x06"
+    return False
