@@ -145,6 +145,14 @@ def test_npy_dictionary_as_the_original_convert_wrote_it(tmp_path):
         report = convert(path, tmp_path / "o.safetensors")
         assert report.kind == "npy" and report.convention == "tf"
         _check_state(read_native(tmp_path / "o.safetensors")[0], arrays)
+    layers["res3a_branch2b"]["weights"] = layers["res3a_branch2b"]["weights"][:, :, :4]
+    np.save(src, layers)
+    with pytest.raises(
+        DeepLabError,
+        match=r"entry 'res3a_branch2b/weights' \[3, 3, 4, 16\] has the wrong shape: expected \[3, 3, 16, 16\]",
+    ):
+        convert(src, tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
 
 
 class _Evil:

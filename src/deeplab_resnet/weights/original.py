@@ -246,9 +246,11 @@ def check_tensors(
     for name in sorted(want):
         shape = tuple(weights.tensors[name].shape)
         if shape != expected[name]:
+            want_shape = expected[name]
+            if weights.convention == "tf" and len(want_shape) == 4:  # say it in the file's layout (HWIO)
+                want_shape = (want_shape[2], want_shape[3], want_shape[1], want_shape[0])
             raise DeepLabError(
-                f"{where}: {weights.origin.get(name, name)} has the wrong shape: expected {list(expected[name])} "
-                "(in this package's layout)"
+                f"{where}: {weights.origin.get(name, name)} has the wrong shape: expected {list(want_shape)}"
             )
 
 
