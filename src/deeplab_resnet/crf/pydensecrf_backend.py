@@ -53,8 +53,8 @@ def run(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
     Returns:
         Refined probabilities, ``C x H x W`` float32.
     """
-    dcrf = _densecrf()
     check_inputs(image, probs)
+    dcrf = _densecrf()
     classes, height, width = probs.shape
     unary = -np.log(np.clip(probs, UNARY_CLIP, 1.0)).reshape(classes, -1).astype(np.float32)
     crf = dcrf.DenseCRF2D(width, height, classes)
