@@ -102,13 +102,17 @@ class LatticeOperator:
         # Splat: vertex v sums (weight * value) over its (point, corner) run in splat_order.
         self.splat = (torch.div(order, k, rounding_mode="floor"), lattice.splat_offsets, splat_w.reshape(-1)[order])
         # Blur: new[v] = 1/2 v[n1] + v + 1/2 v[n2]; an absent neighbour is v itself with weight 0.
+        own = torch.arange(m, device=dev).reshape(1, m, 1)
         nb = lattice.neighbours
-        own = torch.arange(m, device=dev).reshape(1, m, 1).expand(k, m, 1)
-        idx = torch.cat([nb[:, :, :1], own, nb[:, :, 1:]], dim=2)
-        present = idx >= 0
-        wt = torch.where(present, 0.5, 0.0)
+        idx = torch.empty(k, m, 3, dtype=torch.int64, device=dev)
+        idx[:, :, 0:1] = nb[:, :, 0:1]
+        idx[:, :, 1:2] = own
+        idx[:, :, 2:3] = nb[:, :, 1:2]
+        wt = torch.full((k, m, 3), 0.5, device=dev)
         wt[:, :, 1] = 1.0
-        idx = torch.where(present, idx, own)
+        missing = idx < 0
+        wt.masked_fill_(missing, 0.0)
+        idx = torch.where(missing, own, idx)
         self.blur = [(idx[j], wt[j]) for j in range(k)]
         self.slice = (lattice.vertex, slice_w.contiguous())
 
@@ -141,32 +145,31 @@ def _simplex(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     """Per point: remainder-0 corner ``rem0`` and ``rank`` (both ``P x (d+1)``), barycentric weights.
 
     Float32 operations in densecrf's order, so that the simplex and the weights are the same.
+    Worked coordinate-major (``(d+1) x P``) so that every step is a contiguous vector operation.
     """
     p, d = features.shape
     dev = features.device
-    f = features.to(torch.float32)
-    scale = _scale_factors(d).to(dev)
-    elevated = torch.empty(p, d + 1, dtype=torch.float32, device=dev)
-    cf = f * scale
+    f = features.to(torch.float32).t().contiguous()
+    cf = f * _scale_factors(d).to(dev).reshape(-1, 1)
+    elevated = torch.empty(d + 1, p, dtype=torch.float32, device=dev)
     sm = torch.zeros(p, dtype=torch.float32, device=dev)
     for j in range(d, 0, -1):
-        torch.sub(sm, cf[:, j - 1], alpha=j, out=elevated[:, j])
-        sm += cf[:, j - 1]
-    elevated[:, 0] = sm
+        torch.sub(sm, cf[j - 1], alpha=j, out=elevated[j])
+        sm += cf[j - 1]
+    elevated[0] = sm
 
     down = torch.tensor(1.0 / (d + 1), dtype=torch.float32, device=dev)
     v = torch.round(elevated * down)  # nearest, ties to even, as SSE's cvtps2dq
     rem0 = v * (d + 1)
-    total = v.sum(dim=1, keepdim=True).to(torch.int64)
     diff = elevated - rem0
 
-    # rank[i] = #{j > i: diff_j > diff_i} + #{j < i: diff_j >= diff_i}  (densecrf's pairwise loop)
-    idx = torch.arange(d + 1, device=dev)
-    upper = (idx[None, :] > idx[:, None]).reshape(1, d + 1, d + 1)
-    dj, di = diff[:, None, :], diff[:, :, None]
-    rank = torch.where(upper, dj > di, dj >= di)
-    rank &= idx[None, :, None] != idx[None, None, :]
-    rank = rank.sum(dim=2) + total
+    # densecrf's pairwise loop: for i < j, diff_i < diff_j ranks i later, else j
+    rank = v.sum(dim=0, dtype=torch.int64).expand(d + 1, p).clone()
+    for i in range(d):
+        for j in range(i + 1, d + 1):
+            less = diff[i] < diff[j]
+            rank[i] += less
+            rank[j] += ~less
     wrap = (rank < 0).to(torch.int64) - (rank > d).to(torch.int64)
     rank += wrap * (d + 1)
     rem0 = rem0.to(torch.int64) + wrap * (d + 1)
@@ -174,11 +177,11 @@ def _simplex(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     # densecrf adds +v_i at position d - rank_i and -v_i at the next one; every position gets
     # one of each, so with u[d - rank_i] = v_i the weights are u[k] - u[k-1] (the same floats).
     vals = (elevated - rem0.to(torch.float32)) * down
-    u = torch.empty_like(vals).scatter_(1, d - rank, vals)
+    u = torch.empty_like(vals).scatter_(0, d - rank, vals)
     bary = torch.empty_like(vals)
-    bary[:, 1:] = u[:, 1:] - u[:, :-1]
-    bary[:, 0] = u[:, 0] + (1 - u[:, d])
-    return rem0, rank, bary
+    torch.sub(u[1:], u[:-1], out=bary[1:])
+    bary[0] = u[0] + (1 - u[d])
+    return rem0.t().contiguous(), rank.t().contiguous(), bary.t().contiguous()
 
 
 def _vertex_keys(rem0: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
@@ -236,7 +239,8 @@ def build_lattice(features: torch.Tensor, image_index: torch.Tensor | None = Non
         if image_index is not None:
             packed += image_index.to(device=dev, dtype=torch.int64).reshape(-1, 1) * math.prod(span)
         m, vertex, order, offsets, uniq = _sort_keys(packed.reshape(-1))
-        neighbours = _neighbours_packed(uniq, (steps * stride).sum(dim=1))
+        new_id, vertex, order, offsets = _renumber(vertex, order, offsets)
+        neighbours = _neighbours_packed(uniq, new_id, (steps * stride).sum(dim=1))
     else:
         keys = _vertex_keys(rem0, rank).reshape(-1, d)
         if image_index is not None:
@@ -244,9 +248,33 @@ def build_lattice(features: torch.Tensor, image_index: torch.Tensor | None = Non
             keys = torch.cat([keys, img], dim=1)
             steps = torch.cat([steps, torch.zeros(d + 1, 1, dtype=torch.int64, device=dev)], dim=1)
         m, vertex, order, offsets, uniq = _sort_rows(keys)
-        neighbours = _neighbours_rows(uniq, steps)
+        new_id, vertex, order, offsets = _renumber(vertex, order, offsets)
+        neighbours = _neighbours_rows(uniq, new_id, steps)
     alpha = float(torch.tensor(1.0 / (1.0 + 2.0 ** (-d)), dtype=torch.float32))
     return Lattice(d, p, m, vertex.reshape(p, d + 1), bary, order, offsets, neighbours, alpha)
+
+
+def _renumber(vertex: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor):
+    """Number vertices in the order of the first point that touches them (instead of key order).
+
+    Splat and slice then read memory almost sequentially, which is what makes them fast on CPU.
+    Runs in ``order`` are sorted by position, so a run's first entry is its first point.
+    Returns the map old id -> new id and the renumbered ``vertex``, ``order`` and ``offsets``.
+    """
+    dev = vertex.device
+    m = offsets.numel()
+    first = order[offsets]  # distinct (point, corner) positions
+    mark = torch.zeros(vertex.numel(), dtype=torch.int64, device=dev)
+    mark[first] = 1
+    new_id = torch.cumsum(mark, 0)[first] - 1
+    old_of_new = torch.empty_like(new_id)
+    old_of_new[new_id] = torch.arange(m, device=dev)
+    counts = torch.diff(offsets, append=torch.tensor([order.numel()], device=dev))
+    counts_new = counts[old_of_new]
+    offsets_new = torch.cumsum(counts_new, 0) - counts_new
+    shift = torch.repeat_interleave(offsets[old_of_new] - offsets_new, counts_new, output_size=order.numel())
+    order_new = order[torch.arange(order.numel(), device=dev) + shift]
+    return new_id, new_id[vertex], order_new, offsets_new
 
 
 def _strides(span: list[int], device) -> torch.Tensor:
@@ -292,23 +320,32 @@ def _sort_rows(keys: torch.Tensor):
     return uniq.shape[0], vertex, order, offsets, uniq
 
 
-def _neighbours_packed(uniq: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``(d+1) x M x 2`` neighbour ids (``-1`` absent) of sorted packed keys; ``shift`` per direction."""
+def _neighbours_packed(uniq: torch.Tensor, new_id: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``(d+1) x M x 2`` blur neighbours (new ids, ``-1`` absent) of vertices in new-id order.
+
+    ``uniq`` are the sorted packed keys (old ids), ``shift`` the packed offset of each direction.
+    """
     m = uniq.numel()
-    query = torch.stack([uniq[None, :] + shift[:, None], uniq[None, :] - shift[:, None]], dim=2)
-    if uniq.device.type == "cpu":  # numpy's searchsorted is much faster on CPU
-        pos = torch.from_numpy(np.searchsorted(uniq.numpy(), query.numpy()))
-    else:
-        pos = torch.searchsorted(uniq, query)
-    pos.clamp_(max=m - 1)
-    return torch.where(uniq[pos] == query, pos, torch.full_like(pos, -1))
+    old_of_new = torch.empty_like(new_id)
+    old_of_new[new_id] = torch.arange(m, device=uniq.device)
+    keys = uniq[old_of_new]
+    query = torch.stack([keys[None, :] + shift[:, None], keys[None, :] - shift[:, None]], dim=2)
+    if uniq.device.type == "cpu":  # numpy's searchsorted and indexing are much faster on CPU
+        u, q = uniq.numpy(), query.numpy()
+        pos = np.minimum(np.searchsorted(u, q), m - 1)
+        return torch.from_numpy(np.where(u[pos] == q, new_id.numpy()[pos], -1))
+    pos = torch.searchsorted(uniq, query).clamp_(max=m - 1)
+    return torch.where(uniq[pos] == query, new_id[pos], -1)
 
 
-def _neighbours_rows(uniq: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+def _neighbours_rows(uniq: torch.Tensor, new_id: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """The same for row keys: look the shifted rows up with a second unique."""
     m = uniq.shape[0]
-    query = torch.stack([uniq[None] + steps[:, None], uniq[None] - steps[:, None]], dim=2)  # (d+1) x M x 2 x w
-    allkeys = torch.cat([uniq, query.reshape(-1, uniq.shape[1])], dim=0)
+    old_of_new = torch.empty_like(new_id)
+    old_of_new[new_id] = torch.arange(m, device=uniq.device)
+    keys = uniq[old_of_new]
+    query = torch.stack([keys[None] + steps[:, None], keys[None] - steps[:, None]], dim=2)  # (d+1) x M x 2 x w
+    allkeys = torch.cat([keys, query.reshape(-1, keys.shape[1])], dim=0)
     _, inv = torch.unique(allkeys, dim=0, sorted=True, return_inverse=True)
     lookup = torch.full((int(inv.max()) + 1,), -1, dtype=torch.int64, device=uniq.device)
     lookup[inv[:m]] = torch.arange(m, device=uniq.device)
