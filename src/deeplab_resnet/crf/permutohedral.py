@@ -23,8 +23,9 @@ lattice: the image index is part of the key, so no blur ever crosses from one im
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -60,6 +61,7 @@ class Lattice:
     splat_offsets: torch.Tensor
     neighbours: torch.Tensor
     alpha: float
+    _plain: LatticeOperator | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -72,7 +74,9 @@ class Lattice:
             pre: optional per-point factor (length ``P``) applied before splatting.
             post: optional per-point factor (length ``P``) applied after slicing.
         """
-        return LatticeOperator(self, pre, post)
+        if self._plain is None:
+            self._plain = LatticeOperator(self)
+        return self._plain if pre is None and post is None else self._plain.scaled(pre, post)
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Filter ``values`` (``P x C`` or length ``P``) through the lattice, unnormalised.
@@ -90,48 +94,73 @@ class LatticeOperator:
     matrix in one pass (FBGEMM's kernel on CPU, a fused kernel on CUDA), with no scatter.
     """
 
-    def __init__(self, lattice: Lattice, pre: torch.Tensor | None, post: torch.Tensor | None) -> None:
-        k, m = lattice.dim + 1, lattice.num_vertices
+    def __init__(self, lattice: Lattice) -> None:
+        k, m, p = lattice.dim + 1, lattice.num_vertices, lattice.num_points
         dev = lattice.device
-        w = lattice.weight
-        splat_w = w if pre is None else w * pre.to(w).reshape(-1, 1)
-        slice_w = w * lattice.alpha
-        if post is not None:
-            slice_w = slice_w * post.to(w).reshape(-1, 1)
+        splat_w = lattice.weight
+        slice_w = lattice.weight * lattice.alpha
         order = lattice.splat_order
         # Splat: vertex v sums (weight * value) over its (point, corner) run in splat_order.
-        self.splat = (torch.div(order, k, rounding_mode="floor"), lattice.splat_offsets, splat_w.reshape(-1)[order])
-        # Blur: new[v] = 1/2 v[n1] + v + 1/2 v[n2]; an absent neighbour is v itself with weight 0.
+        self.splat = _bags(
+            torch.div(order, k, rounding_mode="floor"),
+            torch.cat([lattice.splat_offsets, torch.tensor([order.numel()], device=dev)]),
+            splat_w.reshape(-1)[order],
+        )
+        # Blur: new[v] = 1/2 v[n1] + v + 1/2 v[n2], absent neighbours left out of the bag.
         own = torch.arange(m, device=dev).reshape(1, m, 1)
         nb = lattice.neighbours
-        idx = torch.empty(k, m, 3, dtype=torch.int64, device=dev)
-        idx[:, :, 0:1] = nb[:, :, 0:1]
-        idx[:, :, 1:2] = own
-        idx[:, :, 2:3] = nb[:, :, 1:2]
-        wt = torch.full((k, m, 3), 0.5, device=dev)
-        wt[:, :, 1] = 1.0
-        missing = idx < 0
-        wt.masked_fill_(missing, 0.0)
-        idx = torch.where(missing, own, idx)
-        self.blur = [(idx[j], wt[j]) for j in range(k)]
-        self.slice = (lattice.vertex, slice_w.contiguous())
+        idx = torch.cat([nb[:, :, :1], own.expand(k, m, 1), nb[:, :, 1:]], dim=2)
+        present = idx >= 0
+        wt = torch.tensor([0.5, 1.0, 0.5], device=dev).expand(k, m, 3)[present]
+        flat = idx[present]  # direction by direction, vertex by vertex
+        counts = present.sum(dim=2)
+        offsets = torch.zeros(k, m + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(counts, dim=1, out=offsets[:, 1:])
+        self.blur = []
+        start = 0
+        for j, total in enumerate(offsets[:, -1].tolist()):
+            self.blur.append(_bags(flat[start : start + total], offsets[j], wt[start : start + total]))
+            start += total
+        self.corners = k
+        self.slice = _bags(lattice.vertex.reshape(-1), torch.arange(0, p * k + 1, k, device=dev), slice_w.reshape(-1))
+        self._splat_point = self.splat[0]  # the point of each splat entry
+
+    def scaled(self, pre: torch.Tensor | None, post: torch.Tensor | None) -> LatticeOperator:
+        """The same operator with per-point factors before splatting and after slicing (shares the blur)."""
+        new = copy.copy(self)
+        if pre is not None:
+            index, offsets, weight = self.splat
+            new.splat = (index, offsets, weight * pre.to(weight).reshape(-1)[self._splat_point])
+        if post is not None:
+            index, offsets, weight = self.slice
+            per_point = weight.reshape(-1, self.corners) * post.to(weight).reshape(-1, 1)
+            new.slice = (index, offsets, per_point.reshape(-1))
+        return new
 
     def splat_values(self, values: torch.Tensor) -> torch.Tensor:
-        idx, offsets, wt = self.splat
-        return F.embedding_bag(idx, values, offsets, mode="sum", per_sample_weights=wt)
+        return _apply(self.splat, values)
 
     def blur_values(self, x: torch.Tensor) -> torch.Tensor:
-        for idx, wt in self.blur:
-            x = F.embedding_bag(idx, x, mode="sum", per_sample_weights=wt)
+        for bags in self.blur:
+            x = _apply(bags, x)
         return x
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
         vector = values.dim() == 1
         x = values.reshape(values.shape[0], -1).to(torch.float32).contiguous()
-        x = self.blur_values(self.splat_values(x))
-        idx, wt = self.slice
-        x = F.embedding_bag(idx, x, mode="sum", per_sample_weights=wt)
+        x = _apply(self.slice, self.blur_values(self.splat_values(x)))
         return x.reshape(-1) if vector else x
+
+
+def _bags(index: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor):
+    """A sparse matrix in CSR form as embedding-bag arguments (offsets include the last one)."""
+    return index.contiguous(), offsets.contiguous(), weight.to(torch.float32).contiguous()
+
+
+def _apply(bags, x: torch.Tensor) -> torch.Tensor:
+    """``out[b] = sum_{e in bag b} weight[e] * x[index[e]]``."""
+    index, offsets, weight = bags
+    return F.embedding_bag(index, x, offsets, mode="sum", per_sample_weights=weight, include_last_offset=True)
 
 
 def _scale_factors(d: int) -> torch.Tensor:
