@@ -156,6 +156,21 @@ def test_dense_crf_dispatch(voc_fixture):
     assert resolve_backend("auto", device="cpu") in ("torch", "pydensecrf")
 
 
+def test_pydensecrf_backend_through_dispatch(voc_fixture):
+    import importlib.util
+
+    _pydensecrf()
+    if importlib.util.find_spec("deeplab_resnet.crf.pydensecrf_backend") is None:
+        pytest.skip("the pydensecrf adapter (crf/pydensecrf_backend.py) is not in this tree")
+    img, lab = _pair(voc_fixture, NAMES[1], (40, 60))
+    probs = blurred_probs(lab)
+    params = PRESETS["deeplab-vgg"]
+    ref = pydensecrf_reference(img, probs, params)
+    np.testing.assert_allclose(dense_crf(img, probs, params, backend="pydensecrf"), ref, atol=1e-6)
+    auto = dense_crf(img, probs, params, backend="auto")
+    assert (auto.argmax(0) == ref.argmax(0)).mean() >= 0.995
+
+
 @pytest.mark.parametrize(
     "image, probs, backend",
     [

@@ -54,12 +54,14 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> No
 
 
 def pydensecrf_available() -> bool:
-    """Whether the optional ``pydensecrf`` package can be imported."""
+    """Whether the ``pydensecrf`` backend can run: the optional package and its adapter are both there."""
+    import importlib.util
+
     try:
         import pydensecrf.densecrf  # noqa: F401
     except ImportError:
         return False
-    return True
+    return importlib.util.find_spec(f"{__name__}.pydensecrf_backend") is not None
 
 
 def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
@@ -105,6 +107,10 @@ def dense_crf(
         from . import torch_backend
 
         return torch_backend.run(image, probs, params)
-    from . import pydensecrf_backend  # written with the evaluation commands (issue 5)
+    if not pydensecrf_available():
+        raise DeepLabError(
+            'the pydensecrf CRF backend needs the pydensecrf2 package: pip install "deeplab_resnet[crf]"'
+        )
+    from . import pydensecrf_backend
 
     return pydensecrf_backend.run(image, probs, params)

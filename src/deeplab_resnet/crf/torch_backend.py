@@ -13,13 +13,14 @@ The model is ``pydensecrf``'s ``DenseCRF2D`` recipe exactly:
   starting from ``Q = softmax(-U)``.
 
 The lattices are built once per batch and reused for every iteration and every label (labels are
-the columns of one ``pixels x labels`` matrix). The Gaussian lattice depends only on the image size
-and is shared by all images of a batch (their labels become more columns); the bilateral lattice
-holds all images at once, keyed by image.
+the columns of one ``pixels x labels`` matrix). The Gaussian lattice depends only on the image size:
+it is cached per size and shared by all images of a batch (their labels become more columns); the
+bilateral lattice holds all images of a batch at once, keyed by image.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -48,6 +49,14 @@ def _normalised(lattice: permutohedral.Lattice, weight: float) -> tuple[LatticeO
     return lattice.operator(pre=norm, post=norm * weight), gain
 
 
+@functools.lru_cache(maxsize=4)
+def _gaussian(height: int, width: int, sxy: float, weight: float, device: str) -> tuple[LatticeOperator, float]:
+    """The position kernel depends only on the image size: built once per size and reused (a dataset
+    has a handful of sizes; VOC is mostly 500x375 and 375x500)."""
+    lattice = permutohedral.build_lattice(permutohedral.image_features(height, width, sxy, device=device))
+    return _normalised(lattice, weight)
+
+
 class MeanField:
     """The two pairwise kernels of a batch of same-size images, ready for mean-field iterations.
 
@@ -63,8 +72,7 @@ class MeanField:
         dev = images.device
         self.batch, self.pixels = batch, height * width
         self.params = params
-        gauss = permutohedral.build_lattice(permutohedral.image_features(height, width, params.pos_xy, device=dev))
-        self.gauss, gain_g = _normalised(gauss, params.pos_w)
+        self.gauss, gain_g = _gaussian(height, width, float(params.pos_xy), float(params.pos_w), str(dev))
         features = permutohedral.image_features(height, width, params.bi_xy, images, params.bi_rgb)
         image_index = None
         if batch > 1:
