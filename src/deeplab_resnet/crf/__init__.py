@@ -46,6 +46,8 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> No
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         got = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
         raise DeepLabError(f"CRF: expected an H x W x 3 uint8 RGB image, got {got}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DeepLabError(f"CRF: the image is empty ({image.shape})")
     if not isinstance(probs, np.ndarray) or probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
         got = probs.shape if isinstance(probs, np.ndarray) else type(probs).__name__
         raise DeepLabError(f"CRF: probabilities must be C x H x W at the image's size {image.shape[:2]}, got {got}")

@@ -14,11 +14,14 @@ normalised: the result includes the point itself and approximates
 ``sum_j exp(-|f_i - f_j|^2 / 2) v_j`` only up to the lattice's known approximation (see
 ``tests/test_permutohedral.py``).
 
-Everything is vectorised torch: vertex keys are packed into int64 and deduplicated with one
-sort (``torch.unique``), neighbours are found with ``searchsorted``, and the three stages are
-sparse CSR matrix products (MKL on CPU, cuSPARSE on CUDA) built once per lattice and reused for
-every call (every mean-field iteration, all labels at once as columns). Several images are one
-lattice: the image index is part of the key, so no blur ever crosses from one image to another.
+Everything is vectorised: vertex keys are packed into int64 (mixed radix; a row-wise ``unique``
+when they do not fit) and deduplicated with one sort, vertices are renumbered in the order points
+first touch them (memory locality), blur neighbours are found with ``searchsorted``, and the three
+stages are weighted row gathers (``F.embedding_bag``: FBGEMM on CPU, a fused kernel on CUDA),
+prepared once per lattice and reused for every call (every mean-field iteration, all labels at
+once as columns). On CPU numpy does the sort and the searches (several times faster there).
+Several images can share one lattice: the image index is part of the key, so no blur ever
+crosses from one image to another.
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ class MeanField:
         ``gain * max q``. A label with ``gain * max q0 <= PRUNE_ENERGY`` therefore gets a message
         below ``PRUNE_ENERGY`` (1e-3) in every iteration; leaving it out changes its energy by less
         than that, its probability (at most ~1e-4) by less than 0.1% of itself, and the other labels'
-        by a normalisation of order 1e-6. Images have a few of the 21 classes, so this is most of them.
+        by a normalisation of order 1e-6. With a trained network's peaked output, classes absent from
+        the image can fall below that; with flatter probabilities nothing is pruned.
         """
         if not (self.prune and self.attractive):
             return None
@@ -116,7 +117,8 @@ class MeanField:
             return q
         # rows of a batch share the labels to filter; the bound is per label over all of them
         active = self.active_labels(q)
-        stable = self.gain > 80.0  # exp of energies up to gain could overflow: subtract the max
+        # with -U in [-20, 0] (clipped probabilities give [-11.5, 0]) and messages in [0, 60], exp is safe
+        stable = self.gain > 60.0 or not self.attractive or float(unary.abs().max()) > 20.0
         for _ in range(iterations):
             if active is None:
                 energy = self.message(q).add_(neg_unary)
@@ -127,9 +129,12 @@ class MeanField:
 
 
 def _softmax_(x: torch.Tensor, stable: bool) -> torch.Tensor:
-    """Row softmax in place. Energies are ``-U + message`` with ``-U <= 0`` and the message at most
-    the kernels' gain, so unless that is large ``exp`` cannot overflow and the row max (which over
-    21 labels costs as much as the rest) is skipped; the result differs only by rounding."""
+    """Row softmax in place; ``stable`` subtracts the row max first.
+
+    Energies are ``-U + message`` with ``-U`` in ``[-11.5, 0]`` for clipped probabilities and the
+    message in ``[0, gain]``; within those ranges ``exp`` can neither overflow nor underflow, so the
+    row max (over 21 labels it costs as much as the rest) is skipped: the result differs only by
+    rounding."""
     if stable:
         x.sub_(x.amax(dim=1, keepdim=True))
     x.exp_()
