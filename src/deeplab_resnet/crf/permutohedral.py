@@ -369,18 +369,40 @@ def _neighbours_packed(uniq: torch.Tensor, new_id: torch.Tensor, shift: torch.Te
     """``(d+1) x M x 2`` blur neighbours (new ids, ``-1`` absent) of vertices in new-id order.
 
     ``uniq`` are the sorted packed keys (old ids), ``shift`` the packed offset of each direction.
+    Only ``key + shift`` is searched, in key order (sorted queries: cache-friendly binary
+    searches); the other neighbour follows by symmetry (``u = n1(v)`` exactly when ``v = n2(u)``).
     """
-    m = uniq.numel()
+    if uniq.device.type == "cpu":  # numpy's searchsorted and indexing are much faster on CPU
+        return torch.from_numpy(_neighbours_numpy(uniq.numpy(), new_id.numpy(), shift.numpy()))
+    m, k = uniq.numel(), shift.numel()
+    query = uniq[None, :] + shift[:, None]
+    pos = torch.searchsorted(uniq, query).clamp_(max=m - 1)
+    found = uniq[pos] == query
+    n1 = torch.where(found, pos, -1)
+    n2 = torch.full_like(n1, -1)
+    rows = torch.arange(k, device=uniq.device).reshape(-1, 1).expand(k, m)
+    src = torch.arange(m, device=uniq.device).expand(k, m)
+    n2[rows[found], pos[found]] = src[found]
+    both = torch.stack([n1, n2], dim=2)
+    mapped = torch.where(both >= 0, new_id[both.clamp(min=0)], -1)
     old_of_new = torch.empty_like(new_id)
     old_of_new[new_id] = torch.arange(m, device=uniq.device)
-    keys = _take(uniq, old_of_new)
-    query = torch.stack([keys[None, :] + shift[:, None], keys[None, :] - shift[:, None]], dim=2)
-    if uniq.device.type == "cpu":  # numpy's searchsorted and indexing are much faster on CPU
-        u, q = uniq.numpy(), query.numpy()
-        pos = np.minimum(np.searchsorted(u, q), m - 1)
-        return torch.from_numpy(np.where(u[pos] == q, new_id.numpy()[pos], -1))
-    pos = torch.searchsorted(uniq, query).clamp_(max=m - 1)
-    return torch.where(uniq[pos] == query, new_id[pos], -1)
+    return mapped[:, old_of_new]
+
+
+def _neighbours_numpy(u: np.ndarray, ids: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    m, k = u.size, shift.size
+    both = np.full((k, m, 2), -1, dtype=np.int64)
+    for j in range(k):
+        query = u + shift[j]
+        pos = np.minimum(np.searchsorted(u, query), m - 1)
+        hit = np.flatnonzero(u[pos] == query)
+        target = pos[hit]
+        both[j, hit, 0] = ids[target]
+        both[j, target, 1] = ids[hit]
+    old_of_new = np.empty_like(ids)
+    old_of_new[ids] = np.arange(m)
+    return np.take(both, old_of_new, axis=1)
 
 
 def _neighbours_rows(uniq: torch.Tensor, new_id: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
