@@ -69,8 +69,10 @@ def pydensecrf_available() -> bool:
 def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
     """The concrete backend ``"torch"`` or ``"pydensecrf"`` that ``backend`` means here.
 
-    ``auto``: ours on CUDA; on CPU, ``pydensecrf`` when it is installed, because it measured as fast
-    as ours single-threaded (BENCHMARKS.md, "Dense CRF of our own"), else ours.
+    ``auto``: ours on CUDA; on CPU, ``pydensecrf`` when it is installed, else ours. Measured
+    (BENCHMARKS.md, "Dense CRF of our own"): ours is 1.2-1.3x faster with one torch thread but
+    several times slower with torch's default of one thread per core on a busy machine, while
+    pydensecrf's single thread is predictable.
 
     Args:
         backend: one of :data:`BACKENDS`.
