@@ -2,17 +2,15 @@
 
 The images (bilinear) and labels (nearest) are resized to --side x --side pixels (aspect ratio
 not kept), written to a temporary directory, and trained on whole (the crop is the whole image:
-no padding, random crop, scale or mirror), from scratch with a reduced-depth model (BN trained),
-then continued from those weights with frozen BN (the original's default). Then train mIoU is
-computed by ``evaluate_pairs`` on the same small images.
+no padding, random crop, scale or mirror), from scratch with a reduced-depth model (BN trained).
+Then train mIoU is computed by ``evaluate_pairs`` on the same small images.
 
-A first try kept the aspect ratio (longer side 96, crops padded to 97x97): train loss reached
-0.005 but evaluation gave mIoU 0.50, because the network then sees each image on a different
-stride-8 grid and with different borders than in training. Square images alone still gave
-0.58 (train loss 0.01): the BN-trained network fits batch statistics that evaluation does not
-use, hence phase 2.
-
-    PYTHONPATH=src python benchmarks/train_overfit.py --side 97 --width 16 --steps 200 --steps2 100 --lr 3e-3
+Measured (2026-11-24, shared 2-core CPU; BENCHMARKS.md): train mIoU 0.58, pixel accuracy 0.90,
+while the training loss on the stride-8 grid falls to ~0.01. The loss is computed on the 13x13
+logit grid of a 97x97 image, so it is nearly perfect there; the full-resolution score is capped by
+how well 13x13 upsampled logits draw the object boundaries. Not fixed by: square images instead
+of padded ones (0.50 → 0.58), or a second phase with frozen BN (``--steps2 100``: 0.58). Larger
+images would be needed (the cost grows with the pixels; not affordable on this machine today).
 """
 
 from __future__ import annotations
@@ -64,13 +62,13 @@ def overfit(workdir: Path, *, side: int, steps: int, steps2: int, width: int, lr
     )  # fmt: skip
     t0 = time.perf_counter()
     weights = train(cfg)
-    # Phase 2: the original's default, frozen BN, from the phase-1 weights. With BN trained, the
-    # network fits the batch statistics (train loss ~0.005) but evaluation uses the running
-    # statistics; with frozen BN, training and evaluation compute the same function.
-    cfg2 = dataclasses.replace(
-        cfg, restore_from=str(weights), num_steps=steps2, learning_rate=lr / 3, snapshot_dir=str(workdir / "run2")
-    )
-    weights = train(cfg2)
+    if steps2 > 0:  # phase 2: the original's default, frozen BN, from the phase-1 weights
+        weights = train(
+            dataclasses.replace(
+                cfg, restore_from=str(weights), num_steps=steps2, learning_rate=lr / 3,
+                snapshot_dir=str(workdir / "run2"),
+            )
+        )  # fmt: skip
     seconds = time.perf_counter() - t0
     model = load_model(weights)
     scores = evaluate_pairs(model, read_list(data, list_path)).scores()
@@ -83,7 +81,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--side", type=int, default=97, help="images are resized to SIDE x SIDE")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--steps2", type=int, default=100, help="phase 2 steps (frozen BN, LR/3)")
+    p.add_argument("--steps2", type=int, default=0, help="phase 2 steps (frozen BN, LR/3); 0: none")
     p.add_argument("--width", type=int, default=16, help="res2 width of the 1-1-1-1 block model")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=4)
