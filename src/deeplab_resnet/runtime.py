@@ -156,6 +156,52 @@ def make_backend(
                 cache.mkdir(parents=True, exist_ok=True)
             except OSError:
                 cache = Path(tempfile.mkdtemp(prefix="deeplab_onnx_"))
-            onnx_path = _cached_onnx(model.cpu(), cache)
+            onnx_path = _cached_onnx(model, cache)
         return OnnxRuntimeBackend(onnx_path, device=device, threads=threads)
     raise DeepLabError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+
+class BackendNet(nn.Module):
+    """A backend in the place of the network inside :class:`~deeplab_resnet.segment.Segmenter`
+    or :class:`~deeplab_resnet.models.MSC`: ``net(x)`` returns ``backend.logits(x)`` on ``x``'s device.
+    """
+
+    def __init__(self, backend: Backend):
+        super().__init__()
+        self.backend = backend
+        self.convention = backend.convention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backend.logits(x).to(x.device)
+
+
+def attach_backend(segmenter, backend: Backend) -> None:
+    """Make ``segmenter`` (a :class:`~deeplab_resnet.segment.Segmenter`) run ``backend``.
+
+    Preprocessing, multi-scale fusion, upsampling and argmax stay as they are; only the network
+    call changes.
+    """
+    from .models.msc import MSC
+
+    scales = getattr(segmenter.net, "scales", (1.0,))
+    net = BackendNet(backend)
+    segmenter.net = (MSC(net, scales) if tuple(scales) != (1.0,) else net).eval()  # type: ignore[arg-type]
+
+
+def batched_logits(backend: Backend, batches: list[torch.Tensor], max_batch: int = 8) -> list[torch.Tensor]:
+    """Logits for many preprocessed images (``3 x H x W`` each), same-size ones run as one batch.
+
+    Returns one ``C x h x w`` tensor per input, in input order. Batching images of equal size is
+    how evaluation uses a GPU fully (the original ran one image at a time).
+    """
+    order: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(batches):
+        order.setdefault(tuple(x.shape), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(batches)
+    for indices in order.values():
+        for start in range(0, len(indices), max_batch):
+            chunk = indices[start : start + max_batch]
+            logits = backend.logits(torch.stack([batches[i] for i in chunk]))
+            for i, row in zip(chunk, logits):
+                out[i] = row
+    return out  # type: ignore[return-value]

@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "size (0 = always full resolution; default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default: %(default)s)")
+    p.add_argument(
+        "--backend", default="torch", choices=("torch", "onnxruntime"),
+        help="run the network with PyTorch or onnxruntime (exported once per weights; default: %(default)s)",
+    )  # fmt: skip
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model_from_args(args, device)
     segmenter = Segmenter(model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None)
+    if args.backend != "torch":
+        from ..runtime import attach_backend, make_backend
+
+        attach_backend(segmenter, make_backend(args.backend, model, device=device))
     out_dir = Path(args.output_dir)
     failures = 0
     for path in paths:
