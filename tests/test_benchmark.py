@@ -117,7 +117,7 @@ def test_decode_augment_sample(voc_fixture):
 def test_benchmark_cli_on_the_tiny_model(tmp_path, capsys, voc_fixture):
     out = tmp_path / "bench.json"
     argv = [
-        "benchmark", "--model", "deeplab_v2_resnet_tiny", "--size", "33", "--repeats", "2", "--threads", "1",
+        "benchmark", "--model", "deeplab_v2_resnet_tiny", "--size", "33", "--repeats", "2",
         "--sections", "forward,data,crf", "--paths", "eager,default,onnxruntime", "--data-samples", "2",
         "--data-dir", str(voc_fixture), "--json", str(out), "--peak-tflops", "1",
     ]  # fmt: skip

@@ -265,7 +265,10 @@ class FastInference:
     def _autocast(self):
         if self.options.dtype == "float32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.options.dtype])
+        # Autocast's cast-weight cache must be off while a CUDA graph is captured (PyTorch docs).
+        return torch.autocast(
+            self.device.type, dtype=DTYPES[self.options.dtype], cache_enabled=not self.options.cuda_graphs
+        )
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         with self._autocast():
