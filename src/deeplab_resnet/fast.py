@@ -39,8 +39,10 @@ class InferenceOptions:
             rounding because BN uses fixed statistics at inference).
         channels_last: NHWC memory layout for weights and inputs (faster convs in oneDNN/cuDNN).
         dtype: ``float32``, or ``bfloat16`` / ``float16`` autocast (logits returned as float32).
-        compile: ``torch.compile`` the network (inductor); compiled code is cached on disk in
-            ``compile_cache_dir`` so a second process starts fast.
+        compile: ``torch.compile`` the network (inductor, weights frozen as constants); compiled
+            code is cached on disk in ``compile_cache_dir`` so a second process starts fast.
+            Compiles once per input size: meant for fixed sizes. Sets inductor's global
+            ``freezing`` flag for the process.
         compile_cache_dir: inductor's cache directory (default ``~/.cache/deeplab_resnet/inductor``).
         cuda_graphs: replay a captured CUDA graph per input shape (CUDA only; fixed sizes).
         cudnn_benchmark: let cuDNN pick the fastest algorithm per shape (CUDA only).
