@@ -8,7 +8,7 @@ from conftest import tiny_model
 
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.fast import agreement, parse_options
-from deeplab_resnet.runtime import OnnxRuntimeBackend, attach_backend, batched_logits, make_backend
+from deeplab_resnet.runtime import OnnxRuntimeBackend, backend_model, batched_logits, make_backend
 
 
 def test_onnxruntime_and_torch_backends_agree_and_export_is_cached(tmp_path):
@@ -67,8 +67,7 @@ def test_segmenter_runs_on_the_onnxruntime_backend(tmp_path):
     for scales in ((1.0,), (1.0, 0.5)):
         with torch.no_grad():
             reference = MSC(model, scales).eval()(x) if len(scales) > 1 else model(x)
-        seg = Segmenter(model, scales=scales)
-        attach_backend(seg, make_backend("onnxruntime", model, cache_dir=tmp_path))
+        seg = Segmenter(backend_model(model, make_backend("onnxruntime", model, cache_dir=tmp_path)), scales=scales)
         assert agreement(reference, seg.logits(rgb)[None])["rel_l2"] < 1e-5
         labels = model.upsample(reference, rgb.shape[:2])[0].argmax(0).numpy()
         assert (seg(rgb).labels == labels).mean() > 0.999
@@ -90,3 +89,22 @@ def test_segment_cli_backend_onnxruntime(tiny_weights, tmp_path, monkeypatch):
         outputs[backend] = np.asarray(Image.open(out / "im.png"))
     assert list((tmp_path / "cache" / "deeplab_resnet" / "onnx").glob("*.onnx"))
     assert (outputs["torch"] == outputs["onnxruntime"]).mean() > 0.999
+
+
+def test_evaluate_cli_backend_onnxruntime(tiny_weights, tmp_path, monkeypatch, voc_fixture):
+    import json
+
+    from deeplab_resnet.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    reports = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        argv = [
+            "evaluate", "--data-dir", str(voc_fixture), "--data-list", str(voc_fixture / "list_val.txt"),
+            "--weights", str(tiny_weights), "--limit", "2", "--quiet", "-o", str(out), "--backend", backend,
+        ]  # fmt: skip
+        assert main(argv) == 0
+        reports[backend] = json.loads((out / "report.json").read_text())
+    assert list((tmp_path / "cache" / "deeplab_resnet" / "onnx").glob("*.onnx"))
+    assert reports["onnxruntime"]["mean_iou"] == pytest.approx(reports["torch"]["mean_iou"], abs=1e-3)

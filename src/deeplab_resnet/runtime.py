@@ -175,17 +175,38 @@ class BackendNet(nn.Module):
         return self.backend.logits(x).to(x.device)
 
 
-def attach_backend(segmenter, backend: Backend) -> None:
-    """Make ``segmenter`` (a :class:`~deeplab_resnet.segment.Segmenter`) run ``backend``.
+class BackendModel(BackendNet):
+    """A stand-in for a :class:`~deeplab_resnet.models.DeepLabV2` whose forward runs ``backend``.
 
-    Preprocessing, multi-scale fusion, upsampling and argmax stay as they are; only the network
-    call changes.
+    It has what ``Segmenter``, ``MSC`` and ``evaluate_pairs`` use (``dataset``, ``num_classes``,
+    ``mean_bgr``, ``convention``, ``upsample``, ``logit_size``), so preprocessing, multi-scale
+    fusion, flipping, tiling, upsampling and the CRF stay as they are; only the network changes.
     """
-    from .models.msc import MSC
 
-    scales = getattr(segmenter.net, "scales", (1.0,))
-    net = BackendNet(backend)
-    segmenter.net = (MSC(net, scales) if tuple(scales) != (1.0,) else net).eval()  # type: ignore[arg-type]
+    def __init__(self, model: nn.Module, backend: Backend):
+        super().__init__(backend)
+        self._source = (model,)  # a tuple: not registered, so .to()/.eval() leave the model alone
+        self.dataset = model.dataset
+        self.architecture = getattr(model, "architecture", {})
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def mean_bgr(self) -> tuple[float, float, float]:
+        return self.dataset.mean_bgr
+
+    def logit_size(self, height: int, width: int) -> tuple[int, int]:
+        return self._source[0].logit_size(height, width)
+
+    def upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self._source[0].upsample(logits, size)
+
+
+def backend_model(model: nn.Module, backend: Backend) -> BackendModel:
+    """``model``'s stand-in that runs ``backend`` (see :class:`BackendModel`)."""
+    return BackendModel(model, backend).eval()
 
 
 def batched_logits(backend: Backend, batches: list[torch.Tensor], max_batch: int = 8) -> list[torch.Tensor]:
