@@ -45,7 +45,10 @@ def shrink_list(src: Path, list_name: str, dst: Path, side: int) -> Path:
     return dst / "list.txt"
 
 
-def overfit(workdir: Path, *, side: int, steps: int, steps2: int, width: int, lr: float, seed: int, batch: int) -> dict:
+def overfit(
+    workdir: Path, *, side: int, steps: int, steps2: int, width: int, lr: float, seed: int, batch: int,
+    loss_resolution: str = "logits",
+) -> dict:  # fmt: skip
     from deeplab_resnet.data.lists import read_list
     from deeplab_resnet.evaluate import evaluate_pairs
     from deeplab_resnet.train import TrainConfig, train
@@ -58,7 +61,7 @@ def overfit(workdir: Path, *, side: int, steps: int, steps2: int, width: int, lr
         data_dir=str(data), data_list=str(list_path), model="deeplab_v2_resnet_tiny", model_width=width,
         input_size=f"{crop},{crop}", batch_size=batch, num_steps=steps, optimizer="adam", learning_rate=lr,
         random_seed=seed, save_pred_every=10**9, checkpoint_every=10**9, snapshot_dir=str(workdir / "run"),
-        num_workers=0, progress=False, tensorboard=False, log_every=25,
+        num_workers=0, progress=False, tensorboard=False, log_every=25, loss_resolution=loss_resolution,
     )  # fmt: skip
     t0 = time.perf_counter()
     weights = train(cfg)
@@ -86,10 +89,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--loss-resolution", choices=("logits", "image"), default="logits")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = overfit(Path(tmp), side=args.side, steps=args.steps, steps2=args.steps2, width=args.width, lr=args.lr, seed=args.seed,
-                         batch=args.batch)  # fmt: skip
+                         batch=args.batch, loss_resolution=args.loss_resolution)  # fmt: skip
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
     print("train mIoU >= 0.9:", bool(np.isfinite(result["train_miou"]) and result["train_miou"] >= 0.9))
 

@@ -77,6 +77,56 @@ def test_loss_matches_an_independent_computation():
     assert [float(p) for p in parts] == pytest.approx([expected, expected_small, expected], rel=1e-5)
 
 
+def reference_bilinear(x: np.ndarray, size: tuple[int, int], convention: str) -> np.ndarray:
+    """Pixel by pixel: Caffe Interp (corner-aligned) or TF1 resize_bilinear (``d * in / out``)."""
+    n, c, h, w = x.shape
+    H, W = size
+
+    def source(d: int, n_in: int, n_out: int) -> tuple[int, int, float]:
+        pos = Fraction(d * n_in, n_out) if convention == "tf" else Fraction(d * (n_in - 1), n_out - 1)
+        lo = min(int(pos), n_in - 1)
+        return lo, min(lo + 1, n_in - 1), float(pos - lo)
+
+    out = np.zeros((n, c, H, W))
+    for i in range(H):
+        y0, y1, fy = source(i, h, H)
+        for j in range(W):
+            x0, x1, fx = source(j, w, W)
+            top = (1 - fx) * x[:, :, y0, x0] + fx * x[:, :, y0, x1]
+            bottom = (1 - fx) * x[:, :, y1, x0] + fx * x[:, :, y1, x1]
+            out[:, :, i, j] = (1 - fy) * top + fy * bottom
+    return out
+
+
+@pytest.mark.parametrize("convention", ["caffe", "tf"])
+def test_image_resolution_loss_matches_an_independent_computation(convention):
+    from deeplab_resnet.resize import resize_bilinear
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 4, 6, generator=g, dtype=torch.float64) * 3
+    labels = torch.randint(0, 5, (2, 25, 41), generator=g)
+    labels[0, :9] = 255
+    labels[1, 3:20, 7:30] = 6  # >= num_classes: ignored too
+    up = lambda t, size: resize_bilinear(t, size, convention)  # noqa: E731
+    loss, parts = seg_loss([logits], labels, num_classes=5, ignore_label=255, upsample=up)
+    big = reference_bilinear(logits.numpy(), (25, 41), convention)
+    expected = reference_loss(big, labels.numpy(), 5, 255)  # same size: every label pixel counts once
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Not the stride-8 loss: the option changes what is optimised.
+    assert float(seg_loss([logits], labels, 5, 255)[0]) != pytest.approx(expected, rel=1e-3)
+    # Multi-scale: each output is upsampled to the labels' size, one mean loss each.
+    small = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    total, parts = seg_loss([logits, small], labels, 5, 255, upsample=up)
+    expected_small = reference_loss(reference_bilinear(small.numpy(), (25, 41), convention), labels.numpy(), 5, 255)
+    assert [float(p) for p in parts] == pytest.approx([expected, expected_small], rel=1e-5)
+    assert float(total) == pytest.approx(expected + expected_small, rel=1e-5)
+
+
+def test_loss_resolution_is_checked(tmp_path):
+    with pytest.raises(DeepLabError, match="--loss-resolution"):
+        train(tiny_cfg(tmp_path, tmp_path, loss_resolution="pixels"))
+
+
 def test_param_groups_multipliers_and_decay():
     model = tiny_model()
     cfg = TrainConfig()

@@ -19,6 +19,10 @@ The recipe, and how it maps onto PyTorch:
   ``data/transforms.py``), averaged over the valid pixels of the (global) batch; the ignore label
   and any label ≥ num_classes do not count. With ``--msc``: the sum of the four such losses
   (each scale, and the max-fused logits), labels resized to each output's grid.
+  ``--loss-resolution image`` (ours, not the original's) instead upsamples every output to the
+  crop size with the model's own test-time resize (``model.upsample``) and takes the
+  cross-entropy against the full-resolution labels: the logits are then trained for what the
+  evaluation scores (boundaries between logit cells), at the cost of a crop-sized softmax.
 * ``--grad-update-every K`` (Caffe ``iter_size``): K micro-batches of ``--batch-size`` each, one
   update with the average of their gradients. As in Caffe, each micro-batch's loss is a mean over
   its own valid pixels, so this equals one batch of K·batch-size exactly when the micro-batches
@@ -43,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -112,6 +116,7 @@ class TrainConfig:
     val_data_dir: str | None = None
     val_every: int | None = None
     strict_labels: bool = False
+    loss_resolution: str = "logits"  # "logits": the original (stride-8 grid); "image": crop size
     check_data: bool = True
     progress: bool = True
     tensorboard: bool = True
@@ -181,15 +186,35 @@ def label_targets(labels: torch.Tensor, size: tuple[int, int], num_classes: int,
     return torch.where(valid, y, torch.full_like(y, -100))
 
 
-def seg_loss(outputs: list[torch.Tensor], labels: torch.Tensor, num_classes: int, ignore_label: int, *, world: int = 1):
+def seg_loss(
+    outputs: list[torch.Tensor],
+    labels: torch.Tensor,
+    num_classes: int,
+    ignore_label: int,
+    *,
+    world: int = 1,
+    upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None,
+):
     """Sum over ``outputs`` of the mean cross-entropy over valid pixels of the global batch.
 
     Each output's summed loss is divided by its valid-pixel count over all processes (times
     ``world``, since DDP averages gradients over processes), so that the gradient equals that
     of one process holding the whole batch.
 
+    Args:
+        outputs: logits ``(N, C, h, w)``, one per loss term.
+        labels: ``(N, H, W)`` integer labels at crop resolution.
+        num_classes: labels in ``[0, num_classes)`` count; others are ignored.
+        ignore_label: this label is ignored too.
+        world: number of DDP processes.
+        upsample: ``None`` (the original): labels are resized to each output's grid by nearest
+            neighbour. Otherwise ``upsample(logits, (H, W))`` (e.g. ``model.upsample``) brings
+            each output to the labels' size and the loss is taken at full resolution.
+
     Returns ``(loss, per-output mean losses as floats)``.
     """
+    if upsample is not None:
+        outputs = [upsample(o.float(), tuple(labels.shape[-2:])) for o in outputs]
     targets = [label_targets(labels, o.shape[-2:], num_classes, ignore_label) for o in outputs]
     counts = torch.stack([(t >= 0).sum() for t in targets]).to(torch.float64)
     if world > 1:
@@ -494,6 +519,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
     cfg.crop_size  # noqa: B018  (validates --input-size now, not after the data check)
     if cfg.scale_mode not in ("continuous", "discrete") or cfg.optimizer not in ("sgd", "adam"):
         raise DeepLabError("--scale-mode must be continuous/discrete and --optimizer sgd/adam")
+    if cfg.loss_resolution not in ("logits", "image"):
+        raise DeepLabError(f"--loss-resolution must be 'logits' or 'image', got {cfg.loss_resolution!r}")
 
     torch.manual_seed(cfg.random_seed)
     np.random.seed(cfg.random_seed % 2**32)
@@ -550,6 +577,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
             net, device_ids=[ddp.local_rank] if device.startswith("cuda") else None
         )
     net.train()
+    upsample = model.upsample if cfg.loss_resolution == "image" else None
 
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -599,7 +627,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
                     with amp:
                         out = net(x)
                     outputs = out if isinstance(out, list) else [out]
-                    loss, _ = seg_loss(outputs, labels, num_classes, ignore_label, world=ddp.world)
+                    loss, _ = seg_loss(outputs, labels, num_classes, ignore_label, world=ddp.world, upsample=upsample)
                     (loss / cfg.grad_update_every).backward()
                 loss_total += loss.detach().double().cpu() / cfg.grad_update_every
             if ddp.world > 1:  # every process must agree to stop on a bad loss

@@ -74,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--msc", action=BOOL, default=False, help="multi-scale training: 4 summed losses (1x, 0.75x, 0.5x, max-fused)"
     )
     o.add_argument(
+        "--loss-resolution",
+        choices=("logits", "image"),
+        default="logits",
+        help="cross-entropy on the stride-8 logit grid (the original; default) or on logits upsampled "
+        "to the crop size like at test time",
+    )
+    o.add_argument(
         "--scale-mode",
         choices=("continuous", "discrete"),
         default="continuous",
