@@ -301,7 +301,8 @@ def prepare_voc(
 
     wanted = set(voc_train) | set(voc_val) | set(sbd_train) | set(sbd_val)
     sources = _label_sources(voc_root, sbd_root, wanted)
-    missing_val = sorted(set(voc_val) - sources.keys())
+    # val is scored against VOC's own annotation (with its borders), never against SBD's.
+    missing_val = sorted(i for i in voc_val if sources.get(i, Path()).suffix != ".png")
     if missing_val:
         raise DeepLabError(f"{len(missing_val)} VOC val images have no SegmentationClass PNG (e.g. {missing_val[0]})")
     splits = derive_splits(voc_train, voc_val, sbd_train, sbd_val, set(sources))
