@@ -62,7 +62,10 @@ def build_tree(root: Path) -> dict[str, np.ndarray]:
             expected[image_id] = labels
         if image_id in SBD_MATS:
             sbd_labels = _labels(100 + n, border=False)
-            scipy_io.savemat(sbd / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": sbd_labels, "CategoriesPresent": np.arange(3)}})
+            scipy_io.savemat(
+                sbd / "cls" / f"{image_id}.mat",
+                {"GTcls": {"Segmentation": sbd_labels, "CategoriesPresent": np.arange(3)}},
+            )
             expected.setdefault(image_id, sbd_labels)  # VOC's PNG wins where both exist
     seg = voc / "ImageSets" / "Segmentation"
     for name, ids in (("train", VOC_TRAIN), ("val", VOC_VAL), ("trainval", VOC_TRAIN + VOC_VAL), ("test", VOC_TEST)):

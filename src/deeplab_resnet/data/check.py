@@ -184,9 +184,9 @@ def check_dataset(
     modes = set(report.label_modes)
     if len(modes) > 1:
         report.warnings.append(f"labels come in several modes: {dict(report.label_modes)}")
-    for index in np.nonzero(report.class_pixels == 0)[0]:
-        if report.labelled:
-            report.warnings.append(f"class {index} ({dataset.class_names[index]}) never appears")
+    absent = [f"{i} {dataset.class_names[i]}" for i in np.nonzero(report.class_pixels == 0)[0]]
+    if absent and report.labelled:
+        report.warnings.append(f"classes that never appear: {', '.join(absent)}")
     return report
 
 
