@@ -108,3 +108,23 @@ def test_bad_colour_tables_are_clear_errors(tmp_path: Path, content: str, messag
     (tmp_path / "t.csv").write_text(content)
     with pytest.raises(DeepLabError, match=message):
         load_colour_table(str(tmp_path / "t.csv"))
+
+
+def test_palette_masks_keep_label_indices_and_convert_arbitrary_ones(tmp_path: Path) -> None:
+    labels = _labels(9, 21, 255)
+    (tmp_path / "in").mkdir()
+    voc_style = Image.fromarray(labels, "P")
+    voc_style.putpalette(VOC.palette_bytes())
+    voc_style.save(tmp_path / "in" / "voc_style.png")
+    # An editor's indexed PNG: the same colours, numbered in another order.
+    order = np.random.default_rng(1).permutation(256).astype(np.uint8)
+    shuffled = Image.fromarray(order[labels], "P")
+    table = np.asarray(VOC.palette_bytes(), np.uint8).reshape(256, 3)
+    inverse = np.argsort(order)
+    shuffled.putpalette(table[inverse].ravel().tolist())
+    shuffled.save(tmp_path / "in" / "editor.png")
+    assert not np.array_equal(np.asarray(shuffled), labels)
+    result = convert_masks(tmp_path / "in", tmp_path / "out", load_colour_table(None), workers=1, progress=False)
+    assert result.written == 2 and not result.unknown and not result.errors
+    for name in ("voc_style", "editor"):
+        np.testing.assert_array_equal(read_label(tmp_path / "out" / f"{name}.png"), labels, err_msg=name)

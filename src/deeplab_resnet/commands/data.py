@@ -45,8 +45,9 @@ def _add_convert_masks(sub) -> None:
         help="RGB colour masks -> palette PNGs of class indices",
         description="Convert colour masks (one colour per class) to palette PNGs of class indices, keeping "
         "names and sub-folders. Colours that are in no table are reported with pixel counts and the mask "
-        "is not written (exit 1) unless --unknown-to-ignore. Palette/greyscale masks already hold "
-        "indices and are copied as they are.",
+        "is not written (exit 1) unless --unknown-to-ignore. Greyscale masks, and palette masks whose "
+        "indices already are the labels (VOC-style), are kept as they are; other palette masks are "
+        "converted through their colours.",
     )
     p.add_argument("source", help="a mask file or a folder of masks (searched recursively)")
     p.add_argument("output_dir", help="where to write the index PNGs")

@@ -193,13 +193,28 @@ class MaskResult:
     message: str = ""
 
 
+def _indices_are_labels(img, table: ColourTable) -> bool:
+    """A palette mask holds labels when each index in use is drawn in that label's colour.
+
+    VOC-style PNGs do; an indexed PNG from an image editor numbers its colours arbitrarily and
+    is converted through its colours instead.
+    """
+    palette = img.getpalette() or []
+    for value in np.unique(np.asarray(img)).tolist():
+        colour = tuple(palette[3 * value : 3 * value + 3])
+        if table.colours.get(colour) != value:  # type: ignore[call-overload]
+            return False
+    return True
+
+
 def convert_mask(task: MaskTask) -> MaskResult:
-    """Convert one mask file; palette / greyscale masks already hold indices and are kept as they are."""
+    """Convert one mask file. Greyscale masks, and palette masks whose indices already are the
+    labels (see :func:`_indices_are_labels`), are kept as they are."""
     from ...images import _open, label_image, read_label, save_png, to_rgb_array
 
     try:
         img = _open(task.source)
-        if img.mode in ("P", "L"):
+        if img.mode == "L" or (img.mode == "P" and _indices_are_labels(img, task.table)):
             labels, missing = read_label(task.source), Counter()
         else:
             labels, missing = colours_to_labels(to_rgb_array(img), task.table, task.unknown)
