@@ -1,8 +1,10 @@
 """One entry point for every kind of weight file: :func:`load_model`.
 
 :func:`read_weights` turns a user's ``--weights`` argument into a state dict plus metadata.
-Today it reads the native safetensors format; readers for the original releases' files and
-registry names plug in through :data:`READERS` (each a ``(can_read, read)`` pair).
+It reads the native safetensors format, the original releases' files (``.caffemodel``, TF V1/V2
+checkpoints, ``.npy`` dictionaries: converted on the fly, see :mod:`.original`) and registry
+names (``voc12``, ...: downloaded and converted once, see :mod:`.registry`), through
+:data:`READERS` (each a ``(can_read, read)`` pair).
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2, model_from_architecture
 from .native import WeightsMeta, is_native, read_native
+from .original import detect, read_original_weights
+from .registry import is_registered_name, read_registered
 
 Reader = tuple[Callable[[str], bool], Callable[[str], tuple[dict[str, torch.Tensor], WeightsMeta]]]
 
 # Tried in order; the first whose predicate accepts the spec reads it.
-READERS: list[Reader] = [(is_native, read_native)]
+READERS: list[Reader] = [
+    (is_native, read_native),
+    (lambda spec: detect(spec) is not None, read_original_weights),
+    (is_registered_name, read_registered),
+]
 
 
 def read_weights(spec: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
@@ -30,10 +38,12 @@ def read_weights(spec: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta
         if can_read(spec):
             return read(spec)
     if not Path(spec).exists():
-        raise DeepLabError(f"weight file not found: {spec}")
+        from .registry import REGISTRY
+
+        raise DeepLabError(f"weight file not found: {spec} (known weights names: {', '.join(REGISTRY)})")
     raise DeepLabError(
-        f"{spec}: unsupported weight file (expected a deeplab_resnet .safetensors file; "
-        "convert original files with 'deeplab convert SRC DST')"
+        f"{spec}: unsupported weight file (expected a deeplab_resnet .safetensors file, a .caffemodel, "
+        "a TensorFlow checkpoint or an .npy weight dictionary; 'deeplab weights list' shows the names)"
     )
 
 

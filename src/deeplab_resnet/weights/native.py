@@ -71,9 +71,18 @@ def meta_of(model: DeepLabV2, source: str = "") -> WeightsMeta:
 
 def save_weights(model: DeepLabV2, path: str | Path, *, source: str = "") -> None:
     """Write ``model``'s weights and metadata to ``path`` (atomically)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = meta_of(model, source).to_strings()
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    save_state(model.state_dict(), meta_of(model, source), path)
+
+
+def save_state(state: dict[str, torch.Tensor], meta: WeightsMeta, path: str | Path) -> None:
+    """Write a complete state dict with its metadata (what :func:`save_weights` writes for a model).
+
+    The caller guarantees that ``state`` is exactly the state dict of the model ``meta``
+    describes (the converters check every name and shape first).
+    """
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    strings = meta.to_strings()
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=strings))
 
 
 def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
