@@ -2,21 +2,80 @@
 
 Full images, one at a time (batch of one per image size, as the original), logits upsampled
 to the image size with the model's convention, argmax, one confusion matrix for the dataset.
+Options: multi-scale inputs, flip, dense CRF (in worker processes), saving predictions and
+logits, and sharding across ``torchrun`` ranks with the matrices summed at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
+from .crf import CRFParams
 from .data.lists import Pair
 from .errors import DeepLabError
-from .images import read_image, read_label
+from .images import label_image, read_image, read_label, save_png
 from .metrics import ConfusionMeter
 from .models.deeplab import DeepLabV2
-from .segment import Segmenter
+from .segment import Segmenter, refine_with_crf
+
+# Called after each image with (images done, images in total, seconds since the start).
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass
+class EvalOutputs:
+    """Where to write per-image results (``None``: not written)."""
+
+    predictions: Path | None = None  # palette PNGs NAME.png
+    logits: Path | None = None  # float32 H x W x C NAME.npy at the image's size
+
+
+def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """Image and ground truth of a list entry, checked to have the same size."""
+    if pair.label is None:
+        raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
+    image, label = read_image(pair.image), read_label(pair.label)
+    if image.shape[:2] != label.shape:
+        raise DeepLabError(f"{pair.label}: size {label.shape[::-1]} differs from its image {image.shape[1::-1]}")
+    return image, label
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file (``np.save`` on a path would append ``.npy`` to it)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, write)
+
+
+def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str) -> np.ndarray:
+    """CRF-refined label map; runs in a worker process."""
+    return refine_with_crf(image, probs, params, backend).argmax(0).astype(np.uint8)
+
+
+def _worker_init() -> None:
+    # One thread per worker: the workers already use every core between them.
+    torch.set_num_threads(1)
+
+
+def default_crf_workers() -> int:
+    """Half the cores (the network needs the rest), at most 8; none below 4 cores, where
+    spawning workers was measured to cost more than it overlaps (BENCHMARKS.md)."""
+    cores = os.cpu_count() or 1
+    return min(cores // 2, 8) if cores >= 4 else 0
 
 
 def evaluate_pairs(
@@ -26,21 +85,118 @@ def evaluate_pairs(
     device: str | torch.device = "cpu",
     scales: Sequence[float] = (1.0,),
     ignore_label: int | None = None,
+    flip: bool = False,
+    crf: CRFParams | None = None,
+    crf_backend: str = "auto",
+    crf_workers: int = 0,
+    outputs: EvalOutputs | None = None,
+    progress: Progress | None = None,
 ) -> ConfusionMeter:
     """Run ``model`` on every pair and accumulate the confusion matrix.
 
-    ``ignore_label`` defaults to the model's dataset's.
+    Args:
+        model: the network (its dataset gives the class count and, by default, the ignore label).
+        pairs: list entries with ground truth.
+        device: where the network runs.
+        scales: input scales (more than one: the original's max fusion).
+        ignore_label: ground-truth value not scored; defaults to the model's dataset's.
+        flip: average the logits with those of the mirrored image.
+        crf: dense-CRF parameters (``None``: no CRF).
+        crf_backend: ``auto``, ``torch`` or ``pydensecrf``.
+        crf_workers: processes running the CRF while the network goes on; 0 runs it inline.
+        outputs: per-image files to write.
+        progress: called after every image.
     """
+    pairs = list(pairs)
     ignore = model.dataset.ignore_label if ignore_label is None else ignore_label
     meter = ConfusionMeter(model.num_classes, ignore)
-    segmenter = Segmenter(model, device=device, scales=scales)
-    for pair in pairs:
+    segmenter = Segmenter(model, device=device, scales=scales, flip=flip)
+    outputs = outputs or EvalOutputs()
+    pool = None
+    if crf is not None and crf_workers > 0:
+        # spawn, not fork: forking a process that has started OpenMP or CUDA is unsafe.
+        pool = ProcessPoolExecutor(crf_workers, mp_context=get_context("spawn"), initializer=_worker_init)
+    pending: deque[tuple[Pair, np.ndarray, Future]] = deque()
+    start, done = time.perf_counter(), 0
+
+    def finish(pair: Pair, labels: np.ndarray, gt: np.ndarray) -> None:
+        nonlocal done
+        meter.update(labels, gt)
+        if outputs.predictions is not None:
+            save_png(label_image(labels, model.dataset), outputs.predictions / f"{pair.name}.png")
+        done += 1
+        if progress is not None:
+            progress(done, len(pairs), time.perf_counter() - start)
+
+    try:
+        for pair in pairs:
+            image, gt = load_pair(pair)
+            labels, upsampled = segmenter.predict(image, full=crf is not None or outputs.logits is not None)
+            if outputs.logits is not None and upsampled is not None:
+                save_npy(outputs.logits / f"{pair.name}.npy", upsampled.permute(1, 2, 0).cpu().numpy())
+            if crf is None:
+                finish(pair, labels.cpu().numpy().astype(np.uint8), gt)
+                continue
+            probs = torch.softmax(upsampled, dim=0).cpu().numpy()
+            if pool is None:
+                finish(pair, crf_labels(image, probs, crf, crf_backend), gt)
+                continue
+            pending.append((pair, gt, pool.submit(crf_labels, image, probs, crf, crf_backend)))
+            while len(pending) > 2 * crf_workers:  # bound the probabilities held in flight
+                p, g, fut = pending.popleft()
+                finish(p, fut.result(), g)
+        while pending:
+            p, g, fut = pending.popleft()
+            finish(p, fut.result(), g)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return meter
+
+
+def prediction_path(pred_dir: Path, pair: Pair) -> Path:
+    """The prediction PNG of a list entry: named after its label file, else after its image."""
+    for stem in ([pair.label.stem] if pair.label is not None else []) + [pair.image.stem]:
+        path = pred_dir / f"{stem}.png"
+        if path.is_file():
+            return path
+    return pred_dir / f"{(pair.label or pair.image).stem}.png"
+
+
+def evaluate_prediction_dir(
+    pred_dir: str | Path,
+    pairs: Iterable[Pair],
+    num_classes: int,
+    ignore_label: int = 255,
+    *,
+    progress: Progress | None = None,
+) -> ConfusionMeter:
+    """Score a folder of prediction PNGs (class indices, made by any program) against ground truth.
+
+    Uses exactly the metric code of :func:`evaluate_pairs`. Each entry's prediction is
+    ``pred_dir/NAME.png`` with NAME the stem of its label file (or of its image).
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DeepLabError(f"predictions directory not found: {pred_dir}")
+    pairs = list(pairs)
+    paths = [prediction_path(pred_dir, p) for p in pairs]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DeepLabError(f"{len(missing)} of {len(paths)} predictions missing in {pred_dir}, e.g. {missing[0].name}")
+    meter = ConfusionMeter(num_classes, ignore_label)
+    start = time.perf_counter()
+    for i, (pair, path) in enumerate(zip(pairs, paths), start=1):
         if pair.label is None:
             raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
-        image, label = read_image(pair.image), read_label(pair.label)
-        if image.shape[:2] != label.shape:
-            raise DeepLabError(f"{pair.label}: size {label.shape[::-1]} differs from its image {image.shape[1::-1]}")
-        meter.update(segmenter(image).labels, label)
+        pred, gt = read_label(path), read_label(pair.label)
+        if pred.shape != gt.shape:
+            raise DeepLabError(f"{path}: size {pred.shape[::-1]} differs from the ground truth {gt.shape[::-1]}")
+        if pred.max(initial=0) >= num_classes:
+            raise DeepLabError(f"{path}: predicted class {int(pred.max())} but there are {num_classes} classes")
+        meter.update(pred, gt)
+        if progress is not None:
+            progress(i, len(pairs), time.perf_counter() - start)
     return meter
 
 
@@ -52,3 +208,49 @@ def evaluate_predictions(
     for pred, gt in zip(pred_labels, gt_labels):
         meter.update(pred, gt)
     return meter
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, items: Sequence) -> list:
+        """This rank's share: every ``world_size``-th item from ``rank``."""
+        return list(items[self.rank :: self.world_size])
+
+
+def dist_from_env() -> DistInfo:
+    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as ``torchrun`` sets them."""
+    try:
+        return DistInfo(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+        )
+    except ValueError as exc:
+        raise DeepLabError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}") from exc
+
+
+def init_distributed(info: DistInfo, device: str) -> None:
+    """Join the process group: NCCL on CUDA, gloo on CPU."""
+    import torch.distributed as dist
+
+    if info.active and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def all_reduce_matrix(matrix: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Sum a confusion matrix over all ranks (int64, so the counts stay exact)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return matrix
+    t = torch.as_tensor(matrix, dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().numpy()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .models.layers import Convention, check_convention
+from .conventions import Convention, check_convention
 
 
 def interp_matrix(

@@ -4,10 +4,13 @@
 >>> seg = Segmenter.from_weights("deeplab_voc12.safetensors")
 >>> result = seg("photo.jpg")            # a path, a PIL image or an H x W x 3 RGB array
 >>> result.labels                        # H x W class indices (uint8)
+
+Options: multi-scale inputs, flip, dense-CRF refinement, tiling for very large images.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .crf import CRFParams
 from .dataset_info import DatasetInfo
 from .errors import DeepLabError
 from .images import read_image, to_rgb_array
@@ -29,11 +33,12 @@ ImageLike = "str | Path | Image.Image | np.ndarray"
 
 @dataclass
 class Segmentation:
-    """The result for one image: ``labels`` (H x W) and, if asked, ``probs`` (H x W x C)."""
+    """The result for one image: ``labels`` (H x W) and, if asked, ``probs`` and ``logits`` (H x W x C)."""
 
     labels: np.ndarray
     dataset: DatasetInfo
     probs: np.ndarray | None = None
+    logits: np.ndarray | None = None
 
     def class_pixels(self) -> dict[str, int]:
         """Pixels per class present in the label map, by class name."""
@@ -58,6 +63,29 @@ def as_rgb(image) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
+def _upsample_rows(cols: torch.Tensor, wy: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of the upsampled logits, from width-upsampled ``cols`` (``C x h x W``)."""
+    return torch.einsum("yh,chw->cyw", wy[start:stop], cols)
+
+
+def _rows_argmax(cols: torch.Tensor, wy: torch.Tensor, rows_per_chunk: int) -> torch.Tensor:
+    height = wy.shape[0]
+    out = torch.empty(height, cols.shape[-1], dtype=torch.long, device=cols.device)
+    for start in range(0, height, rows_per_chunk):
+        stop = min(start + rows_per_chunk, height)
+        out[start:stop] = _upsample_rows(cols, wy, start, stop).argmax(0)
+    return out
+
+
+def _rows_full(cols: torch.Tensor, wy: torch.Tensor, rows_per_chunk: int) -> torch.Tensor:
+    # The same chunked products as _rows_argmax, so argmax of this equals its labels exactly.
+    chunks = [
+        _upsample_rows(cols, wy, start, min(start + rows_per_chunk, wy.shape[0]))
+        for start in range(0, wy.shape[0], rows_per_chunk)
+    ]
+    return torch.cat(chunks, dim=1)
+
+
 def upsample_argmax(
     logits: torch.Tensor, size: tuple[int, int], convention: str, *, rows_per_chunk: int = 256
 ) -> torch.Tensor:
@@ -69,12 +97,48 @@ def upsample_argmax(
     height, width = size
     wy = interp_matrix(logits.shape[-2], height, convention, device=logits.device)  # type: ignore[arg-type]
     wx = interp_matrix(logits.shape[-1], width, convention, device=logits.device)  # type: ignore[arg-type]
-    cols = logits.float() @ wx.T  # C x h x W
-    out = torch.empty(height, width, dtype=torch.long, device=logits.device)
-    for start in range(0, height, rows_per_chunk):
-        stop = min(start + rows_per_chunk, height)
-        out[start:stop] = torch.einsum("yh,chw->cyw", wy[start:stop], cols).argmax(0)
-    return out
+    return _rows_argmax(logits.float() @ wx.T, wy, rows_per_chunk)
+
+
+def refine_with_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str = "auto") -> np.ndarray:
+    """Dense-CRF refinement of ``probs`` (``C x H x W``) for ``image``; returns refined probabilities.
+
+    ``pydensecrf`` goes to our wrapper of it; other backends go through :func:`crf.dense_crf`.
+    While that has no backends yet (it raises ``NotImplementedError``), ``auto`` falls back to
+    ``pydensecrf``.
+    """
+    from .crf import dense_crf, pydensecrf_backend
+
+    if backend == "pydensecrf":
+        return pydensecrf_backend.run(image, probs, params)
+    try:
+        return dense_crf(image, probs, params, backend=backend)
+    except NotImplementedError as exc:
+        if backend != "auto":
+            raise DeepLabError(
+                f"the {backend!r} CRF backend is not available in this version; use --crf-backend pydensecrf"
+            ) from exc
+        return pydensecrf_backend.run(image, probs, params)
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Windows along one axis: ``(start, stop, own_start, own_stop)`` for each.
+
+    Windows are ``tile`` long (or the whole axis if shorter), start on multiples of 8 (the
+    network's stride, so their logit grids line up) except possibly the last, which ends at the
+    axis's end. Neighbours overlap by at least ``2 * overlap``; each window owns the pixels up to
+    the middle of its overlaps, so owned ranges tile the axis exactly.
+    """
+    if length <= tile:
+        return [(0, length, 0, length)]
+    step = max((tile - 2 * overlap) // 8 * 8, 8)
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    spans = []
+    for i, start in enumerate(starts):
+        own_start = 0 if i == 0 else spans[-1][3]
+        own_stop = length if i == len(starts) - 1 else (starts[i + 1] + start + tile) // 2
+        spans.append((start, start + tile, own_start, own_stop))
+    return spans
 
 
 class Segmenter:
@@ -86,16 +150,37 @@ class Segmenter:
         scales: input scales; more than one gives the original's multi-scale (max) fusion.
         max_size: if the longer image side exceeds it, the network sees the image shrunk to
             this size (outputs are still at full size). ``None`` always uses full resolution.
+        flip: also run the mirrored image and average the two upsampled logits (not in the
+            original; a common test-time augmentation).
+        crf: dense-CRF parameters to refine every result with (``None``: no CRF).
+        crf_backend: ``auto``, ``torch`` or ``pydensecrf``.
+        tile: run the network on overlapping ``tile x tile`` windows of the (possibly
+            ``max_size``-shrunk) image instead of the whole image at once, bounding memory for
+            very large images; ``None`` runs whole images.
+        tile_overlap: margin in pixels; neighbouring windows overlap by twice this and each
+            contributes only its centre, away from its zero-padded borders. The full model's
+            context is ~200 px, so margins below that change some labels near window seams.
     """
 
     def __init__(
         self, model: DeepLabV2, *, device: str | torch.device = "cpu",
-        scales: Sequence[float] = (1.0,), max_size: int | None = None,
+        scales: Sequence[float] = (1.0,), max_size: int | None = None, flip: bool = False,
+        crf: CRFParams | None = None, crf_backend: str = "auto",
+        tile: int | None = None, tile_overlap: int = 192, rows_per_chunk: int = 256,
     ):  # fmt: skip
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.net = MSC(self.model, scales) if tuple(scales) != (1.0,) else self.model
+        # eval() on the wrapper too: in training mode MSC returns every scale's logits, not the fusion
+        self.net = (MSC(self.model, scales) if tuple(scales) != (1.0,) else self.model).eval()
         self.max_size = max_size
+        self.flip = flip
+        self.crf = crf
+        self.crf_backend = crf_backend
+        if tile is not None and (tile < 64 or tile_overlap < 0 or 2 * tile_overlap >= tile):
+            raise DeepLabError(f"tile size {tile} with overlap {tile_overlap}: need tile >= 64 and overlap < tile/2")
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.rows_per_chunk = rows_per_chunk
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, num_classes: int | None = None, **kwargs) -> Segmenter:
@@ -118,23 +203,87 @@ class Segmenter:
 
     @torch.inference_mode()
     def logits(self, image) -> torch.Tensor:
-        """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any)."""
+        """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any; no flip)."""
         rgb = self.network_input(as_rgb(image))
         x = to_input(rgb, self.model.mean_bgr).unsqueeze(0).to(self.device)
         return self.net(x)[0]
 
+    def _columns(self, x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of input ``x`` upsampled along the width only (``C x h x width``), and the row matrix.
+
+        Flip fusion happens here: mirroring the width-upsampled logits of the mirrored input is
+        exact for both conventions (the row interpolation does not involve the width).
+        """
+        convention = self.model.convention
+        logits = self.net(x)[0].float()
+        wx = interp_matrix(logits.shape[-1], width, convention, device=logits.device)  # type: ignore[arg-type]
+        cols = logits @ wx.T
+        if self.flip:
+            cols = (cols + (self.net(x.flip(-1))[0].float() @ wx.T).flip(-1)) / 2
+        return cols, logits
+
+    def _predict_whole(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        height, width = rgb.shape[:2]
+        x = to_input(self.network_input(rgb), self.model.mean_bgr).unsqueeze(0).to(self.device)
+        cols, logits = self._columns(x, width)
+        wy = interp_matrix(logits.shape[-2], height, self.model.convention, device=cols.device)  # type: ignore[arg-type]
+        if full:
+            upsampled = _rows_full(cols, wy, self.rows_per_chunk)
+            return upsampled.argmax(0), upsampled
+        return _rows_argmax(cols, wy, self.rows_per_chunk), None
+
+    def _predict_tiled(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stitch windows at full resolution (``max_size`` does not apply); each owns its centre."""
+        height, width = rgb.shape[:2]
+        labels = torch.empty(height, width, dtype=torch.long, device=self.device)
+        upsampled = None
+        for (y0, y1, ya, yb), (x0, x1, xa, xb) in itertools.product(
+            tile_spans(height, self.tile, self.tile_overlap), tile_spans(width, self.tile, self.tile_overlap)
+        ):
+            window = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+            x = to_input(window, self.model.mean_bgr).unsqueeze(0).to(self.device)
+            cols, logits = self._columns(x, x1 - x0)
+            wy = interp_matrix(logits.shape[-2], y1 - y0, self.model.convention, device=cols.device)  # type: ignore[arg-type]
+            part = _rows_full(cols, wy, self.rows_per_chunk)[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
+            labels[ya:yb, xa:xb] = part.argmax(0)
+            if full:
+                if upsampled is None:
+                    upsampled = torch.empty(part.shape[0], height, width, device=self.device)
+                upsampled[:, ya:yb, xa:xb] = part
+        return labels, upsampled
+
     @torch.inference_mode()
-    def __call__(self, image, *, return_probs: bool = False) -> Segmentation:
+    def predict(self, image, *, full: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Labels (``H x W``) and, with ``full``, the upsampled logits (``C x H x W``); no CRF.
+
+        The building block of :meth:`__call__` and of evaluation.
+        """
         rgb = as_rgb(image)
-        size = rgb.shape[:2]
-        logits = self.logits(rgb)
-        labels = upsample_argmax(logits, size, self.model.convention)
-        probs = None
-        if return_probs:
-            probs = torch.softmax(self.model.upsample(logits.float(), size), dim=0)
-            probs = probs.permute(1, 2, 0).cpu().numpy()
+        if self.tile is None:
+            return self._predict_whole(rgb, full)
+        return self._predict_tiled(rgb, full)
+
+    @torch.inference_mode()
+    def __call__(self, image, *, return_probs: bool = False, return_logits: bool = False) -> Segmentation:
+        """Segment one image (a path, a PIL image or an ``H x W x 3`` uint8 RGB array).
+
+        ``return_probs``/``return_logits`` add ``H x W x C`` float32 arrays at the image's size
+        (after the model's own upsampling; with a CRF the probabilities are the refined ones).
+        """
+        rgb = as_rgb(image)
+        labels, upsampled = self.predict(rgb, full=return_probs or return_logits or self.crf is not None)
+        probs = logits = None
+        if upsampled is not None:
+            probs_chw = torch.softmax(upsampled, dim=0).cpu().numpy()
+            if self.crf is not None:
+                probs_chw = refine_with_crf(rgb, probs_chw, self.crf, self.crf_backend)
+                labels = torch.from_numpy(probs_chw.argmax(0))
+            if return_probs:
+                probs = np.ascontiguousarray(probs_chw.transpose(1, 2, 0), dtype=np.float32)
+            if return_logits:
+                logits = np.ascontiguousarray(upsampled.permute(1, 2, 0).cpu().numpy(), dtype=np.float32)
         dtype = np.uint8 if self.model.num_classes <= 256 else np.int32
-        return Segmentation(labels.cpu().numpy().astype(dtype), self.dataset, probs)
+        return Segmentation(labels.cpu().numpy().astype(dtype), self.dataset, probs, logits)
 
 
 def segment_image(image, weights: str | Path, **kwargs) -> Segmentation:

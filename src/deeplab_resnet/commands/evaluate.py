@@ -1,15 +1,165 @@
-"""``deeplab evaluate``: not implemented yet (see the project's open issues)."""
+"""``deeplab evaluate``: mIoU and the other metrics of a model (or of prediction PNGs) on a list."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
 
 from ..errors import DeepLabError
+from .common import add_model_arguments, load_dataset_arg, load_model_from_args, parse_scales, resolve_device
+from .segment import add_crf_arguments, crf_params_from_args
+
+DESCRIPTION = (
+    "Score a model on a labelled list (the original's protocol: full images, logits upsampled to the "
+    "image, one confusion matrix over the dataset, ignore label and labels >= num_classes not counted). "
+    "Prints the per-class table and writes report.json, confusion.npy and confusion.png into --output-dir. "
+    "With --predictions DIR, scores prediction PNGs made by any program instead of running a model. "
+    "Multi-GPU: torchrun --nproc-per-node N -m deeplab_resnet evaluate ..."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--data-dir", required=True, help="directory the list's paths are relative to")
+    p.add_argument(
+        "--data-list", required=True, help="list file: '/JPEGImages/x.jpg /SegmentationClassAug/x.png' lines"
+    )
+    add_model_arguments(p)
+    p.add_argument("--ignore-label", type=int, default=None, help="ground-truth value not scored (default: dataset's)")
+    p.add_argument("-o", "--output-dir", default="evaluation", help="where to write the reports (default: %(default)s)")
+    p.add_argument(
+        "--predictions", default=None, metavar="DIR",
+        help="score DIR/NAME.png (class-index PNGs from any program; NAME = label file's name) instead of a model",
+    )  # fmt: skip
+    p.add_argument("--msc", action="store_true", help="multi-scale test with the original's scales 1,0.75,0.5")
+    p.add_argument("--scales", default=None, help="input scales, e.g. 1,0.75,0.5 (max fusion); default 1")
+    p.add_argument("--flip", action="store_true", help="also run the mirrored image and average the logits")
+    p.add_argument("--save-predictions", default=None, metavar="DIR", help="write palette PNGs NAME.png into DIR")
+    p.add_argument(
+        "--save-logits", default=None, metavar="DIR",
+        help="write NAME.npy (float32 H x W x C logits at the image size) into DIR",
+    )  # fmt: skip
+    p.add_argument("--limit", type=int, default=None, help="only the first N list entries")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_crf_arguments(p)
+    p.add_argument(
+        "--crf-workers", type=int, default=None,
+        help="processes running the CRF alongside the network (default: half the CPUs, at most 8; "
+        "0 = inline, the default below 4 CPUs)",
+    )  # fmt: skip
+
+
+class ProgressLine:
+    """``12/1449 images, 3.1 images/s`` on stderr: rewritten in place on a terminal, else every 10%."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int, elapsed: float) -> None:
+        if not self.enabled:
+            return
+        rate = done / elapsed if elapsed > 0 else 0.0
+        text = f"{done}/{total} images, {rate:.2f} images/s"
+        if self.tty:
+            print(f"\r{text}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        elif done * 10 // total != self.last_tenth or done == total:
+            self.last_tenth = done * 10 // total
+            print(text, file=sys.stderr, flush=True)
+
+
+def _scales(args: argparse.Namespace) -> tuple[float, ...]:
+    from ..models.msc import DEFAULT_SCALES
+
+    if args.scales is not None:
+        return parse_scales(args.scales)
+    return DEFAULT_SCALES if args.msc else (1.0,)
+
+
+def _dataset_for_predictions(args: argparse.Namespace):
+    from ..dataset_info import generic_dataset, load_dataset_info
+
+    dataset = load_dataset_arg(args.dataset)
+    if dataset is None:
+        dataset = generic_dataset(args.num_classes) if args.num_classes else load_dataset_info("voc12")
+    if args.num_classes is not None and args.num_classes != dataset.num_classes:
+        raise DeepLabError(f"--num-classes {args.num_classes} but the dataset has {dataset.num_classes} classes")
+    return dataset
+
+
+def _score_model(args, pairs, dist):
+    from ..evaluate import EvalOutputs, default_crf_workers, evaluate_pairs, init_distributed
+
+    crf = crf_params_from_args(args)
+    device = resolve_device(args.device)
+    if dist.active and device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+    init_distributed(dist, device)
+    model = load_model_from_args(args, device)
+    workers = args.crf_workers if args.crf_workers is not None else default_crf_workers()
+    if dist.active:
+        workers = max(workers // dist.world_size, 0 if args.crf_workers == 0 else 1)
+    outputs = EvalOutputs(
+        Path(args.save_predictions) if args.save_predictions else None,
+        Path(args.save_logits) if args.save_logits else None,
+    )
+    start = time.perf_counter()
+    meter = evaluate_pairs(
+        model, dist.shard(pairs), device=device, scales=_scales(args), ignore_label=args.ignore_label,
+        flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
+        progress=ProgressLine(not args.quiet and dist.rank == 0),
+    )  # fmt: skip
+    loop_seconds = time.perf_counter() - start
+    options = {"scales": list(_scales(args)), "flip": args.flip, "crf": crf.__dict__ if crf else None}
+    if crf:
+        options.update(crf_backend=args.crf_backend, crf_workers=workers)
+    options["evaluation_seconds"] = loop_seconds  # the loop alone, without loading the model (rank 0's)
+    return meter, model.dataset, device, {"weights": str(args.weights), "convention": model.convention, **options}
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DeepLabError("'deeplab evaluate' is not implemented yet")
+    from ..data.lists import read_list
+    from ..evaluate import all_reduce_matrix, dist_from_env, evaluate_prediction_dir
+    from ..metrics import scores as metric_scores
+    from ..report import build_report, class_table, write_reports
+
+    pairs = read_list(args.data_dir, args.data_list)
+    if args.limit is not None:
+        pairs = pairs[: args.limit]
+    dist = dist_from_env()
+    start = time.perf_counter()
+    if args.predictions is not None:
+        if dist.active:
+            raise DeepLabError("--predictions runs on one process; start it without torchrun")
+        dataset = _dataset_for_predictions(args)
+        ignore = dataset.ignore_label if args.ignore_label is None else args.ignore_label
+        meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, ignore)
+        device, info = "cpu", {"predictions": str(args.predictions), "evaluation_seconds": time.perf_counter() - start}
+    else:
+        meter, dataset, device, info = _score_model(args, pairs, dist)
+    matrix = all_reduce_matrix(meter.matrix, device)
+    if dist.active:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+    elapsed = time.perf_counter() - start
+    loop = info.pop("evaluation_seconds")
+    if dist.rank != 0:
+        return 0
+    scores = metric_scores(matrix)
+    names = dataset.class_names
+    info.update(
+        data_list=str(args.data_list), images=len(pairs), seconds_total=round(elapsed, 3),
+        seconds_evaluating=round(loop, 3), images_per_second=round(len(pairs) / loop, 4) if loop > 0 else None,
+        processes=dist.world_size,
+    )  # fmt: skip
+    report = build_report(scores, matrix, names, **info)
+    written = write_reports(args.output_dir, report, matrix, names)
+    print(class_table(scores, names))
+    print(
+        f"{len(pairs)} images in {loop:.1f} s ({len(pairs) / loop:.2f} images/s; {elapsed:.1f} s in all); wrote "
+        + ", ".join(map(str, written))
+    )
+    return 0

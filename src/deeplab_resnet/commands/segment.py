@@ -1,8 +1,10 @@
-"""``deeplab segment``: label PNGs and overlays for images."""
+"""``deeplab segment``: label PNGs, overlays, masks, probabilities and class summaries for images."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import sys
 from pathlib import Path
 
@@ -10,54 +12,181 @@ from ..errors import DeepLabError
 from .common import add_model_arguments, load_model_from_args, parse_scales, resolve_device
 
 DESCRIPTION = (
-    "Segment images: for each input writes NAME.png (palette PNG of class indices, VOC colours) "
-    "and NAME_overlay.jpg (the image blended with the colour mask) into --output-dir."
+    "Segment images (files, directories, globs such as 'photos/*.jpg', or list files *.txt): for each "
+    "input writes NAME.png (palette PNG of class indices, VOC colours) and NAME_overlay.jpg (the image "
+    "blended with the colour mask) into --output-dir, and prints the classes found."
 )
+LIST_SUFFIXES = (".txt", ".lst")
+# Copies of crf.PRESETS' names and crf.BACKENDS (a test checks them), so that building the
+# parser imports nothing heavy.
+CRF_PRESETS = ("deeplab-resnet", "deeplab-vgg", "tf-branch")
+CRF_BACKENDS = ("auto", "torch", "pydensecrf")
+
+
+def add_crf_arguments(p: argparse.ArgumentParser) -> None:
+    """``--crf`` and its parameters (shared with ``deeplab evaluate``)."""
+    g = p.add_argument_group("dense CRF post-processing")
+    g.add_argument("--crf", action="store_true", help="refine the result with a fully connected CRF")
+    g.add_argument(
+        "--crf-preset", choices=CRF_PRESETS, default=CRF_PRESETS[0],
+        help="parameter set (ORIGINAL.md §6; default: %(default)s)",
+    )  # fmt: skip
+    g.add_argument("--crf-iterations", type=int, default=None, help="mean-field iterations (preset: 10)")
+    g.add_argument("--crf-pos-w", type=float, default=None, help="Gaussian (position) kernel weight")
+    g.add_argument("--crf-pos-xy", type=float, default=None, help="Gaussian kernel std in pixels")
+    g.add_argument("--crf-bi-w", type=float, default=None, help="bilateral kernel weight")
+    g.add_argument("--crf-bi-xy", type=float, default=None, help="bilateral kernel std in pixels")
+    g.add_argument("--crf-bi-rgb", type=float, default=None, help="bilateral kernel std in colour levels")
+    g.add_argument(
+        "--crf-backend", choices=CRF_BACKENDS, default="auto",
+        help="auto (ours when available, else pydensecrf), torch (ours) or pydensecrf "
+        '(pip install "deeplab_resnet[crf]"); default: %(default)s',
+    )  # fmt: skip
+
+
+def crf_params_from_args(args: argparse.Namespace):
+    """The CRF parameters asked for (``None`` without ``--crf``); checks the backend is installed."""
+    import dataclasses
+
+    from ..crf import PRESETS
+
+    overrides = {
+        "iterations": args.crf_iterations, "pos_w": args.crf_pos_w, "pos_xy": args.crf_pos_xy,
+        "bi_w": args.crf_bi_w, "bi_xy": args.crf_bi_xy, "bi_rgb": args.crf_bi_rgb,
+    }  # fmt: skip
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not args.crf:
+        if given:
+            raise DeepLabError(f"--crf-{next(iter(given)).replace('_', '-')} given without --crf")
+        return None
+    if given.get("iterations", 1) < 1 or any(v <= 0 for k, v in given.items() if k != "iterations"):
+        raise DeepLabError("CRF iterations, weights and standard deviations must be positive")
+    if args.crf_backend == "pydensecrf":
+        from ..crf import pydensecrf_backend
+
+        if not pydensecrf_backend.available():
+            raise DeepLabError(pydensecrf_backend.INSTALL_HINT)
+    return dataclasses.replace(PRESETS[args.crf_preset], **given)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories, globs or list files (.txt)")
     add_model_arguments(p)
     p.add_argument("-o", "--output-dir", default="segmentation", help="where to write results (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="base directory of the paths in list files (default: the list's)")
     p.add_argument("--scales", default="1", help="input scales, e.g. 1,0.75,0.5 for multi-scale (default: 1)")
+    p.add_argument("--flip", action="store_true", help="also run the mirrored image and average the logits")
     p.add_argument(
         "--max-size", type=int, default=2000,
         help="the network sees images whose longer side exceeds this shrunk to it; outputs stay full "
         "size (0 = always full resolution; default: %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--tile", type=int, default=None, metavar="SIZE",
+        help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tile-overlap", type=int, default=192,
+        help="margin of each window in pixels; windows overlap by twice this (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default: %(default)s)")
+    p.add_argument("--save-mask", action="store_true", help="also write NAME_mask.png, the colour mask alone")
+    p.add_argument(
+        "--save-probs", action="store_true",
+        help="also write NAME_probs.npy: float32 H x W x C class probabilities at the image size (after any CRF)",
+    )  # fmt: skip
+    p.add_argument(
+        "--save-logits", action="store_true",
+        help="also write NAME_logits.npy: float32 H x W x C logits at the image size, after the model's upsampling",
+    )  # fmt: skip
+    p.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="FILE",
+        help="write the per-image class summaries as JSON to FILE (or one JSON line per image on stdout)",
+    )  # fmt: skip
+    add_crf_arguments(p)
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    from ..images import IMAGE_SUFFIXES
+def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:
+    from ..data.lists import join
 
+    base = data_dir if data_dir is not None else list_file.parent
+    paths = []
+    for raw in list_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        first = line.split()[0]
+        path = Path(first)
+        paths.append(path if path.is_absolute() and path.exists() else join(base, first))
+    if not paths:
+        raise DeepLabError(f"{list_file}: the list is empty")
+    return paths
+
+
+def expand_inputs(inputs: list[str], data_dir: str | None = None) -> list[Path]:
+    """Files as given; every (non-hidden) file of a directory; glob matches; the images of list files.
+
+    Directory entries are not filtered by suffix: a file that is not an image is reported and
+    skipped when it is read.
+    """
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
             if not found:
-                raise DeepLabError(f"{path}: no images found in this directory")
+                raise DeepLabError(f"{path}: no files in this directory")
             paths.extend(found)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            paths.extend(_from_list(path, data_dir))
         elif path.exists():
             paths.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise DeepLabError(f"no files match {item!r}")
+            paths.extend(matches)
         else:
             raise DeepLabError(f"file not found: {path}")
     return paths
 
 
-def run(args: argparse.Namespace) -> int:
+def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
     from PIL import Image
 
-    from ..images import label_image, overlay, read_image, save_png
+    from ..evaluate import save_npy
+    from ..images import colorize, label_image, overlay, save_png
+
+    written = [out_dir / f"{path.stem}.png", out_dir / f"{path.stem}_overlay.jpg"]
+    save_png(label_image(result.labels, result.dataset), written[0])
+    save_png(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), written[1])
+    if args.save_mask:
+        written.append(out_dir / f"{path.stem}_mask.png")
+        save_png(Image.fromarray(colorize(result.labels, result.dataset)), written[-1])
+    if args.save_probs:
+        written.append(out_dir / f"{path.stem}_probs.npy")
+        save_npy(written[-1], result.probs)
+    if args.save_logits:
+        written.append(out_dir / f"{path.stem}_logits.npy")
+        save_npy(written[-1], result.logits)
+    return [str(p) for p in written]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_write_text
+    from ..images import read_image
     from ..segment import Segmenter
 
-    paths = expand_inputs(args.inputs)
+    paths = expand_inputs(args.inputs, args.data_dir)
+    crf = crf_params_from_args(args)
     device = resolve_device(args.device)
     model = load_model_from_args(args, device)
-    segmenter = Segmenter(model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None)
+    segmenter = Segmenter(
+        model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
+        crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap,
+    )  # fmt: skip
     out_dir = Path(args.output_dir)
-    failures = 0
+    failures, summaries = 0, []
     for path in paths:
         try:
             rgb = read_image(path)
@@ -67,11 +196,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped: {exc}", file=sys.stderr)
             failures += 1
             continue
-        result = segmenter(rgb)
-        save_png(label_image(result.labels, result.dataset), out_dir / f"{path.stem}.png")
-        blend = overlay(rgb, result.labels, result.dataset, alpha=args.alpha)
-        save_png(Image.fromarray(blend), out_dir / f"{path.stem}_overlay.jpg")
-        classes = ", ".join(f"{k} {v}" for k, v in sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
-        print(f"{path}: {classes}")
-    print(f"wrote {len(paths) - failures} result(s) to {out_dir}" + (f"; {failures} failed" if failures else ""))
+        result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
+        written = _write_outputs(args, path, rgb, result, out_dir)
+        classes = dict(sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
+        summary = {"image": str(path), "height": rgb.shape[0], "width": rgb.shape[1], "classes": classes}
+        summary["outputs"] = written
+        summaries.append(summary)
+        if args.json == "-":
+            print(json.dumps(summary), flush=True)
+        else:
+            print(f"{path}: " + ", ".join(f"{k} {v}" for k, v in classes.items()), flush=True)
+    if args.json not in (None, "-"):
+        atomic_write_text(args.json, json.dumps(summaries, indent=2) + "\n")
+    message = f"wrote {len(summaries)} result(s) to {out_dir}" + (f"; {failures} failed" if failures else "")
+    print(message, file=sys.stderr if args.json == "-" else sys.stdout)
     return 1 if failures else 0

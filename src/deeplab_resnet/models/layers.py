@@ -5,23 +5,17 @@ two padding conventions of the original releases (ORIGINAL.md §1).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Convention = Literal["caffe", "tf"]
-CONVENTIONS: tuple[str, ...] = ("caffe", "tf")
+from ..conventions import CONVENTIONS, Convention, check_convention
+
+__all__ = ["BN_EPS", "CONVENTIONS", "BatchNorm", "Conv", "Convention", "MaxPool", "check_convention", "same_pads"]
 
 # Caffe's BatchNorm layer uses 1e-5; the TF re-implementation uses slim's default 1e-3.
 BN_EPS: dict[str, float] = {"caffe": 1e-5, "tf": 1e-3}
-
-
-def check_convention(convention: str) -> Convention:
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be 'caffe' or 'tf', got {convention!r}")
-    return convention  # type: ignore[return-value]
 
 
 class BatchNorm(nn.BatchNorm2d):
@@ -53,6 +47,11 @@ class BatchNorm(nn.BatchNorm2d):
             x, self.running_mean, self.running_var, self.weight, self.bias,
             use_batch_stats, self.momentum, self.eps,
         )  # fmt: skip
+
+    def reset_running_stats(self) -> None:
+        # nn.BatchNorm2d's version also zeroes num_batches_tracked, which this class does not have.
+        self.running_mean.zero_()
+        self.running_var.fill_(1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Skip _NormBase's hook, which invents a num_batches_tracked entry for old state dicts.

@@ -1,0 +1,44 @@
+"""Atomic writes keep the old file on failure and create files with ordinary permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from deeplab_resnet.atomic import atomic_write, atomic_write_text
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "report.json"
+    atomic_write_text(path, "old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary left behind
+
+
+def test_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("module", ["resize", "metrics", "segment", "weights", "crf", "evaluate"])
+def test_each_module_imports_first(module):
+    # no circular import whichever module a user imports first
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", f"import deeplab_resnet.{module}"], env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()[-500:]
