@@ -101,24 +101,10 @@ def upsample_argmax(
 
 
 def refine_with_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str = "auto") -> np.ndarray:
-    """Dense-CRF refinement of ``probs`` (``C x H x W``) for ``image``; returns refined probabilities.
+    """Dense-CRF refinement of ``probs`` (``C x H x W``) for ``image``; see :func:`crf.dense_crf`."""
+    from .crf import dense_crf
 
-    ``pydensecrf`` goes to our wrapper of it; other backends go through :func:`crf.dense_crf`.
-    While that has no backends yet (it raises ``NotImplementedError``), ``auto`` falls back to
-    ``pydensecrf``.
-    """
-    from .crf import dense_crf, pydensecrf_backend
-
-    if backend == "pydensecrf":
-        return pydensecrf_backend.run(image, probs, params)
-    try:
-        return dense_crf(image, probs, params, backend=backend)
-    except NotImplementedError as exc:
-        if backend != "auto":
-            raise DeepLabError(
-                f"the {backend!r} CRF backend is not available in this version; use --crf-backend pydensecrf"
-            ) from exc
-        return pydensecrf_backend.run(image, probs, params)
+    return dense_crf(image, probs, params, backend=backend)
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

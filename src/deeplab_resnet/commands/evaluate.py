@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import DeepLabError
 from .common import add_model_arguments, load_dataset_arg, load_model_from_args, parse_scales, resolve_device
-from .segment import add_crf_arguments, crf_params_from_args
+from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
     "Score a model on a labelled list (the original's protocol: full images, logits upsampled to the "
@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="processes running the CRF alongside the network (default: half the CPUs, at most 8; "
         "0 = inline, the default below 4 CPUs)",
     )  # fmt: skip
+    add_backend_argument(p)
 
 
 class ProgressLine:
@@ -97,7 +98,7 @@ def _score_model(args, pairs, dist):
     if dist.active and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
     init_distributed(dist, device)
-    model = load_model_from_args(args, device)
+    model = with_backend(args, load_model_from_args(args, device), device)
     workers = args.crf_workers if args.crf_workers is not None else default_crf_workers()
     if dist.active:
         workers = max(workers // dist.world_size, 0 if args.crf_workers == 0 else 1)

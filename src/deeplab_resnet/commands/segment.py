@@ -104,6 +104,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the per-image class summaries as JSON to FILE (or one JSON line per image on stdout)",
     )  # fmt: skip
     add_crf_arguments(p)
+    add_backend_argument(p)
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """``--backend`` (shared with ``deeplab evaluate``)."""
+    p.add_argument(
+        "--backend", default="torch", choices=("torch", "onnxruntime"),
+        help="run the network with PyTorch or onnxruntime (exported once per weights and cached; "
+        "default: %(default)s)",
+    )  # fmt: skip
+
+
+def with_backend(args: argparse.Namespace, model, device: str):
+    """``model``, or a stand-in for it that runs the network with ``--backend``."""
+    if args.backend == "torch":
+        return model
+    from ..runtime import backend_model, make_backend
+
+    return backend_model(model, make_backend(args.backend, model, device=device))
 
 
 def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:
@@ -180,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs, args.data_dir)
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
+    model = with_backend(args, load_model_from_args(args, device), device)
     segmenter = Segmenter(
         model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
         crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap,

@@ -78,7 +78,9 @@ def init_backbone_from_scratch(model: DeepLabV2) -> None:
         elif isinstance(m, BatchNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-            m.reset_running_stats()
+            # Not reset_running_stats(): our BatchNorm has no num_batches_tracked buffer.
+            nn.init.zeros_(m.running_mean)
+            nn.init.ones_(m.running_var)
             if name.endswith("bn_branch2c"):
                 nn.init.zeros_(m.weight)
 

@@ -1,0 +1,248 @@
+"""Every GPU measurement of issue 7 in one run: prints the table and the targets, writes JSON.
+
+    PYTHONPATH=src python benchmarks/gpu_all.py --json gpu_results.json
+
+Measures, side by side (interleaved repeats, CUDA events, medians):
+  1. the card's bf16 dense peak (large matmuls), for MFU;
+  2. 513x513 inference at batch 1 and 8: eager fp32, fold+cl+bf16, the same with CUDA graphs
+     (and torch.compile with --compile), onnxruntime-gpu if installed;
+  3. against torchvision's DeepLabV3-ResNet101 (eager fp32, and channels_last + bf16 autocast)
+     at the same batch and size, both including the upsampling to the input size;
+  4. training steps 321x321x10, single- and multi-scale, bf16 autocast and fp32;
+  5. the data pipeline (samples/s per worker, x cores, against training images/s);
+and checks the issue's targets, saying by how much each is missed.
+
+Runs on CPU too with --device cpu --model deeplab_v2_resnet_tiny (a smoke test of the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from deeplab_resnet.benchmark import (  # noqa: E402
+    Result,
+    count_flops,
+    decode_augment_sample,
+    format_table,
+    image_batch,
+    machine_info,
+    peak_memory_mb,
+    realistic_model,
+    reset_peak_memory,
+    time_interleaved,
+    training_step_flops,
+    training_step_fn,
+    write_json,
+)
+from deeplab_resnet.fast import FastInference, agreement, meets_target, parse_options  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_fixture"
+
+
+def measured_peak_tflops(device: torch.device, n: int = 8192, repeats: int = 20) -> float:
+    """bf16 dense matmul throughput: the practical peak MFU is measured against."""
+    if device.type != "cuda":
+        n = 512
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    times = time_interleaved({"mm": lambda: a @ b}, repeats=repeats, warmup=3, device=device)["mm"]
+    return 2 * n**3 / sorted(times)[len(times) // 2] / 1e12
+
+
+def torchvision_model(num_classes: int):
+    try:
+        from torchvision.models.segmentation import deeplabv3_resnet101
+    except ImportError:
+        return None
+    return deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False).eval()
+
+
+def forward_rows(model, device, size, batch, paths, repeats, images, peak):
+    x = image_batch(images, size, batch, model.mean_bgr).to(device)
+    flops = count_flops(model, size, size, batch)
+    runners = {}
+    for spec in paths:
+        if spec == "onnxruntime":
+            try:
+                import onnxruntime as ort
+
+                if "CUDAExecutionProvider" not in ort.get_available_providers() and device.type == "cuda":
+                    continue
+            except ImportError:
+                continue
+            import tempfile
+
+            from deeplab_resnet.export import export_onnx
+            from deeplab_resnet.runtime import OnnxRuntimeBackend
+
+            path = export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx")
+            runners["onnxruntime"] = (OnnxRuntimeBackend(path, device=device).logits, "float32")
+            continue
+        options = parse_options(spec, device)
+        runners[options.describe()] = (FastInference(model, options, device).logits, options.dtype)
+    ref = runners["eager-fp32"][0](x)
+    notes = {}
+    for name, (run, dtype) in runners.items():
+        stats = agreement(ref, run(x))
+        notes[name] = f"rel-L2 {stats['rel_l2']:.1e}, argmax {stats['argmax_agreement']:.2%}" + (
+            "" if meets_target(stats, dtype) else " (MISSES agreement target)"
+        )
+    reset_peak_memory(device)
+    times = time_interleaved({n: (lambda r=r: r(x)) for n, (r, _) in runners.items()}, repeats=repeats, warmup=3,
+                             device=device)  # fmt: skip
+    mem = peak_memory_mb(device)
+    return [Result(f"forward {size} b{batch} {n}", times[n], items=batch, flops=flops, note=notes[n],
+                   peak_memory_mb=mem) for n in runners]  # fmt: skip
+
+
+def torchvision_rows(model, device, size, batch, repeats):
+    tv = torchvision_model(model.num_classes)
+    if tv is None:
+        return [Result("torchvision DeepLabV3-R101", [], note="skipped: torchvision not installed")]
+    x = image_batch((), size, batch, model.mean_bgr).to(device)
+    ours32 = copy.deepcopy(model).to(device)
+    ours = FastInference(model, parse_options("fold+cl+bf16+graphs" if device.type == "cuda" else "fold+cl"), device)
+    tv32 = tv.to(device)
+    tvfast = copy.deepcopy(tv).to(device).to(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    def ours_full(fast: bool):
+        with torch.inference_mode():
+            logits = ours.logits(x) if fast else ours32(x)
+            return ours32.upsample(logits, (size, size))
+
+    def tv_run(fast: bool):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=fast):
+            return (tvfast if fast else tv32)(x.contiguous(memory_format=torch.channels_last) if fast else x)["out"]
+
+    cases = {
+        "ours eager fp32 (+upsample)": lambda: ours_full(False),
+        "torchvision eager fp32": lambda: tv_run(False),
+        "ours fast (+upsample)": lambda: ours_full(True),
+        "torchvision cl+bf16": lambda: tv_run(True),
+    }
+    times = time_interleaved(cases, repeats=repeats, warmup=3, device=device)
+    return [Result(f"vs torchvision {size} b{batch}: {n}", times[n], items=batch) for n in cases]
+
+
+def train_rows(model, device, crop, batch, repeats, images):
+    g = torch.Generator().manual_seed(0)
+    x = image_batch(images, crop, batch, model.mean_bgr).to(device)
+    labels = torch.randint(0, model.num_classes, (batch, crop, crop), generator=g).to(device)
+    cases, flops = {}, {}
+    dtypes = ("bfloat16", "float32") if device.type == "cuda" else ("float32",)
+    for dtype in dtypes:
+        for scales in ((1.0,), (1.0, 0.75, 0.5)):
+            name = f"train {crop}x{crop}x{batch} {'single' if len(scales) == 1 else 'multi'}-scale {dtype}"
+            cases[name] = training_step_fn(copy.deepcopy(model).to(device), x, labels, scales=scales, dtype=dtype,
+                                           channels_last=True)  # fmt: skip
+            flops[name] = training_step_flops(model, crop, batch, scales)
+    reset_peak_memory(device)
+    times = time_interleaved(cases, repeats=repeats, warmup=3, device=device)
+    return [Result(n, times[n], items=batch, flops=flops[n], peak_memory_mb=peak_memory_mb(device)) for n in cases]
+
+
+def data_rows(images, labels, crop, samples, mean_bgr):
+    if not images:
+        return [Result("data pipeline", [], note="skipped: no fixture images")]
+    rng = random.Random(0)
+    pairs = list(zip(images, labels))
+
+    def loop():
+        for i in range(samples):
+            decode_augment_sample(*pairs[i % len(pairs)], crop=crop, mean_bgr=mean_bgr, rng=rng)
+
+    times = time_interleaved({"d": loop}, repeats=3, warmup=1, device=torch.device("cpu"))
+    return [Result(f"data pipeline 1 worker {crop} crops", times["d"], items=samples, note="samples/s per worker")]
+
+
+def check_targets(rows: list[Result], peak: float, cores: int) -> list[str]:
+    by = {r.name: r for r in rows if r.times_s}
+    out = []
+
+    def target(label: str, value: float | None, goal: float, higher: bool, unit: str) -> None:
+        if value is None:
+            out.append(f"{label}: not measured")
+            return
+        ok = value >= goal if higher else value <= goal
+        miss = "" if ok else f" MISSED by {(goal / value if higher else value / goal):.2f}x"
+        out.append(f"{label}: {value:.3g} {unit} (target {'>=' if higher else '<='} {goal:g}){miss}")
+
+    def best(prefix: str, key):
+        cands = [r for n, r in by.items() if n.startswith(prefix) and "eager-fp32" not in n]
+        return min(cands, key=key) if cands else None
+
+    b8 = best("forward 513 b8", lambda r: r.median_s)
+    target("513 inference b8, fraction of bf16 peak", b8.tflops / peak if b8 else None, 0.5, True, "")
+    target("513 inference b8, ms/image", b8.median_s / 8 * 1e3 if b8 else None, 1.0, False, "ms")
+    b1 = best("forward 513 b1", lambda r: r.median_s)
+    target("513 inference b1, ms", b1.median_s * 1e3 if b1 else None, 3.0, False, "ms")
+    tr = by.get("train 321x321x10 single-scale bfloat16")
+    target("training step 321x321x10 bf16, ms", tr.median_s * 1e3 if tr else None, 12.0, False, "ms")
+    for b in (1, 8):
+        ours = by.get(f"vs torchvision 513 b{b}: ours fast (+upsample)")
+        tv = by.get(f"vs torchvision 513 b{b}: torchvision cl+bf16")
+        target(f"vs torchvision b{b}, images/s ratio", ours.items_per_s / tv.items_per_s if ours and tv else None,
+               1.3, True, "x")  # fmt: skip
+    data = next((r for n, r in by.items() if n.startswith("data pipeline")), None)
+    if data and tr:
+        target(f"data pipeline x {cores} cores / training images/s", data.items_per_s * cores / tr.items_per_s,
+               1.0, True, "x")  # fmt: skip
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--model", default="deeplab_v2_resnet101")
+    p.add_argument("--size", type=int, default=513)
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--train-batch", type=int, default=10)
+    p.add_argument("--train-crop", type=int, default=321)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores feeding the GPU")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    from deeplab_resnet.data.lists import read_list
+
+    images, labels = (), ()
+    if FIXTURE.is_dir():
+        pairs = read_list(FIXTURE, FIXTURE / "list_all.txt")
+        images, labels = tuple(str(q.image) for q in pairs), tuple(str(q.label) for q in pairs)
+    calib = [image_batch(images, 257, 4, (104.008, 116.669, 122.675), offset=12)]
+    model = realistic_model(args.model, calibration=calib).to(device)
+    peak = measured_peak_tflops(device)
+    rows = [Result("bf16 matmul peak (measured)", [], note=f"{peak:.1f} TFLOP/s")]
+    paths = ["eager", "fold+cl+bf16", "fold+cl+fp16", "onnxruntime"]
+    if device.type == "cuda":
+        paths += ["fold+cl+bf16+graphs+cudnn-bench"] + (["fold+cl+bf16+compile"] if args.compile else [])
+    else:
+        paths += ["fold+cl"]
+    for b in (int(v) for v in args.batch_sizes.split(",")):
+        rows += forward_rows(model, device, args.size, b, paths, args.repeats, images, peak)
+        rows += torchvision_rows(model, device, args.size, b, args.repeats)
+    rows += train_rows(model, device, args.train_crop, args.train_batch, args.repeats, images)
+    rows += data_rows(images, labels, args.train_crop, 20, model.mean_bgr)
+    info = machine_info(device)
+    print(f"# {info['date_utc']} UTC, {info.get('gpu', info['device'])}, torch {info['torch']}")
+    print(format_table(rows, peak))
+    for line in check_targets(rows, peak, args.cores):
+        print(line)
+    if args.json:
+        write_json(args.json, rows, peak_tflops=peak, info=info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
