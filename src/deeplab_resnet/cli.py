@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepLabError as exc:
         print(f"deeplab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (e.g. `deeplab ... | head`): not an error worth a traceback.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"deeplab {args.command}: interrupted", file=sys.stderr)
         return 130

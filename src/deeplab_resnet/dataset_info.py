@@ -8,6 +8,7 @@ described by a small JSON (or YAML) file, see :func:`load_dataset_info`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,13 +97,33 @@ class DatasetInfo:
         d["num_classes"] = self.num_classes
         return d
 
+    def to_json(self) -> str:
+        """The description as a JSON document :func:`load_dataset_info` reads back (palette one colour per line)."""
+        d = self.to_dict()
+        palette = ",\n".join(f"    {list(rgb)}" for rgb in d.pop("palette"))
+        body = json.dumps(d, indent=2)
+        return body[: body.rindex("}")].rstrip() + ',\n  "palette": [\n' + palette + "\n  ]\n}\n"
+
     @classmethod
-    def from_dict(cls, d: dict, name: str = "custom") -> DatasetInfo:
+    def from_dict(cls, d: dict, name: str = "custom", *, strict: bool = False) -> DatasetInfo:
+        """Build from a mapping (a description file, or the metadata of a weight file).
+
+        Args:
+            d: ``class_names`` and optionally ``name``, ``palette``, ``mean_bgr``, ``ignore_label``,
+                ``num_classes`` (checked against ``class_names``).
+            name: name used in messages when ``d`` has none.
+            strict: also refuse unknown keys and values a training run could not use (what
+                :func:`load_dataset_info` does for files a user wrote).
+        """
+        if strict:
+            _validate_keys(d, name)
         try:
             class_names = tuple(str(c) for c in d["class_names"])
         except (KeyError, TypeError) as exc:
             raise DeepLabError(f"dataset {name!r}: needs a list 'class_names'") from exc
-        if "num_classes" in d and int(d["num_classes"]) != len(class_names):
+        if isinstance(d["class_names"], str):
+            raise DeepLabError(f"dataset {name!r}: 'class_names' must be a list of names, not one string")
+        if "num_classes" in d and _as_int(d["num_classes"], "num_classes", name) != len(class_names):
             raise DeepLabError(f"dataset {name!r}: num_classes={d['num_classes']} but {len(class_names)} class_names")
         palette = d.get("palette")
         if palette is None:
@@ -116,13 +137,60 @@ class DatasetInfo:
                 raise ValueError
         except (TypeError, ValueError) as exc:
             raise DeepLabError(f"dataset {name!r}: palette must be [[r,g,b], ...] and mean_bgr [b,g,r]") from exc
-        return cls(
+        info = cls(
             name=str(d.get("name", name)),
             class_names=class_names,
             palette=palette_t,
             mean_bgr=mean,  # type: ignore[arg-type]
-            ignore_label=int(d.get("ignore_label", 255)),
+            ignore_label=_as_int(d.get("ignore_label", 255), "ignore_label", name),
+            extra={k: d[k] for k in OPTIONAL_NOTES if k in d},
         )
+        if strict:
+            _validate_values(info)
+        return info
+
+
+# Keys a description file may carry besides the fields: free-form notes kept in ``extra``.
+OPTIONAL_NOTES: tuple[str, ...] = ("description", "source", "license", "notes")
+DESCRIPTION_KEYS: tuple[str, ...] = ("name", "class_names", "num_classes", "palette", "mean_bgr", "ignore_label")
+
+
+def _as_int(value, key: str, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
+        raise DeepLabError(f"dataset {name!r}: {key} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _validate_keys(d: dict, name: str) -> None:
+    unknown = sorted(set(d) - set(DESCRIPTION_KEYS) - set(OPTIONAL_NOTES))
+    if "mean_rgb" in unknown:
+        raise DeepLabError(f"dataset {name!r}: give the mean as 'mean_bgr' in B, G, R order (not 'mean_rgb')")
+    if unknown:
+        raise DeepLabError(
+            f"dataset {name!r}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(DESCRIPTION_KEYS + OPTIONAL_NOTES)}"
+        )
+
+
+def _validate_values(info: DatasetInfo) -> None:
+    """What a training run needs: labels are uint8 PNG values, the ignore label is no class."""
+    where = f"dataset {info.name!r}"
+    if info.num_classes > 255:
+        raise DeepLabError(f"{where}: {info.num_classes} classes; label PNGs hold at most 255 classes besides ignore")
+    duplicates = sorted({c for c in info.class_names if info.class_names.count(c) > 1})
+    if duplicates or any(not c.strip() for c in info.class_names):
+        raise DeepLabError(f"{where}: class names must be non-empty and distinct (repeated: {', '.join(duplicates)})")
+    if not 0 <= info.ignore_label <= 255:
+        raise DeepLabError(f"{where}: ignore_label {info.ignore_label} must be 0..255 (labels are 8-bit PNG values)")
+    if info.ignore_label < info.num_classes:
+        raise DeepLabError(
+            f"{where}: ignore_label {info.ignore_label} is class {info.class_names[info.ignore_label]!r}; "
+            f"use a value >= num_classes ({info.num_classes}), e.g. 255"
+        )
+    for index, rgb in enumerate(info.palette):
+        if not all(0 <= v <= 255 for v in rgb):
+            raise DeepLabError(f"{where}: palette colour {index} {list(rgb)} has values outside 0..255")
+    if not all(math.isfinite(v) for v in info.mean_bgr):
+        raise DeepLabError(f"{where}: mean_bgr {list(info.mean_bgr)} must be three finite numbers")
 
 
 VOC = DatasetInfo("voc12", VOC_CLASSES, tuple(voc_palette(21)))
@@ -145,7 +213,10 @@ def load_dataset_info(spec: str | Path) -> DatasetInfo:
     """A built-in name (``voc12``, ``camvid``) or the path of a JSON/YAML description.
 
     The file holds ``class_names`` (required), and optionally ``name``, ``palette``
-    (``[[r, g, b], ...]``), ``mean_bgr``, ``ignore_label`` and ``num_classes`` (checked).
+    (``[[r, g, b], ...]``, default: the VOC colours), ``mean_bgr`` (B, G, R; default: the
+    original's ImageNet mean), ``ignore_label`` (default 255; must not be a class index) and
+    ``num_classes`` (checked against ``class_names``); ``description``, ``source``, ``license``
+    and ``notes`` are free text. Any other key is an error (a typo would otherwise be ignored).
     """
     key = str(spec)
     if key.lower() in BUILTIN_DATASETS:
@@ -173,4 +244,24 @@ def load_dataset_info(spec: str | Path) -> DatasetInfo:
         raise DeepLabError(f"{path}: not a valid dataset description ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise DeepLabError(f"{path}: a dataset description must be a mapping with 'class_names'")
-    return DatasetInfo.from_dict(data, name=path.stem)
+    return DatasetInfo.from_dict(data, name=path.stem, strict=True)
+
+
+def save_dataset_info(info: DatasetInfo, path: str | Path) -> None:
+    """Write ``info`` as JSON (or YAML for ``.yaml`` / ``.yml``) that :func:`load_dataset_info` reads back."""
+    from .atomic import atomic_write_text
+
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise DeepLabError(f"{path}: writing YAML needs PyYAML (pip install pyyaml), or use .json") from exc
+        d = info.to_dict()
+        d["palette"] = [list(rgb) for rgb in d["palette"]]
+        d["class_names"] = list(d["class_names"])
+        d["mean_bgr"] = list(d["mean_bgr"])
+        text = yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+    else:
+        text = info.to_json()
+    atomic_write_text(path, text)

@@ -130,7 +130,9 @@ def deeplab_v2_resnet_tiny(**kwargs) -> DeepLabV2:
     """The same code at one block per stage and width 8: for tests and quick experiments."""
     kwargs.setdefault("blocks", (1, 1, 1, 1))
     kwargs.setdefault("width", 8)
-    return deeplab_v2_resnet101(**kwargs)
+    model = deeplab_v2_resnet101(**kwargs)
+    model.architecture["name"] = "deeplab_v2_resnet_tiny"
+    return model
 
 
 MODELS = {
