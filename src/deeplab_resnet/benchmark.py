@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .atomic import atomic_write_text
@@ -286,36 +285,36 @@ def image_batch(
 
 
 def make_optimizer(model: nn.Module, lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4):
-    """SGD with the original's parameter groups: backbone 1x, classifier weights 10x, biases 20x."""
-    cls_w, cls_b = model.classifier_parameters()
-    special = {id(p) for p in cls_w + cls_b}
-    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in special]
-    return torch.optim.SGD(
-        [
-            {"params": backbone, "lr": lr},
-            {"params": cls_w, "lr": 10 * lr},
-            {"params": cls_b, "lr": 20 * lr, "weight_decay": 0.0},
-        ],
-        lr=lr, momentum=momentum, weight_decay=weight_decay,
-    )  # fmt: skip
+    """The optimizer ``deeplab train`` builds (SGD; backbone 1x, classifier weights 10x, biases 20x),
+    with each group's learning rate set as the training loop sets it at step 0."""
+    from .train import TrainConfig, build_optimizer
+
+    cfg = TrainConfig(learning_rate=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = build_optimizer(model, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    return optimizer
 
 
 def label_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Labels (``N x H x W``) shrunk to the logit grid by nearest neighbour, as the original."""
-    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    """Labels (``N x H x W``) shrunk to the logit grid by the training loop's nearest neighbour."""
+    from .data.transforms import resize_nearest
+
+    return resize_nearest(labels, size)
 
 
 def training_step_fn(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, scales: Sequence[float] = (1.0,),
     dtype: str = "float32", ignore_label: int = 255, channels_last: bool = False,
 ) -> Callable[[], float]:  # fmt: skip
-    """A closure doing one training step (forward, CE loss at stride 8, backward, SGD update).
+    """A closure doing one training step with the training loop's own pieces.
 
-    Frozen BN, SGD with :func:`make_optimizer`'s groups; with several scales the MSC outputs
-    (each scale and the fused max) each get a loss, as the original.
+    Frozen BN, :func:`make_optimizer` (``train.build_optimizer``), ``train.seg_loss`` (CE at
+    stride 8 on every MSC output: each scale and the fused max, as the original).
     """
     from .fast import DTYPES
     from .models.msc import MSC
+    from .train import seg_loss
 
     net = MSC(model, scales) if tuple(scales) != (1.0,) else model
     if channels_last:
@@ -325,15 +324,14 @@ def training_step_fn(
     net.train()
     optimizer = make_optimizer(model)
     autocast = dtype != "float32"
+    num_classes = model.num_classes
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(images.device.type, dtype=DTYPES[dtype], enabled=autocast):
             outputs = net(images)
             outputs = outputs if isinstance(outputs, list) else [outputs]
-            loss = sum(
-                F.cross_entropy(o.float(), label_at(labels, o.shape[-2:]), ignore_index=ignore_label) for o in outputs
-            )
+            loss, _ = seg_loss(outputs, labels, num_classes, ignore_label)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -341,46 +339,22 @@ def training_step_fn(
     return step
 
 
-# --------------------------------------------------------------------------- data pipeline stand-in
+# --------------------------------------------------------------------------- data pipeline
 
 
 def decode_augment_sample(
     image_path: str | Path, label_path: str | Path, *, crop: int, mean_bgr: Sequence[float],
     rng: random.Random, ignore_label: int = 255,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Decode one pair and augment it as the original's input pipeline does.
-
-    Random scale in [0.5, 1.5] (bilinear image, nearest label), pad to the crop (mean / ignore),
-    random ``crop x crop`` window, random left-right flip, then BGR − mean. A stand-in timed
-    until the training engineer's ``data/datasets.py`` lands; it does the same work per sample.
-    """
+    """Decode one pair and augment it with the training pipeline's ``TrainTransform``
+    (random scale U(0.5, 1.5), mirror, pad, random crop, BGR − mean)."""
     import numpy as np
-    from PIL import Image
 
+    from .data.transforms import TrainTransform
     from .images import read_image, read_label
 
-    rgb, label = read_image(image_path), read_label(label_path)
-    scale = rng.uniform(0.5, 1.5)
-    h, w = label.shape
-    size = (max(int(w * scale), 1), max(int(h * scale), 1))
-    rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
-    label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
-    ph, pw = max(crop - size[1], 0), max(crop - size[0], 0)
-    if ph or pw:
-        mean_rgb = np.array(mean_bgr[::-1], dtype=np.float32)
-        canvas = np.empty((size[1] + ph, size[0] + pw, 3), np.float32)
-        canvas[:] = mean_rgb
-        canvas[: size[1], : size[0]] = rgb
-        lab = np.full((size[1] + ph, size[0] + pw), ignore_label, np.uint8)
-        lab[: size[1], : size[0]] = label
-        rgb, label = canvas, lab
-    y, x = rng.randint(0, rgb.shape[0] - crop), rng.randint(0, rgb.shape[1] - crop)
-    rgb, label = rgb[y : y + crop, x : x + crop], label[y : y + crop, x : x + crop]
-    if rng.random() < 0.5:
-        rgb, label = rgb[:, ::-1], label[:, ::-1]
-    bgr = torch.from_numpy(np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.float32))
-    bgr -= torch.tensor(mean_bgr, dtype=torch.float32)
-    return bgr.permute(2, 0, 1).contiguous(), torch.from_numpy(np.ascontiguousarray(label)).long()
+    transform = TrainTransform((crop, crop), mean_bgr, ignore_label=ignore_label, random_scale=True, random_mirror=True)
+    return transform(read_image(image_path), read_label(label_path), np.random.default_rng(rng.getrandbits(64)))
 
 
 # --------------------------------------------------------------------------- the whole benchmark
@@ -543,7 +517,7 @@ def bench_train(model, config: BenchmarkConfig, device: torch.device) -> list[Re
     times = time_interleaved(cases, repeats=config.repeats, warmup=config.warmup, device=device, on_progress=_progress)
     return [
         Result(name, times[name], items=batch, flops=flops[name], peak_memory_mb=peak_memory_mb(device),
-               note="step from benchmark.training_step_fn (SGD groups 1x/10x/20x, CE at stride 8, frozen BN)")
+               note="step with train.build_optimizer + train.seg_loss (groups 1x/10x/20x, CE at stride 8, frozen BN)")
         for name in cases
     ]  # fmt: skip
 
@@ -565,7 +539,7 @@ def bench_data(config: BenchmarkConfig, mean_bgr: Sequence[float]) -> list[Resul
     times = time_interleaved({"data": loop}, repeats=config.repeats, warmup=0, device=torch.device("cpu"))
     return [
         Result(f"data pipeline, 1 worker, {config.train_crop} crops", times["data"], items=n,
-               note="stand-in decode+augment loop (benchmark.decode_augment_sample); samples/s per worker")
+               note="decode + TrainTransform (the training pipeline's augmentation); samples/s per worker")
     ]  # fmt: skip
 
 
