@@ -200,16 +200,6 @@ def evaluate_prediction_dir(
     return meter
 
 
-def evaluate_predictions(
-    pred_labels: Iterable[np.ndarray], gt_labels: Iterable[np.ndarray], num_classes: int, ignore_label: int = 255
-) -> ConfusionMeter:
-    """Score label maps made by any program against ground truth with the same metric code."""
-    meter = ConfusionMeter(num_classes, ignore_label)
-    for pred, gt in zip(pred_labels, gt_labels):
-        meter.update(pred, gt)
-    return meter
-
-
 @dataclass(frozen=True)
 class DistInfo:
     """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
