@@ -1,8 +1,12 @@
-"""Our dense CRF (torch) against pydensecrf, side by side on the same images and unaries.
+"""Our dense CRF against pydensecrf, side by side on the same images and unaries.
 
-For each preset and each fixture image: pydensecrf and ours on the same image and probabilities,
-alternating (so machine load hits both alike); label agreement, max |dQ|, mIoU after CRF from one
-confusion matrix per backend, and per-image times (build + 10 iterations, all included).
+For each preset and each fixture image: pydensecrf, ours with its C kernel (``kernel="native"``,
+what ``--crf-backend torch``/``auto`` run on CPU) and ours as torch ops (``kernel="torch"``, the
+fallback without a C compiler, and the CUDA path) on the same image and probabilities, one after
+the other (so machine load hits all alike); label agreement and max |dQ| of the native kernel
+against pydensecrf, mIoU after CRF from one confusion matrix per backend, and per-image times
+(everything included: lattices, normalisation, 10 iterations; the position kernel's lattice is
+cached per image size, as in a dataset run).
 
 Unaries: the ground truth as one-hot, blurred (sigma 6 px), times ``--scale`` plus N(0, 0.5)
 noise, softmaxed. ``--scale 6`` leaves every one of the 21 labels at >= ~1e-3 somewhere (all
@@ -45,7 +49,7 @@ def blurred_probs(label: np.ndarray, scale: float, classes: int = 21, seed: int 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for ours (pydensecrf is single-threaded)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for ours (pydensecrf is single-threaded)")
     ap.add_argument("--scale", type=float, default=6.0, help="logit scale of the blurred one-hot unaries")
     ap.add_argument("--list", default="list_val.txt", help="list file in the fixture")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
@@ -62,27 +66,33 @@ def main() -> None:
     )
     print(
         "| preset | label agreement (min / all) | max abs dQ | mIoU unary | mIoU pydensecrf | mIoU ours | "
-        "median s/image pydensecrf | median s/image ours | speed-up |"
+        "median s/image pydensecrf | ours, C kernel | ours, torch ops | speed-up C kernel | speed-up torch ops |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     data = []
     for pair in pairs:
         img, lab = read_image(pair.image), read_label(pair.label)
         data.append((img, lab, blurred_probs(lab, args.scale)))
-    torch_backend.run(data[0][0][:64, :64].copy(), data[0][2][:, :64, :64].copy(), PRESETS["deeplab-resnet"])  # warm-up
+    for kernel in ("native", "torch"):  # warm-up (and compiles the C kernel on a first run)
+        torch_backend.run(
+            data[0][0][:64, :64].copy(), data[0][2][:, :64, :64].copy(), PRESETS["deeplab-resnet"], "cpu", kernel=kernel
+        )
     for name in args.presets.split(","):
         params = PRESETS[name]
         meters = {k: ConfusionMeter(21) for k in ("unary", "pyd", "ours")}
-        times = {"pyd": [], "ours": []}
+        times = {"pyd": [], "ours": [], "torch": []}
         agree, same, total, maxdiff = 1.0, 0, 0, 0.0
         for img, lab, probs in data:
             t0 = time.perf_counter()
             ref = pydensecrf_backend.run(img, probs, params)  # tested equal to a direct DenseCRF2D call
             t1 = time.perf_counter()
-            ours = torch_backend.run(img, probs, params, device="cpu")
+            ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
             t2 = time.perf_counter()
+            torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+            t3 = time.perf_counter()
             times["pyd"].append(t1 - t0)
             times["ours"].append(t2 - t1)
+            times["torch"].append(t3 - t2)
             a, b = ref.argmax(0), ours.argmax(0)
             agree = min(agree, float((a == b).mean()))
             same += int((a == b).sum())
@@ -92,10 +102,10 @@ def main() -> None:
             meters["pyd"].update(a, lab)
             meters["ours"].update(b, lab)
         miou = {k: 100 * m.scores().mean_iou for k, m in meters.items()}
-        tp, to = statistics.median(times["pyd"]), statistics.median(times["ours"])
+        tp, to, tt = (statistics.median(times[k]) for k in ("pyd", "ours", "torch"))
         print(
             f"| {name} | {100 * agree:.3f}% / {100 * same / total:.3f}% | {maxdiff:.1e} | {miou['unary']:.2f} | "
-            f"{miou['pyd']:.2f} | {miou['ours']:.2f} | {tp:.2f} | {to:.2f} | {tp / to:.2f}x |"
+            f"{miou['pyd']:.2f} | {miou['ours']:.2f} | {tp:.2f} | {to:.2f} | {tt:.2f} | {tp / to:.2f}x | {tp / tt:.2f}x |"
         )
 
 

@@ -1,4 +1,5 @@
-"""Our dense CRF (``crf/torch_backend.py``) against ``pydensecrf`` called directly, and the dispatch.
+"""Our dense CRF (``crf/torch_backend.py``, both its kernels: the C one and torch ops) against
+``pydensecrf`` called directly, and the dispatch.
 
 The unaries are real-looking: the ground truth of a real fixture image as one-hot, blurred and
 scaled into logits with noise, softmaxed - confident inside objects, unsure near boundaries,
@@ -75,15 +76,19 @@ def _pair(voc_fixture, name, size=(120, 180)):
     return img, lab
 
 
+KERNELS = ["native", "torch"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_matches_pydensecrf_on_fixture_images(voc_fixture, preset):
+def test_matches_pydensecrf_on_fixture_images(voc_fixture, preset, kernel):
     _pydensecrf()
     params = PRESETS[preset]
     for name in NAMES:
         img, lab = _pair(voc_fixture, name)
         probs = blurred_probs(lab)
         ref = pydensecrf_reference(img, probs, params)
-        ours = torch_backend.run(img, probs, params, device="cpu")
+        ours = torch_backend.run(img, probs, params, device="cpu", kernel=kernel)
         assert ours.shape == ref.shape and ours.dtype == np.float32
         agree = (ours.argmax(0) == ref.argmax(0)).mean()
         assert agree >= 0.995, f"{name}: label agreement {agree:.4f}"
@@ -93,8 +98,9 @@ def test_matches_pydensecrf_on_fixture_images(voc_fixture, preset):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_matches_pydensecrf_full_images(voc_fixture, preset):
+def test_matches_pydensecrf_full_images(voc_fixture, preset, kernel):
     _pydensecrf()
     params = PRESETS[preset]
     names = [
@@ -103,20 +109,22 @@ def test_matches_pydensecrf_full_images(voc_fixture, preset):
     for name in names:
         img, lab = _pair(voc_fixture, name, size=None)
         probs = blurred_probs(lab)
-        ours = torch_backend.run(img, probs, params, device="cpu")
+        ours = torch_backend.run(img, probs, params, device="cpu", kernel=kernel)
         ref = pydensecrf_reference(img, probs, params)
         assert (ours.argmax(0) == ref.argmax(0)).mean() >= 0.995
 
 
-def test_batch_equals_one_by_one(voc_fixture):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_batch_equals_one_by_one(voc_fixture, kernel):
     params = PRESETS["tf-branch"]
     pairs = [_pair(voc_fixture, n, (60, 90)) for n in NAMES]
     probs = [blurred_probs(lab, seed=i) for i, (_, lab) in enumerate(pairs)]
     batch = torch_backend.run_batch(
-        torch.from_numpy(np.stack([img for img, _ in pairs])), torch.from_numpy(np.stack(probs)), params
+        torch.from_numpy(np.stack([img for img, _ in pairs])), torch.from_numpy(np.stack(probs)), params, kernel=kernel
     ).numpy()
     for i, (img, _) in enumerate(pairs):
-        np.testing.assert_allclose(batch[i], torch_backend.run(img, probs[i], params, device="cpu"), atol=1e-5)
+        one = torch_backend.run(img, probs[i], params, device="cpu", kernel=kernel)
+        np.testing.assert_allclose(batch[i], one, atol=1e-5)
 
 
 def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
@@ -136,10 +144,11 @@ def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
     torch.testing.assert_close(pruned.infer(u, 10), full.infer(u, 10), rtol=1e-4, atol=1e-6)
 
 
-def test_zero_iterations_is_the_clipped_input(voc_fixture):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_zero_iterations_is_the_clipped_input(voc_fixture, kernel):
     img, lab = _pair(voc_fixture, NAMES[0], (60, 90))
     probs = blurred_probs(lab)
-    out = torch_backend.run(img, probs, CRFParams(iterations=0), device="cpu")
+    out = torch_backend.run(img, probs, CRFParams(iterations=0), device="cpu", kernel=kernel)
     clipped = np.clip(probs, 1e-5, 1.0)
     np.testing.assert_allclose(out, clipped / clipped.sum(axis=0), atol=1e-6)
 

@@ -69,10 +69,10 @@ def pydensecrf_available() -> bool:
 def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
     """The concrete backend ``"torch"`` or ``"pydensecrf"`` that ``backend`` means here.
 
-    ``auto``: ours on CUDA; on CPU, ``pydensecrf`` when it is installed, else ours. Measured
-    (BENCHMARKS.md, "Dense CRF of our own"): ours is 1.2-1.3x faster with one torch thread but
-    several times slower with torch's default of one thread per core on a busy machine, while
-    pydensecrf's single thread is predictable.
+    ``auto``: ours (``"torch"``) on CUDA, and on CPU whenever its C kernel compiles (it is several
+    times faster than pydensecrf there; BENCHMARKS.md, "Dense CRF of our own"); without a C
+    compiler, ``pydensecrf`` when it is installed (ours then runs as torch ops, which are only
+    about as fast), else ours.
 
     Args:
         backend: one of :data:`BACKENDS`.
@@ -87,7 +87,9 @@ def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
     on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if on_cuda or not pydensecrf_available():
         return "torch"
-    return "pydensecrf"
+    from . import native
+
+    return "torch" if native.available() else "pydensecrf"
 
 
 def dense_crf(

@@ -16,6 +16,11 @@ The lattices are built once per batch and reused for every iteration and every l
 the columns of one ``pixels x labels`` matrix). The Gaussian lattice depends only on the image size:
 it is cached per size and shared by all images of a batch (their labels become more columns); the
 bilateral lattice holds all images of a batch at once, keyed by image.
+
+Two implementations of the same computation (``kernel=``): ``"torch"``, torch ops on any device
+(:class:`MeanField`), and ``"native"``, the C kernel of :mod:`.native` (CPU only: the lattice, all
+iterations, slice, messages and softmax fused, OpenMP threads). ``"auto"`` takes the native one on
+CPU when it could be compiled, else torch.
 """
 
 from __future__ import annotations
@@ -106,8 +111,7 @@ class MeanField:
         """
         if not (self.prune and self.attractive):
             return None
-        active = (q0.amax(dim=0) * self.gain * math.exp(PRUNE_ENERGY) > PRUNE_ENERGY).nonzero().reshape(-1)
-        return None if active.numel() == q0.shape[1] else active
+        return labels_worth_filtering(q0.amax(dim=0), self.gain)
 
     def infer(self, unary: torch.Tensor, iterations: int) -> torch.Tensor:
         """Mean-field iterations from ``softmax(-U)``; ``unary`` is ``(B*H*W) x C``. Returns ``Q``."""
@@ -128,6 +132,13 @@ class MeanField:
         return q
 
 
+def labels_worth_filtering(q0_max: torch.Tensor, gain: float) -> torch.Tensor | None:
+    """The labels whose message can exceed ``PRUNE_ENERGY`` (see :meth:`MeanField.active_labels`),
+    from each label's largest initial probability; ``None`` when that is all of them."""
+    active = (q0_max * gain * math.exp(PRUNE_ENERGY) > PRUNE_ENERGY).nonzero().reshape(-1)
+    return None if active.numel() == q0_max.numel() else active
+
+
 def _softmax_(x: torch.Tensor, stable: bool) -> torch.Tensor:
     """Row softmax in place; ``stable`` subtracts the row max first.
 
@@ -141,13 +152,32 @@ def _softmax_(x: torch.Tensor, stable: bool) -> torch.Tensor:
     return x.div_(x.sum(dim=1, keepdim=True))
 
 
-def run_batch(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tensor:
+KERNELS = ("auto", "native", "torch")
+
+
+def resolve_kernel(kernel: str, device: torch.device) -> str:
+    """``"native"`` or ``"torch"``: what ``kernel`` means on ``device`` (see the module docstring)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    from . import native
+
+    if kernel == "native" and device.type != "cpu":
+        raise ValueError("the native CRF kernel runs on the CPU only")
+    if kernel == "native" and not native.available():
+        raise ValueError("the native CRF kernel could not be compiled (no working C compiler; set CC)")
+    if kernel == "auto":
+        return "native" if device.type == "cpu" and native.available() else "torch"
+    return kernel
+
+
+def run_batch(images: torch.Tensor, probs: torch.Tensor, params, *, kernel: str = "auto") -> torch.Tensor:
     """Refine a batch of same-size images' probabilities on their device.
 
     Args:
         images: ``B x H x W x 3`` uint8 RGB.
         probs: ``B x C x H x W`` class probabilities (summing to 1 over C), same device.
         params: a :class:`~deeplab_resnet.crf.CRFParams`.
+        kernel: ``"auto"``, ``"native"`` (the C kernel, CPU) or ``"torch"`` (see the module docstring).
 
     Returns:
         ``B x C x H x W`` float32 refined probabilities.
@@ -155,6 +185,11 @@ def run_batch(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tensor
     batch, classes, height, width = probs.shape
     if images.shape != (batch, height, width, 3):
         raise ValueError(f"images {tuple(images.shape)} do not match probabilities {tuple(probs.shape)}")
+    if resolve_kernel(kernel, probs.device) == "native":
+        from . import native_backend
+
+        out = [native_backend.run(images[i].numpy(), probs[i].numpy(), params) for i in range(batch)]
+        return torch.from_numpy(np.stack(out))
     unary = -torch.log(probs.to(torch.float32).clamp(UNARY_CLIP, 1.0))
     unary = unary.permute(0, 2, 3, 1).reshape(batch * height * width, classes)
     with torch.no_grad():
@@ -162,7 +197,9 @@ def run_batch(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tensor
     return q.reshape(batch, height, width, classes).permute(0, 3, 1, 2).contiguous()
 
 
-def run(image: np.ndarray, probs: np.ndarray, params, device: torch.device | str | None = None) -> np.ndarray:
+def run(
+    image: np.ndarray, probs: np.ndarray, params, device: torch.device | str | None = None, *, kernel: str = "auto"
+) -> np.ndarray:
     """Refine ``probs`` (``C x H x W``) for ``image`` (``H x W x 3`` uint8 RGB); numpy in, numpy out.
 
     Args:
@@ -170,11 +207,16 @@ def run(image: np.ndarray, probs: np.ndarray, params, device: torch.device | str
         probs: class probabilities at the image's size.
         params: a :class:`~deeplab_resnet.crf.CRFParams`.
         device: where to run (default: CUDA when available, else CPU).
+        kernel: ``"auto"``, ``"native"`` or ``"torch"`` (see :func:`run_batch`).
 
     Returns:
         ``C x H x W`` float32 refined probabilities.
     """
     dev = torch.device(device) if device is not None else default_device()
+    if resolve_kernel(kernel, dev) == "native":
+        from . import native_backend
+
+        return native_backend.run(image, probs, params)
     img = torch.from_numpy(np.ascontiguousarray(image)).to(dev)[None]
     p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).to(dev)[None]
-    return run_batch(img, p, params)[0].cpu().numpy()
+    return run_batch(img, p, params, kernel="torch")[0].cpu().numpy()

@@ -1,0 +1,794 @@
+/*
+ * Dense CRF on the CPU: the permutohedral lattice (build, filter) and fused mean-field iterations.
+ *
+ * Compiled on first use by deeplab_resnet/crf/native.py (plain C99 + optional OpenMP, loaded with
+ * ctypes; no Python or torch headers). The lattice is densecrf's (Kraehenbuehl's code inside
+ * pydensecrf) step for step in float32: elevation, rounding to the nearest remainder-0 point,
+ * ranking, barycentric weights, vertex keys and blur neighbours, vertices numbered in the order
+ * points first touch them. So filtering is the same linear operator as pydensecrf's and as
+ * permutohedral.py's, up to float summation order. Compile with -ffp-contract=off: a fused
+ * multiply-add in the elevation would move points across simplex boundaries.
+ *
+ * Why this is faster than the same algorithm in pydensecrf or in torch (BENCHMARKS.md, issue 8):
+ * - every pass reads rows at random places and is bound by memory traffic: rows hold all labels
+ *   (padded to a multiple of 8 for the vector units), rows to be read are prefetched a few
+ *   iterations ahead, and the arithmetic is vectorised (restrict pointers);
+ * - splat is a gather (each vertex sums its own (point, corner) run: no write conflicts), so
+ *   every stage runs in parallel over vertices or points;
+ * - slice, the Potts messages of both kernels, the unary and the softmax are one pass per pixel;
+ * - absent blur neighbours point at a row of zeros: no branches in the blur.
+ */
+#define _DEFAULT_SOURCE /* madvise */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+/* Denormals flushed to zero (and read as zero) inside our parallel regions: probabilities of absent
+   labels reach 1e-38 and below, and float arithmetic on denormals is ~100x slower on x86. This
+   changes nothing above 1e-38. Each thread's previous mode is restored at the end of the region,
+   so neither the caller nor a thread pool shared with torch is affected. */
+static inline unsigned int ftz_on(void) {
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040);
+    return old;
+}
+static inline void ftz_restore(unsigned int old) { _mm_setcsr(old); }
+#else
+static inline unsigned int ftz_on(void) { return 0; }
+static inline void ftz_restore(unsigned int old) { (void)old; }
+#endif
+/* A parallel region over `nthreads` threads with denormals flushed; put `#pragma omp for` loops inside. */
+#define PARALLEL_BEGIN _Pragma("omp parallel num_threads(nthreads)") { unsigned int csr_ = ftz_on();
+#define PARALLEL_END ftz_restore(csr_); }
+
+typedef float v8f __attribute__((vector_size(32))); /* GCC/Clang vector extensions */
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+#define PREFETCH_KEYS 4 /* vertices ahead whose neighbour lookups are prefetched */
+#define CW 8 /* rows of labels are padded to a multiple of this (one AVX register) */
+
+typedef struct {
+    int d;          /* feature dimension */
+    int kdim;       /* key length: d, plus 1 when points carry an image index */
+    int64_t n;      /* points */
+    int64_t m;      /* vertices */
+    int32_t *vertex; /* n * (d+1): the vertex of each (point, corner) */
+    float *bary;     /* n * (d+1): barycentric weights */
+    int32_t *nb;     /* (d+1) * m * 2: blur neighbours + 1 along each direction; 0 = absent */
+    int64_t *run;    /* m + 1: where each vertex's (point, corner) run starts in the splat arrays */
+    int32_t *entry;  /* n * (d+1): (point, corner) positions sorted by vertex, then by position */
+    int32_t *point;  /* n * (d+1): the point of each entry */
+    float alpha;     /* densecrf's slicing constant 1 / (1 + 2^-d) */
+    float *work;     /* reusable workspace (huge pages): two (m+1) x lp tables, then scratch */
+    size_t work_size;
+} lattice_t;
+
+/* ---------------------------------------------------------------- memory */
+
+/* Large arrays read at random places live on 2 MB pages where the OS allows it (Linux THP in
+   "madvise" mode): a VOC image's tables span ~100 MB, and with 4 KB pages nearly every random read
+   misses the TLB and every first touch page-faults. */
+static void *big_alloc(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (bytes >= huge) {
+        size_t rounded = (bytes + huge - 1) / huge * huge;
+        if (posix_memalign(&p, huge, rounded)) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+        return p;
+    }
+    return malloc(bytes ? bytes : 1);
+}
+
+/* The lattice's workspace of at least `floats` floats (kept for later calls). */
+static float *workspace(lattice_t *L, size_t floats) {
+    if (L->work_size < floats) {
+        free(L->work);
+        L->work = big_alloc(floats * sizeof(float));
+        L->work_size = L->work ? floats : 0;
+    }
+    return L->work;
+}
+
+/* ---------------------------------------------------------------- hash table of integer keys */
+
+typedef struct {
+    int kdim;
+    int64_t cap; /* table slots, a power of two */
+    int64_t m;   /* keys stored */
+    int64_t keycap;
+    int32_t *table; /* slot -> key id, -1 empty */
+    int32_t *keys;  /* m * kdim */
+} hash_t;
+
+static uint64_t hash_key(const int32_t *k, int kdim) {
+    uint64_t r = 0;
+    for (int i = 0; i < kdim; i++) {
+        r += (uint64_t)(int64_t)k[i];
+        r *= 0x9E3779B97F4A7C15ull;
+    }
+    r ^= r >> 33; /* murmur3's finaliser: the table index takes the low bits */
+    r *= 0xff51afd7ed558ccdull;
+    r ^= r >> 33;
+    return r;
+}
+
+static int hash_rehash(hash_t *h, int64_t cap) {
+    int32_t *t = malloc((size_t)cap * sizeof(int32_t));
+    if (!t) return -1;
+    memset(t, 0xff, (size_t)cap * sizeof(int32_t));
+    for (int64_t e = 0; e < h->m; e++) {
+        uint64_t i = hash_key(h->keys + e * h->kdim, h->kdim) & (uint64_t)(cap - 1);
+        while (t[i] >= 0) i = (i + 1) & (uint64_t)(cap - 1);
+        t[i] = (int32_t)e;
+    }
+    free(h->table);
+    h->table = t;
+    h->cap = cap;
+    return 0;
+}
+
+static int hash_init(hash_t *h, int kdim, int64_t expected) {
+    memset(h, 0, sizeof *h);
+    h->kdim = kdim;
+    int64_t cap = 1024;
+    while (cap < 2 * expected) cap *= 2;
+    h->keycap = expected > 16 ? expected : 16;
+    h->keys = malloc((size_t)h->keycap * kdim * sizeof(int32_t));
+    if (!h->keys || hash_rehash(h, cap)) return -1;
+    return 0;
+}
+
+static void hash_free(hash_t *h) {
+    free(h->table);
+    free(h->keys);
+}
+
+/* The id of `key`; with `create`, a new id when it is absent (-2 when out of memory), else -1. */
+static int32_t hash_find(hash_t *h, const int32_t *key, int create) {
+    uint64_t mask = (uint64_t)(h->cap - 1);
+    uint64_t i = hash_key(key, h->kdim) & mask;
+    for (;;) {
+        int32_t e = h->table[i];
+        if (e < 0) break;
+        if (memcmp(h->keys + (int64_t)e * h->kdim, key, (size_t)h->kdim * sizeof(int32_t)) == 0) return e;
+        i = (i + 1) & mask;
+    }
+    if (!create) return -1;
+    if (h->m == h->keycap) {
+        int32_t *k = realloc(h->keys, (size_t)h->keycap * 2 * h->kdim * sizeof(int32_t));
+        if (!k) return -2;
+        h->keys = k;
+        h->keycap *= 2;
+    }
+    memcpy(h->keys + h->m * h->kdim, key, (size_t)h->kdim * sizeof(int32_t));
+    h->table[i] = (int32_t)h->m;
+    h->m++;
+    if (2 * h->m > h->cap && hash_rehash(h, 2 * h->cap)) return -2;
+    return (int32_t)(h->m - 1);
+}
+
+/* ---------------------------------------------------------------- lattice construction */
+
+void dcrf_lattice_free(lattice_t *L) {
+    if (!L) return;
+    free(L->vertex);
+    free(L->bary);
+    free(L->nb);
+    free(L->run);
+    free(L->entry);
+    free(L->point);
+    free(L->work);
+    free(L);
+}
+
+int64_t dcrf_lattice_vertices(const lattice_t *L) { return L->m; }
+
+/* Copy out the per-(point, corner) vertex ids and weights and the blur neighbours (for tests). */
+void dcrf_lattice_export(const lattice_t *L, int32_t *vertex, float *bary, int32_t *nb) {
+    int64_t k = L->d + 1;
+    memcpy(vertex, L->vertex, (size_t)(L->n * k) * sizeof(int32_t));
+    memcpy(bary, L->bary, (size_t)(L->n * k) * sizeof(float));
+    for (int64_t i = 0; i < k * L->m * 2; i++) nb[i] = L->nb[i] - 1;
+}
+
+/* Simplex of one point, densecrf's float32 operations in densecrf's order. */
+static void simplex(const float *f, int d, const float *scale, float *el, float *rem0, float *rank, float *bar) {
+    const float invdp1 = 1.0f / (float)(d + 1), dp1 = (float)(d + 1);
+    float sm = 0.0f;
+    for (int j = d; j > 0; j--) {
+        float cf = f[j - 1] * scale[j - 1];
+        float t = (float)j * cf;
+        el[j] = sm - t;
+        sm += cf;
+    }
+    el[0] = sm;
+    float sum = 0.0f;
+    for (int i = 0; i <= d; i++) {
+        float v = rintf(invdp1 * el[i]); /* nearest, ties to even, as cvtps2dq */
+        rem0[i] = v * dp1;
+        sum += v;
+        rank[i] = 0.0f;
+    }
+    for (int i = 0; i < d; i++) {
+        float di = el[i] - rem0[i];
+        for (int j = i + 1; j <= d; j++) {
+            float dj = el[j] - rem0[j];
+            if (di < dj)
+                rank[i] += 1.0f;
+            else
+                rank[j] += 1.0f;
+        }
+    }
+    for (int i = 0; i <= d; i++) { /* bring the point back onto the plane */
+        rank[i] += sum;
+        if (rank[i] < 0.0f) {
+            rank[i] += dp1;
+            rem0[i] += dp1;
+        } else if (rank[i] >= dp1) {
+            rank[i] -= dp1;
+            rem0[i] -= dp1;
+        }
+    }
+    for (int i = 0; i <= d + 1; i++) bar[i] = 0.0f;
+    for (int i = 0; i <= d; i++) {
+        float v = (el[i] - rem0[i]) * invdp1;
+        int p = d - (int)rank[i];
+        bar[p] += v;
+        bar[p + 1] -= v;
+    }
+    bar[0] += 1.0f + bar[d + 1];
+}
+
+/* The key of vertex r of a point: coordinate i is rem0_i + r, or rem0_i + r - (d+1) when its rank
+   is among the top r (densecrf's canonical simplex); then the image index, if any. */
+static inline void vertex_key(const int32_t *rem, const uint8_t *rank, int d, int r, const int32_t *image, int64_t p,
+                              int32_t *key) {
+    for (int i = 0; i < d; i++) key[i] = rem[i] + (rank[i] <= d - r ? r : r - (d + 1));
+    if (image) key[d] = image[p];
+}
+
+/* Generic construction: keys as rows of ints in a hash table (any feature range). */
+static int build_generic(lattice_t *L, const int32_t *rem, const uint8_t *rank, const int32_t *image, int nthreads) {
+    const int d = L->d, k = d + 1, kdim = L->kdim;
+    hash_t h;
+    if (hash_init(&h, kdim, L->n)) return -1;
+    int32_t key[16];
+    for (int64_t p = 0; p < L->n; p++) {
+        for (int r = 0; r <= d; r++) {
+            vertex_key(rem + p * d, rank + p * k, d, r, image, p, key);
+            int32_t id = hash_find(&h, key, 1);
+            if (id < 0) {
+                hash_free(&h);
+                return -1;
+            }
+            L->vertex[p * k + r] = id;
+        }
+    }
+    L->m = h.m;
+    const int64_t m = L->m;
+    L->nb = malloc((size_t)(k * m * 2) * sizeof(int32_t));
+    if (!L->nb) {
+        hash_free(&h);
+        return -1;
+    }
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < m; i++) {
+        int32_t n1[16], n2[16];
+        const int32_t *key_i = h.keys + i * kdim;
+        for (int j = 0; j <= d; j++) {
+            for (int c = 0; c < kdim; c++) {
+                n1[c] = key_i[c] - 1;
+                n2[c] = key_i[c] + 1;
+            }
+            if (j < d) {
+                n1[j] = key_i[j] + d;
+                n2[j] = key_i[j] - d;
+            }
+            if (kdim > d) n1[d] = n2[d] = key_i[d]; /* the image index never changes */
+            L->nb[(j * m + i) * 2 + 0] = hash_find(&h, n1, 0) + 1;
+            L->nb[(j * m + i) * 2 + 1] = hash_find(&h, n2, 0) + 1;
+        }
+    }
+    hash_free(&h);
+    return 0;
+}
+
+/* Packed construction: when every coordinate's range (with room for blur neighbours) fits, a key is
+   one uint64 (mixed radix) and a neighbour's key is the key plus a constant per direction. */
+#define EMPTY_KEY UINT64_MAX
+
+typedef struct {
+    int64_t cap, m, keycap;
+    uint64_t *slot_key;
+    int32_t *slot_id;
+    uint64_t *keys; /* by id */
+} phash_t;
+
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+static int phash_rehash(phash_t *h, int64_t cap) {
+    uint64_t *sk = big_alloc((size_t)cap * sizeof(uint64_t));
+    int32_t *si = big_alloc((size_t)cap * sizeof(int32_t));
+    if (!sk || !si) {
+        free(sk), free(si);
+        return -1;
+    }
+    memset(sk, 0xff, (size_t)cap * sizeof(uint64_t));
+    for (int64_t e = 0; e < h->m; e++) {
+        uint64_t i = mix64(h->keys[e]) & (uint64_t)(cap - 1);
+        while (sk[i] != EMPTY_KEY) i = (i + 1) & (uint64_t)(cap - 1);
+        sk[i] = h->keys[e];
+        si[i] = (int32_t)e;
+    }
+    free(h->slot_key), free(h->slot_id);
+    h->slot_key = sk, h->slot_id = si, h->cap = cap;
+    return 0;
+}
+
+static inline int32_t phash_lookup(const phash_t *h, uint64_t key) {
+    const uint64_t mask = (uint64_t)(h->cap - 1);
+    for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+        const uint64_t sk = h->slot_key[i];
+        if (sk == key) return h->slot_id[i];
+        if (sk == EMPTY_KEY) return -1;
+    }
+}
+
+static int32_t phash_insert(phash_t *h, uint64_t key) {
+    const uint64_t mask = (uint64_t)(h->cap - 1);
+    uint64_t i = mix64(key) & mask;
+    for (;; i = (i + 1) & mask) {
+        const uint64_t sk = h->slot_key[i];
+        if (sk == key) return h->slot_id[i];
+        if (sk == EMPTY_KEY) break;
+    }
+    if (h->m == h->keycap) {
+        uint64_t *k = realloc(h->keys, (size_t)h->keycap * 2 * sizeof(uint64_t));
+        if (!k) return -1;
+        h->keys = k, h->keycap *= 2;
+    }
+    h->keys[h->m] = key;
+    h->slot_key[i] = key;
+    h->slot_id[i] = (int32_t)h->m;
+    if (2 * ++h->m > h->cap && phash_rehash(h, 2 * h->cap)) return -1;
+    return (int32_t)(h->m - 1);
+}
+
+static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, const int32_t *image, const int64_t *lo,
+                        const int64_t *stride, int nthreads) {
+    const int d = L->d, k = d + 1;
+    const int64_t n = L->n;
+    phash_t h = {0};
+    int64_t cap = 1024;
+    while (cap < 4 * n) cap *= 2;
+    h.keycap = 2 * n;
+    h.keys = malloc((size_t)h.keycap * sizeof(uint64_t));
+    if (!h.keys || phash_rehash(&h, cap)) {
+        free(h.keys);
+        return -1;
+    }
+    int64_t all = 0; /* sum of the coordinate strides */
+    for (int i = 0; i < d; i++) all += stride[i];
+    int ok = 1;
+    for (int64_t p = 0; ok && p < n; p++) {
+        const int32_t *rp = rem + p * d;
+        const uint8_t *kp = rank + p * k;
+        int64_t base = image ? (int64_t)image[p] * stride[d] : 0, by_rank[16] = {0};
+        for (int i = 0; i < d; i++) {
+            base += (rp[i] - lo[i]) * stride[i];
+            by_rank[kp[i]] = stride[i];
+        }
+        int64_t top = 0; /* strides of the coordinates ranked in the top r */
+        for (int r = 0; r <= d; r++) {
+            if (r > 0) top += by_rank[d + 1 - r];
+            int32_t id = phash_insert(&h, (uint64_t)(base + r * all - (int64_t)(d + 1) * top));
+            if (id < 0) ok = 0;
+            L->vertex[p * k + r] = id;
+        }
+    }
+    const int64_t m = L->m = h.m;
+    L->nb = ok ? malloc((size_t)(k * m * 2) * sizeof(int32_t)) : NULL;
+    if (L->nb) {
+        int64_t shift[16]; /* n1 = key + shift_j, n2 = key - shift_j */
+        for (int j = 0; j <= d; j++) shift[j] = -all + (j < d ? (int64_t)(d + 1) * stride[j] : 0);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t i = 0; i < m; i++) {
+            if (i + PREFETCH_KEYS < m)
+                for (int j = 0; j <= d; j++) {
+                    const uint64_t ahead = h.keys[i + PREFETCH_KEYS];
+                    __builtin_prefetch(h.slot_key + (mix64(ahead + shift[j]) & (uint64_t)(h.cap - 1)));
+                    __builtin_prefetch(h.slot_key + (mix64(ahead - shift[j]) & (uint64_t)(h.cap - 1)));
+                }
+            for (int j = 0; j <= d; j++) {
+                L->nb[(j * m + i) * 2 + 0] = phash_lookup(&h, h.keys[i] + shift[j]) + 1;
+                L->nb[(j * m + i) * 2 + 1] = phash_lookup(&h, h.keys[i] - shift[j]) + 1;
+            }
+        }
+    }
+    free(h.slot_key), free(h.slot_id), free(h.keys);
+    return L->nb ? 0 : -1;
+}
+
+static int build_runs(lattice_t *L) {
+    const int64_t total = L->n * (L->d + 1), m = L->m;
+    L->run = calloc((size_t)(m + 1), sizeof(int64_t));
+    L->entry = malloc((size_t)total * sizeof(int32_t));
+    L->point = malloc((size_t)total * sizeof(int32_t));
+    int64_t *cursor = malloc((size_t)m * sizeof(int64_t));
+    if (!L->run || !L->entry || !L->point || !cursor) {
+        free(cursor);
+        return -1;
+    }
+    for (int64_t e = 0; e < total; e++) L->run[L->vertex[e] + 1]++;
+    for (int64_t v = 0; v < m; v++) L->run[v + 1] += L->run[v];
+    memcpy(cursor, L->run, (size_t)m * sizeof(int64_t));
+    for (int64_t e = 0; e < total; e++) L->entry[cursor[L->vertex[e]]++] = (int32_t)e;
+    for (int64_t e = 0; e < total; e++) L->point[e] = L->entry[e] / (L->d + 1);
+    free(cursor);
+    return 0;
+}
+
+/*
+ * Build the lattice of `n` points with `d`-dimensional features (row-major, already divided by the
+ * standard deviations). `image` (may be NULL) gives each point's image when several images share
+ * one lattice: their vertices never meet. `packed` allows one-word keys when the coordinates fit
+ * (0 forces the generic path; both give the same lattice). Returns NULL when out of memory or d
+ * is out of range.
+ */
+lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *image, int packed, int nthreads) {
+    if (d < 1 || d > 14 || n < 1 || n * (d + 1) > INT32_MAX) return NULL;
+    const int k = d + 1;
+    lattice_t *L = calloc(1, sizeof *L);
+    int32_t *rem = malloc((size_t)(n * d) * sizeof(int32_t));
+    uint8_t *rank = malloc((size_t)(n * k));
+    if (!L || !rem || !rank) {
+        free(L), free(rem), free(rank);
+        return NULL;
+    }
+    L->d = d;
+    L->kdim = d + (image != NULL);
+    L->n = n;
+    L->alpha = 1.0f / (1.0f + powf(2.0f, (float)-d));
+    L->vertex = malloc((size_t)(n * k) * sizeof(int32_t));
+    L->bary = malloc((size_t)(n * k) * sizeof(float));
+    int bad = !L->vertex || !L->bary;
+    const float inv_std_dev = (float)(sqrt(2.0 / 3.0) * (d + 1));
+    float scale[16];
+    for (int i = 0; i < d; i++) scale[i] = (float)(1.0 / sqrt((double)(i + 2) * (i + 1)) * inv_std_dev);
+    if (!bad) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t p = 0; p < n; p++) {
+            float el[16], rem0[16], rk[16], bar[17];
+            simplex(feat + p * d, d, scale, el, rem0, rk, bar);
+            for (int i = 0; i < d; i++) rem[p * d + i] = (int32_t)rem0[i];
+            for (int r = 0; r <= d; r++) {
+                rank[p * k + r] = (uint8_t)rk[r];
+                L->bary[p * k + r] = bar[r];
+            }
+        }
+    }
+    /* Mixed-radix strides when keys (and their blur neighbours, 2(d+1) further) fit in 62 bits. */
+    int64_t lo[16], stride[16];
+    int fits = packed;
+    if (!bad && fits) {
+        int64_t hi[16], span[16], prod = 1;
+        for (int i = 0; i < d; i++) lo[i] = INT32_MAX, hi[i] = INT32_MIN;
+        for (int64_t p = 0; p < n; p++)
+            for (int i = 0; i < d; i++) {
+                const int64_t v = rem[p * d + i];
+                lo[i] = v < lo[i] ? v : lo[i];
+                hi[i] = v > hi[i] ? v : hi[i];
+            }
+        int32_t images = 0;
+        for (int64_t p = 0; image && p < n; p++) images = image[p] > images ? image[p] : images;
+        for (int i = 0; i < d; i++) {
+            lo[i] -= 2 * (d + 1);
+            span[i] = hi[i] - lo[i] + 2 * (d + 1) + 1;
+        }
+        span[d] = image ? (int64_t)images + 1 : 1;
+        for (int i = d; i >= 0; i--) {
+            stride[i] = prod;
+            if (prod > ((int64_t)1 << 62) / span[i]) fits = 0;
+            else prod *= span[i];
+        }
+        for (int64_t p = 0; image && p < n; p++) fits = fits && image[p] >= 0;
+    }
+    if (!bad) bad = fits ? build_packed(L, rem, rank, image, lo, stride, nthreads) : build_generic(L, rem, rank, image, nthreads);
+    free(rem), free(rank);
+    if (bad || build_runs(L)) {
+        dcrf_lattice_free(L);
+        return NULL;
+    }
+    return L;
+}
+
+/* ---------------------------------------------------------------- splat, blur, slice */
+
+/*
+ * Values are rows of lp numbers (the labels padded to a multiple of CW): the passes below read rows
+ * at random places, and on a memory-bound CPU the cost is the number of cache lines fetched, so
+ * all labels of a vertex are kept together (1.5 lines for 21 float32 labels) rather than in label
+ * chunks (one line per chunk). Rows read at random are prefetched PREFETCH iterations ahead.
+ * (Storing the tables as float16 was tried: half the bytes, but slower here - the passes are bound
+ * by the latency of random reads and by instructions, not by bandwidth - and less exact.)
+ */
+
+#define PREFETCH 8
+
+static inline void prefetch_row(const float *t, int64_t r, int64_t lp) {
+    for (int64_t l = 0; l < lp; l += 16) __builtin_prefetch(t + r * lp + l);
+}
+
+/* Per-thread scratch: one row to accumulate in. */
+typedef struct {
+    float *o;
+} scratch_t;
+
+static int scratch_init(scratch_t *s, int64_t lp) {
+    s->o = malloc((size_t)lp * sizeof(float));
+    return s->o ? 0 : -1;
+}
+
+/* vals[v+1][:] = sum over v's run of w * q[point][:] (q: n x lp float32; row 0 of vals stays zero). */
+static void splat(const lattice_t *L, const int32_t *restrict point, const float *restrict w, const float *restrict q,
+                  int64_t lp, float *restrict vals) {
+    const int64_t m = L->m;
+#pragma omp for schedule(static)
+    for (int64_t v = 0; v < m; v++) {
+        const int64_t a = L->run[v], b = L->run[v + 1];
+        if (v + PREFETCH < m) prefetch_row(q, point[L->run[v + PREFETCH]], lp);
+        float *restrict acc = vals + (v + 1) * lp;
+        for (int64_t l = 0; l < lp; l++) acc[l] = 0.0f;
+        for (int64_t e = a; e < b; e++) {
+            const float *restrict src = q + (int64_t)point[e] * lp;
+            const float we = w[e];
+            for (int64_t l = 0; l < lp; l++) acc[l] += we * src[l];
+        }
+    }
+}
+
+/* d + 1 passes of dst[i] = src[i] + (src[n1] + src[n2]) / 2, ping-pong between a and b (each loop's
+   barrier orders the passes). Returns the table that holds the result. */
+static float *blur(const lattice_t *L, float *a, float *b, int64_t lp) {
+    const int64_t m = L->m;
+    float *src = a, *dst = b;
+    for (int j = 0; j <= L->d; j++) {
+        const int32_t *restrict nb = L->nb + j * m * 2;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < m; i++) {
+            if (i + PREFETCH < m) {
+                prefetch_row(src, nb[2 * (i + PREFETCH)], lp);
+                prefetch_row(src, nb[2 * (i + PREFETCH) + 1], lp);
+            }
+            const float *restrict s = src + (i + 1) * lp;
+            const float *restrict s1 = src + (int64_t)nb[2 * i] * lp;
+            const float *restrict s2 = src + (int64_t)nb[2 * i + 1] * lp;
+            float *restrict o = dst + (i + 1) * lp;
+            for (int64_t l = 0; l < lp; l++) o[l] = s[l] + 0.5f * (s1[l] + s2[l]);
+        }
+        float *t = src;
+        src = dst;
+        dst = t;
+    }
+    return src;
+}
+
+/* acc[:] += sum over p's corners of w[corner] * vals[vertex + 1][:]; prefetches point p + PREFETCH. */
+static inline void slice_point(const lattice_t *L, int64_t p, const float *restrict w, const float *restrict vals,
+                               int64_t lp, float *restrict acc) {
+    const int k = L->d + 1;
+    if (p + PREFETCH < L->n)
+        for (int r = 0; r < k; r++) prefetch_row(vals, (int64_t)L->vertex[(p + PREFETCH) * k + r] + 1, lp);
+    for (int r = 0; r < k; r++) {
+        const float *restrict src = vals + ((int64_t)L->vertex[p * k + r] + 1) * lp;
+        const float wr = w[p * k + r];
+        for (int64_t l = 0; l < lp; l++) acc[l] += wr * src[l];
+    }
+}
+
+/* A lattice ready to filter rows of lp values: splat weights in run order (the points are the
+   lattice's), slice weights, and two (m+1) x lp tables in the lattice's workspace whose row 0 is
+   zero (the absent neighbour). */
+typedef struct {
+    lattice_t *L;
+    float *splat_w, *slice_w, *tables;
+    const float *result; /* the table holding the last splat_blur's values */
+} kernel_t;
+
+static void kernel_free(kernel_t *K) {
+    free(K->splat_w), free(K->slice_w);
+    memset(K, 0, sizeof *K);
+}
+
+/* Splat weights = barycentric weight * pre[point]; slice weights = alpha * weight * post[point] *
+   scale (pre/post may be NULL for 1). Returns 0, or -1 when out of memory. */
+static int kernel_init(kernel_t *K, lattice_t *L, const float *pre, const float *post, float scale, int64_t lp) {
+    const int k = L->d + 1;
+    const int64_t total = L->n * k;
+    const size_t table = (size_t)(L->m + 1) * (size_t)lp;
+    memset(K, 0, sizeof *K);
+    K->L = L;
+    K->splat_w = big_alloc((size_t)total * sizeof(float));
+    K->slice_w = big_alloc((size_t)total * sizeof(float));
+    K->tables = workspace(L, 2 * table);
+    if (!K->splat_w || !K->slice_w || !K->tables) {
+        kernel_free(K);
+        return -1;
+    }
+    memset(K->tables, 0, (size_t)lp * sizeof(float));
+    memset(K->tables + table, 0, (size_t)lp * sizeof(float));
+    for (int64_t e = 0; e < total; e++) {
+        const float w = L->bary[L->entry[e]];
+        K->splat_w[e] = pre ? w * pre[L->point[e]] : w;
+    }
+    for (int64_t p = 0; p < L->n; p++) {
+        const float f = L->alpha * (post ? post[p] : 1.0f) * scale;
+        for (int r = 0; r < k; r++) K->slice_w[p * k + r] = L->bary[p * k + r] * f;
+    }
+    return 0;
+}
+
+/* Splat and blur q (n x lp) into K's tables. Call inside a parallel region. */
+static void splat_blur(kernel_t *K, const float *q, int64_t lp) {
+    const lattice_t *L = K->L;
+    splat(L, L->point, K->splat_w, q, lp, K->tables);
+    K->result = blur(L, K->tables, K->tables + (size_t)(L->m + 1) * lp, lp);
+}
+
+/* out = alpha * slice(blur(splat(in))) for `c` value columns (row-major n x c); 0 on success. */
+int dcrf_lattice_filter(lattice_t *L, const float *in, float *out, int c, int nthreads) {
+    const int64_t n = L->n, lp = (int64_t)(c + CW - 1) / CW * CW;
+    kernel_t K;
+    float *q = big_alloc((size_t)(n * lp) * sizeof(float));
+    if (!q || kernel_init(&K, L, NULL, NULL, 1.0f, lp)) {
+        free(q);
+        return -1;
+    }
+    for (int64_t p = 0; p < n; p++) {
+        memcpy(q + p * lp, in + p * c, (size_t)c * sizeof(float));
+        memset(q + p * lp + c, 0, (size_t)(lp - c) * sizeof(float));
+    }
+    int failed = 0;
+    PARALLEL_BEGIN
+    scratch_t sc;
+    int mine = scratch_init(&sc, lp);
+#pragma omp atomic
+    failed += mine;
+#pragma omp barrier
+    if (!failed) {
+        splat_blur(&K, q, lp);
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n; p++) {
+            for (int64_t l = 0; l < lp; l++) sc.o[l] = 0.0f;
+            slice_point(L, p, K.slice_w, K.result, lp, sc.o);
+            memcpy(out + p * c, sc.o, (size_t)c * sizeof(float));
+        }
+    }
+    if (!mine) free(sc.o);
+    PARALLEL_END
+    kernel_free(&K);
+    free(q);
+    return failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- mean field */
+
+/* exp for the softmax: Cephes' single-precision polynomial (about 1 ulp), 8 lanes at a time with GCC
+   vector extensions (libm's expf is a scalar call, and compilers do not vectorise the bit tricks). */
+
+static inline v8f exp8(v8f x) {
+    const v8f lo = x - x - 87.0f;
+    const v8i low = x < lo; /* lanes below -87 (exp underflows): clamp */
+    x = (v8f)(((v8i)x & ~low) | ((v8i)lo & low));
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    v8f t = x * 1.44269504088896341f + shifter;
+    v8f n = t - shifter;
+    v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v8f r2 = r * r;
+    v8f y = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r2 + r + 1.0f;
+    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23; /* 2^n */
+    return y * (v8f)bits;
+}
+
+/* Softmax of a row of nl values in place. */
+static inline void softmax_row(float *restrict e, int nl) {
+    const int blocks = (nl + 7) / 8;
+    v8f buf[blocks];
+    float *f = (float *)buf;
+    float mx = e[0];
+    for (int l = 1; l < nl; l++) mx = e[l] > mx ? e[l] : mx;
+    for (int l = 0; l < nl; l++) f[l] = e[l] - mx;
+    for (int l = nl; l < blocks * 8; l++) f[l] = -100.0f;
+    for (int b = 0; b < blocks; b++) buf[b] = exp8(buf[b]);
+    float sum = 0.0f;
+    for (int l = 0; l < nl; l++) sum += f[l];
+    const float inv = 1.0f / sum;
+    for (int l = 0; l < nl; l++) e[l] = f[l] * inv;
+}
+
+/* Q[p] = softmax(-U[p] + message[p]) where message[p] (lp values, may be NULL for none) holds
+   the active labels' messages, and the active labels of Q[p] into row p of qa (stride lp; the
+   padding stays zero). */
+static inline void update_point(const float *restrict unary, const float *restrict message, float *restrict q,
+                                float *restrict qa, int64_t p, int nl, const int32_t *active, int na, int64_t lp) {
+    float *restrict row = q + p * nl;
+    for (int l = 0; l < nl; l++) row[l] = -unary[p * nl + l];
+    if (message)
+        for (int j = 0; j < na; j++) row[active ? active[j] : j] += message[j];
+    softmax_row(row, nl);
+    for (int j = 0; j < na; j++) qa[p * lp + j] = row[active ? active[j] : j];
+}
+
+/*
+ * Mean-field inference: Q = softmax(-U), then `iterations` times
+ *     Q = softmax(-U + sum_k w_k n_k * K_k(n_k * Q))
+ * over `nk` lattices (their norms n_k are per point, w_k the Potts weights). Only the `na` labels in
+ * `active` (NULL: all `nl`) are filtered; the others keep their unary. unary and q are n x nl.
+ * Returns 0, or -1 when out of memory or the lattices do not match.
+ */
+int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, const float *weights, const float *unary,
+                   float *q, int64_t n, int nl, const int32_t *active, int na, int iterations, int nthreads) {
+    const int64_t lp = (int64_t)(na + CW - 1) / CW * CW;
+    kernel_t K[8];
+    int ready = 0, ok = nk >= 1 && nk <= 8;
+    float *qa = big_alloc((size_t)(n * lp) * sizeof(float));
+    ok = ok && qa;
+    if (qa) memset(qa, 0, (size_t)(n * lp) * sizeof(float));
+    for (int t = 0; ok && t < nk; t++)
+        for (int u = 0; u < t; u++) ok = ok && lats[u] != lats[t]; /* each has one workspace */
+    while (ok && ready < nk) {
+        if (lats[ready]->n != n || kernel_init(&K[ready], lats[ready], norms[ready], norms[ready], weights[ready], lp))
+            ok = 0;
+        else
+            ready++;
+    }
+    if (ok) {
+        int failed = 0;
+        PARALLEL_BEGIN
+        scratch_t sc;
+        int mine = scratch_init(&sc, lp);
+#pragma omp atomic
+        failed += mine;
+#pragma omp barrier
+        if (!failed) {
+#pragma omp for schedule(static)
+            for (int64_t p = 0; p < n; p++) update_point(unary, NULL, q, qa, p, nl, active, na, lp);
+            for (int it = 0; it < iterations; it++) {
+                for (int t = 0; t < nk; t++) splat_blur(&K[t], qa, lp);
+#pragma omp for schedule(static)
+                for (int64_t p = 0; p < n; p++) {
+                    for (int64_t l = 0; l < lp; l++) sc.o[l] = 0.0f;
+                    for (int t = 0; t < nk; t++) slice_point(lats[t], p, K[t].slice_w, K[t].result, lp, sc.o);
+                    update_point(unary, sc.o, q, qa, p, nl, active, na, lp);
+                }
+            }
+        }
+        if (!mine) free(sc.o);
+        PARALLEL_END
+        ok = !failed;
+    }
+    for (int t = 0; t < ready; t++) kernel_free(&K[t]);
+    free(qa);
+    return ok ? 0 : -1;
+}

@@ -1,0 +1,282 @@
+"""The CPU dense CRF kernel (``dense_crf.c``): compiled on first use, loaded with ctypes.
+
+The C file is plain C99 with optional OpenMP and needs no Python, numpy or torch headers, so any C
+compiler builds it in about a second. It is compiled once per machine into
+``$XDG_CACHE_HOME/deeplab_resnet/kernels/`` (the file name carries a hash of the source, the flags
+and the CPU, so an edit or another machine sharing the home directory gets its own build), written
+atomically, and loaded with :mod:`ctypes`, which releases the GIL during the calls.
+
+When no compiler works, :func:`library` returns ``None`` and the CRF runs on the pure-PyTorch
+lattice instead (slower on CPU, the same results up to rounding; a warning says so once). Set
+``DEEPLAB_CRF_NATIVE=0`` to force that path, ``CC`` to choose the compiler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("dense_crf.c")
+# Tried in order; -ffp-contract=off keeps the lattice's float32 arithmetic exactly densecrf's.
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
+    ["-O3", "-ffp-contract=off", "-fopenmp"],
+    ["-O3", "-ffp-contract=off"],
+)
+_BASE_FLAGS = ["-std=c99", "-fPIC", "-shared", "-Wno-unknown-pragmas"]
+
+_f32 = ctypes.POINTER(ctypes.c_float)
+_i32 = ctypes.POINTER(ctypes.c_int32)
+
+
+def cache_dir() -> Path:
+    from ..weights.registry import cache_dir as base
+
+    return base() / "kernels"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and feature flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc) or (shutil.which("gcc") if "CC" not in os.environ else None)
+
+
+def _compile(source: bytes, cc: str) -> Path | None:
+    """Compile ``source`` with the first flag set that works; the cached library's path or ``None``."""
+    cache = cache_dir()
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_id().encode()]))
+        target = cache / f"dense_crf-{key.hexdigest()[:16]}.so"
+        if target.exists():
+            return target
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            src = Path(tmp) / "dense_crf.c"
+            src.write_bytes(source)
+            out = Path(tmp) / "dense_crf.so"
+            cmd = [cc, *flags, *_BASE_FLAGS, "-o", str(out), str(src), "-lm"]
+            try:
+                done = subprocess.run(cmd, capture_output=True, timeout=120)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if done.returncode == 0 and out.exists():
+                os.replace(out, target)  # atomic: a concurrent process sees the whole file or none
+                return target
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, compiling it on first use; ``None`` when disabled or no compiler works."""
+    if os.environ.get("DEEPLAB_CRF_NATIVE", "1") == "0":
+        return None
+    cc = _compiler()
+    path = _compile(SOURCE.read_bytes(), cc) if cc else None
+    if path is None:
+        warnings.warn(
+            "deeplab_resnet: could not compile the CPU CRF kernel (no working C compiler; set CC); "
+            "using the slower pure-PyTorch CRF",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    lib = ctypes.CDLL(str(path))
+    lib.dcrf_lattice_new.restype = ctypes.c_void_p
+    lib.dcrf_lattice_new.argtypes = [_f32, ctypes.c_int64, ctypes.c_int, _i32, ctypes.c_int, ctypes.c_int]
+    lib.dcrf_lattice_free.argtypes = [ctypes.c_void_p]
+    lib.dcrf_lattice_vertices.restype = ctypes.c_int64
+    lib.dcrf_lattice_vertices.argtypes = [ctypes.c_void_p]
+    lib.dcrf_lattice_export.argtypes = [ctypes.c_void_p, _i32, _f32, _i32]
+    lib.dcrf_lattice_filter.argtypes = [ctypes.c_void_p, _f32, _f32, ctypes.c_int, ctypes.c_int]
+    lib.dcrf_meanfield.argtypes = [
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(_f32),
+        _f32,
+        _f32,
+        _f32,
+        ctypes.c_int64,
+        ctypes.c_int,
+        _i32,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    return lib
+
+
+def available() -> bool:
+    """Whether the compiled CPU kernel can be used (compiles it on the first call)."""
+    return library() is not None
+
+
+def _threads(threads: int | None) -> int:
+    if threads is not None:
+        return max(1, int(threads))
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _ptr(a: np.ndarray, kind):
+    return a.ctypes.data_as(kind)
+
+
+class NativeLattice:
+    """A permutohedral lattice built and applied by the C kernel.
+
+    Args:
+        features: ``P x d`` float32 lattice coordinates (already divided by the standard deviations).
+        image_index: optional per-point image id when several images share one lattice.
+        threads: OpenMP threads (default: torch's thread count).
+        packed: one-word keys when the coordinates fit (fast); ``False`` forces the general path
+            (the same lattice; used by the tests).
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        image_index: np.ndarray | None = None,
+        threads: int | None = None,
+        *,
+        packed: bool = True,
+    ):
+        lib = library()
+        if lib is None:
+            raise RuntimeError("the native CRF kernel is not available")
+        self._lib = lib
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        if self.features.ndim != 2 or self.features.shape[0] == 0:
+            raise ValueError(f"features must be P x d with P >= 1, got {self.features.shape}")
+        self.num_points, self.dim = self.features.shape
+        img = None if image_index is None else np.ascontiguousarray(image_index, dtype=np.int32)
+        handle = lib.dcrf_lattice_new(
+            _ptr(self.features, _f32),
+            self.num_points,
+            self.dim,
+            None if img is None else _ptr(img, _i32),
+            int(packed),
+            _threads(threads),
+        )
+        if not handle:
+            raise MemoryError(f"could not build a lattice of {self.num_points} points in {self.dim}-D (out of memory?)")
+        self.handle = ctypes.c_void_p(handle)
+        self.num_vertices = int(lib.dcrf_lattice_vertices(self.handle))
+        # filter and mean_field use a workspace inside the lattice: hold this lock to share one
+        # lattice between threads (filter takes it itself)
+        self.lock = threading.RLock()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle:
+            self._lib.dcrf_lattice_free(handle)
+            self.handle = None
+
+    def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(vertex, weight, neighbours)``: ``P x (d+1)`` vertex ids and barycentric weights, and
+        ``(d+1) x M x 2`` blur neighbours (``-1`` absent), as :class:`.permutohedral.Lattice` holds them."""
+        k = self.dim + 1
+        vertex = np.empty((self.num_points, k), np.int32)
+        weight = np.empty((self.num_points, k), np.float32)
+        nb = np.empty((k, self.num_vertices, 2), np.int32)
+        self._lib.dcrf_lattice_export(self.handle, _ptr(vertex, _i32), _ptr(weight, _f32), _ptr(nb, _i32))
+        return vertex, weight, nb
+
+    def filter(self, values: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Filter ``values`` (``P x C`` or length ``P``), unnormalised, the point itself included."""
+        v = np.ascontiguousarray(values, dtype=np.float32)
+        flat = v.reshape(self.num_points, -1)
+        out = np.empty_like(flat)
+        with self.lock:
+            rc = self._lib.dcrf_lattice_filter(
+                self.handle, _ptr(flat, _f32), _ptr(out, _f32), flat.shape[1], _threads(threads)
+            )
+        if rc:
+            raise MemoryError("out of memory while filtering")
+        return out.reshape(v.shape)
+
+
+def mean_field(
+    lattices: list[NativeLattice],
+    norms: list[np.ndarray],
+    weights: list[float],
+    unary: np.ndarray,
+    iterations: int,
+    active: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """``Q = softmax(-U)``, then ``iterations`` times ``Q = softmax(-U + sum_k w_k n_k K_k(n_k Q))``.
+
+    Args:
+        lattices: the kernels' lattices (same points).
+        norms: per kernel, the per-point normalisation ``n_k`` (length ``P``).
+        weights: per kernel, the Potts weight ``w_k``.
+        unary: ``P x L`` float32 unary energies.
+        iterations: mean-field iterations.
+        active: labels to filter (the others keep their unary), ``None`` for all.
+        threads: OpenMP threads (default: torch's thread count).
+
+    Returns:
+        ``P x L`` float32 marginals.
+    """
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native CRF kernel is not available")
+    u = np.ascontiguousarray(unary, dtype=np.float32)
+    n, nl = u.shape
+    if any(lat.num_points != n for lat in lattices) or not 0 < len(lattices) <= 8:
+        raise ValueError("mean_field needs 1 to 8 lattices over the unary's points")
+    if len({id(lat) for lat in lattices}) != len(lattices):
+        raise ValueError("mean_field needs distinct lattices (each holds its own workspace)")
+    nrm = [np.ascontiguousarray(x, dtype=np.float32).reshape(n) for x in norms]
+    act = None if active is None else np.ascontiguousarray(active, dtype=np.int32)
+    q = np.empty_like(u)
+    handles = (ctypes.c_void_p * len(lattices))(*[lat.handle.value for lat in lattices])
+    norm_ptrs = (_f32 * len(nrm))(*[_ptr(x, _f32) for x in nrm])
+    w = np.asarray(weights, dtype=np.float32)
+    with contextlib.ExitStack() as held:  # each lattice's workspace is used: one call at a time
+        for lat in sorted(lattices, key=id):
+            held.enter_context(lat.lock)
+        rc = _call_meanfield(lib, lattices, handles, norm_ptrs, w, u, q, act, iterations, threads)
+    if rc:
+        raise MemoryError("out of memory in mean-field inference")
+    return q
+
+
+def _call_meanfield(lib, lattices, handles, norm_ptrs, w, u, q, act, iterations, threads) -> int:
+    n, nl = u.shape
+    return lib.dcrf_meanfield(
+        len(lattices),
+        handles,
+        norm_ptrs,
+        _ptr(w, _f32),
+        _ptr(u, _f32),
+        _ptr(q, _f32),
+        n,
+        nl,
+        None if act is None else _ptr(act, _i32),
+        nl if act is None else act.size,
+        int(iterations),
+        _threads(threads),
+    )

@@ -1,0 +1,73 @@
+"""Dense CRF mean-field on the CPU through the C kernel (:mod:`.native`), one image at a time.
+
+The same model and the same operators as :mod:`.torch_backend` (the lattices are identical vertex
+for vertex; see ``tests/test_crf_native.py``): unary ``-log(clip(probs, 1e-5, 1))``, both kernels
+with densecrf's symmetric normalisation, Potts messages, ``iterations`` mean-field updates, and the
+same proven pruning of labels that cannot matter. The position kernel's lattice and normalisation
+depend only on the image size and are cached per size.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from . import native, permutohedral
+from .torch_backend import UNARY_CLIP, labels_worth_filtering
+
+
+def _normalised(lattice: native.NativeLattice, weight: float) -> tuple[np.ndarray, float]:
+    """densecrf's NORMALIZE_SYMMETRIC factor ``n = 1 / sqrt(K 1 + 1e-20)`` and the largest message
+    a label with probability <= 1 can get, ``|w| * max_i n_i (K n)_i`` (the operator is non-negative)."""
+    k1 = lattice.filter(np.ones(lattice.num_points, np.float32)).astype(np.float64)
+    norm = (1.0 / np.sqrt(k1 + 1e-20)).astype(np.float32)
+    gain = float((norm * lattice.filter(norm)).max()) * abs(weight)
+    return norm, gain
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian(height: int, width: int, sxy: float, weight: float) -> tuple[native.NativeLattice, np.ndarray, float]:
+    """The position kernel, built once per image size (VOC is mostly 500x375 and 375x500)."""
+    lattice = native.NativeLattice(permutohedral.image_features(height, width, sxy).numpy())
+    return (lattice, *_normalised(lattice, weight))
+
+
+def run(image: np.ndarray, probs: np.ndarray, params, *, prune: bool = True) -> np.ndarray:
+    """Refine ``probs`` (``C x H x W`` float32) for ``image`` (``H x W x 3`` uint8 RGB).
+
+    Args:
+        image: the RGB image (the bilateral kernel's colours).
+        probs: class probabilities at the image's size.
+        params: a :class:`~deeplab_resnet.crf.CRFParams`.
+        prune: skip filtering labels that cannot matter (``False`` filters all).
+
+    Returns:
+        ``C x H x W`` float32 refined probabilities.
+    """
+    classes, height, width = probs.shape
+    clipped = np.clip(np.asarray(probs, dtype=np.float32), UNARY_CLIP, 1.0).reshape(classes, -1).T
+    unary = np.ascontiguousarray(-np.log(clipped))
+    if params.iterations == 0:  # softmax(-U) is the clipped input renormalised
+        q0 = clipped / clipped.sum(axis=1, keepdims=True)
+        return np.ascontiguousarray(q0.T.reshape(classes, height, width), dtype=np.float32)
+    gauss, norm_g, gain_g = _gaussian(height, width, float(params.pos_xy), float(params.pos_w))
+    rgb = torch.from_numpy(np.ascontiguousarray(image))[None]
+    features = permutohedral.image_features(height, width, params.bi_xy, rgb, params.bi_rgb).numpy()
+    bilateral = native.NativeLattice(features)
+    norm_b, gain_b = _normalised(bilateral, float(params.bi_w))
+    active = None
+    if prune and params.pos_w >= 0 and params.bi_w >= 0:
+        q0_max = (clipped / clipped.sum(axis=1, keepdims=True)).max(axis=0)
+        picked = labels_worth_filtering(torch.from_numpy(q0_max), gain_g + gain_b)
+        active = None if picked is None else picked.numpy()
+    q = native.mean_field(
+        [gauss, bilateral],
+        [norm_g, norm_b],
+        [float(params.pos_w), float(params.bi_w)],
+        unary,
+        params.iterations,
+        active,
+    )
+    return np.ascontiguousarray(q.T.reshape(classes, height, width))

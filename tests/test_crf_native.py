@@ -1,0 +1,153 @@
+"""The C dense-CRF kernel (``crf/dense_crf.c`` through ``crf/native.py``) against independent code.
+
+- Its lattice is the torch lattice (``crf/permutohedral.py``, itself checked against a dict-based
+  splat/blur/slice and a brute-force Gaussian in ``test_permutohedral.py``) vertex for vertex:
+  the same vertex ids, neighbours and weights, through the packed-key and the generic paths, with
+  and without several images in one lattice; its filter equals the dict-based reference.
+- Its mean-field equals the torch-ops mean-field (and pydensecrf: ``test_crf_torch.py`` runs the
+  agreement tests for both kernels); it does not depend on the number of threads (bit for bit);
+  pruning labels changes nothing that matters.
+- Compilation: the library is cached and reused; without a compiler ``auto`` falls back to torch
+  ops with a warning, and asking for the native kernel is a clear error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_crf_torch import NAMES, _pair, blurred_probs
+from test_permutohedral import _reference_filter
+
+from deeplab_resnet.crf import PRESETS, dense_crf, native, native_backend, resolve_backend, torch_backend
+from deeplab_resnet.crf import permutohedral as P
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled():
+    if not native.available():
+        pytest.fail("the C kernel did not compile (gcc is on every machine this project runs on)")
+
+
+def _random_features(d: int, n: int = 800, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 2.5, size=(n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("images", [1, 3])
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_lattice_is_the_torch_lattice(d, images, packed):
+    f = _random_features(d, 900, seed=d)
+    index = np.repeat(np.arange(images), 300).astype(np.int32) if images > 1 else None
+    ref = P.build_lattice(torch.from_numpy(f), None if index is None else torch.from_numpy(index).long())
+    lat = native.NativeLattice(f, index, threads=2, packed=packed)
+    vertex, weight, neighbours = lat.export()
+    assert lat.num_vertices == ref.num_vertices
+    np.testing.assert_array_equal(vertex, ref.vertex.numpy())
+    np.testing.assert_array_equal(neighbours, ref.neighbours.numpy())
+    np.testing.assert_allclose(weight, ref.weight.numpy(), atol=2e-6)
+    np.testing.assert_allclose(weight.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_filter_equals_dict_based_reference(d):
+    rng = np.random.default_rng(d)
+    f = rng.normal(0, 1.5, size=(60, d)).astype(np.float32)
+    v = rng.random((60, 11))  # 11 columns: one full row of 8 and a padded one
+    expected = _reference_filter(torch.from_numpy(f), v)
+    got = native.NativeLattice(f).filter(v.astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_filter_on_a_real_image_equals_torch(voc_fixture):
+    img, _ = _pair(voc_fixture, NAMES[0])
+    h, w, _ = img.shape
+    f = P.image_features(h, w, 30.0, torch.from_numpy(img)[None], 5.0)
+    v = np.random.default_rng(0).random((h * w, 21)).astype(np.float32)
+    expected = P.build_lattice(f).filter(torch.from_numpy(v)).numpy()
+    got = native.NativeLattice(f.numpy()).filter(v)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_mean_field_equals_torch_ops(voc_fixture, preset):
+    params = PRESETS[preset]
+    for name in NAMES:
+        img, lab = _pair(voc_fixture, name)
+        probs = blurred_probs(lab)
+        ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
+        ref = torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+        assert ours.shape == ref.shape and ours.dtype == np.float32
+        assert np.abs(ours - ref).max() < 1e-4
+        assert (ours.argmax(0) == ref.argmax(0)).mean() >= 0.9999
+        np.testing.assert_allclose(ours.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_result_does_not_depend_on_thread_count(voc_fixture):
+    img, lab = _pair(voc_fixture, NAMES[1])
+    h, w, _ = img.shape
+    params = PRESETS["deeplab-resnet"]
+    f = P.image_features(h, w, params.bi_xy, torch.from_numpy(img)[None], params.bi_rgb).numpy()
+    unary = -np.log(np.clip(blurred_probs(lab), 1e-5, 1)).reshape(21, -1).T.copy()
+    runs = []
+    for threads in (1, 2, 3):
+        lat = native.NativeLattice(f, threads=threads)
+        norm = 1 / np.sqrt(lat.filter(np.ones(h * w, np.float32), threads) + 1e-20)
+        runs.append(native.mean_field([lat], [norm], [4.0], unary, 5, threads=threads))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+
+
+def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
+    img, lab = _pair(voc_fixture, NAMES[0], (60, 90))
+    probs = blurred_probs(lab, sigma=2.0)
+    probs[3:] = 0.0  # 3 labels present, 18 at the clip floor: pruned
+    probs[:3] += 1e-3
+    probs /= probs.sum(axis=0)
+    params = PRESETS["deeplab-resnet"]
+    pruned = native_backend.run(img, probs, params)
+    full = native_backend.run(img, probs, params, prune=False)
+    np.testing.assert_allclose(pruned, full, rtol=1e-3, atol=1e-6)
+
+
+def test_library_is_compiled_once_and_cached():
+    path = native._compile(native.SOURCE.read_bytes(), native._compiler())
+    assert path is not None and path.parent == native.cache_dir()
+    stamp = path.stat().st_mtime_ns
+    assert native._compile(native.SOURCE.read_bytes(), native._compiler()) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    edited = native.SOURCE.read_bytes() + b"\n/* an edit */\n"
+    assert native._compile(edited, native._compiler()) != path  # a changed source gets its own build
+
+
+def test_without_a_compiler_auto_falls_back_to_torch_ops(voc_fixture, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not compile the CPU CRF kernel"):
+            assert not native.available()
+        assert torch_backend.resolve_kernel("auto", torch.device("cpu")) == "torch"
+        with pytest.raises(ValueError, match="could not be compiled"):
+            torch_backend.resolve_kernel("native", torch.device("cpu"))
+        img, lab = _pair(voc_fixture, NAMES[0], (40, 60))
+        probs = blurred_probs(lab)
+        params = PRESETS["deeplab-resnet"]
+        out = dense_crf(img, probs, params, backend="torch")  # runs, on torch ops
+        np.testing.assert_allclose(out, torch_backend.run(img, probs, params, "cpu", kernel="torch"), atol=1e-6)
+        assert resolve_backend("auto", device="cpu") in ("torch", "pydensecrf")
+    finally:
+        monkeypatch.undo()
+        native.library.cache_clear()
+    assert native.available()
+    assert resolve_backend("auto", device="cpu") == "torch"  # with the C kernel, ours on CPU too
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("DEEPLAB_CRF_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        assert native.library() is None
+    finally:
+        monkeypatch.undo()
+        native.library.cache_clear()
