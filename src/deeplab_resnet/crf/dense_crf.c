@@ -274,7 +274,7 @@ static int build_generic(lattice_t *L, const int32_t *rem, const uint8_t *rank, 
     }
     L->m = h.m;
     const int64_t m = L->m;
-    L->nb = malloc((size_t)(k * m * 2) * sizeof(int32_t));
+    L->nb = big_alloc((size_t)(k * m * 2) * sizeof(int32_t));
     if (!L->nb) {
         hash_free(&h);
         return -1;
@@ -377,7 +377,7 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
     int64_t cap = 1024;
     while (cap < 4 * n) cap *= 2;
     h.keycap = 2 * n;
-    h.keys = malloc((size_t)h.keycap * sizeof(uint64_t));
+    h.keys = big_alloc((size_t)h.keycap * sizeof(uint64_t));
     if (!h.keys || phash_rehash(&h, cap)) {
         free(h.keys);
         return -1;
@@ -385,6 +385,9 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
     int64_t all = 0; /* sum of the coordinate strides */
     for (int i = 0; i < d; i++) all += stride[i];
     int ok = 1;
+    uint64_t last_key[16]; /* the previous point's vertex keys: neighbouring pixels mostly share them */
+    int32_t last_id[16];
+    for (int r = 0; r <= d; r++) last_key[r] = EMPTY_KEY, last_id[r] = -1;
     for (int64_t p = 0; ok && p < n; p++) {
         const int32_t *rp = rem + p * d;
         const uint8_t *kp = rank + p * k;
@@ -396,27 +399,34 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
         int64_t top = 0; /* strides of the coordinates ranked in the top r */
         for (int r = 0; r <= d; r++) {
             if (r > 0) top += by_rank[d + 1 - r];
-            int32_t id = phash_insert(&h, (uint64_t)(base + r * all - (int64_t)(d + 1) * top));
-            if (id < 0) ok = 0;
-            L->vertex[p * k + r] = id;
+            const uint64_t key = (uint64_t)(base + r * all - (int64_t)(d + 1) * top);
+            if (key != last_key[r]) {
+                last_key[r] = key;
+                last_id[r] = phash_insert(&h, key);
+                if (last_id[r] < 0) ok = 0;
+            }
+            L->vertex[p * k + r] = last_id[r];
         }
     }
     const int64_t m = L->m = h.m;
-    L->nb = ok ? malloc((size_t)(k * m * 2) * sizeof(int32_t)) : NULL;
+    L->nb = ok ? big_alloc((size_t)(k * m * 2) * sizeof(int32_t)) : NULL;
     if (L->nb) {
         int64_t shift[16]; /* n1 = key + shift_j, n2 = key - shift_j */
         for (int j = 0; j <= d; j++) shift[j] = -all + (j < d ? (int64_t)(d + 1) * stride[j] : 0);
+        /* Only n1 is looked up: u = n1(v) exactly when v = n2(u), and n1 is one-to-one, so each n2
+           slot is written by at most one thread. Slots never written stay 0 (absent). */
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t i = 0; i < m; i++)
+            for (int j = 0; j <= d; j++) L->nb[(j * m + i) * 2 + 1] = 0;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
         for (int64_t i = 0; i < m; i++) {
             if (i + PREFETCH_KEYS < m)
-                for (int j = 0; j <= d; j++) {
-                    const uint64_t ahead = h.keys[i + PREFETCH_KEYS];
-                    __builtin_prefetch(h.slot_key + (mix64(ahead + shift[j]) & (uint64_t)(h.cap - 1)));
-                    __builtin_prefetch(h.slot_key + (mix64(ahead - shift[j]) & (uint64_t)(h.cap - 1)));
-                }
+                for (int j = 0; j <= d; j++)
+                    __builtin_prefetch(h.slot_key + (mix64(h.keys[i + PREFETCH_KEYS] + shift[j]) & (uint64_t)(h.cap - 1)));
             for (int j = 0; j <= d; j++) {
-                L->nb[(j * m + i) * 2 + 0] = phash_lookup(&h, h.keys[i] + shift[j]) + 1;
-                L->nb[(j * m + i) * 2 + 1] = phash_lookup(&h, h.keys[i] - shift[j]) + 1;
+                const int32_t u = phash_lookup(&h, h.keys[i] + shift[j]);
+                L->nb[(j * m + i) * 2 + 0] = u + 1;
+                if (u >= 0) L->nb[(j * m + u) * 2 + 1] = (int32_t)i + 1;
             }
         }
     }
@@ -426,14 +436,15 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
 
 static int build_runs(lattice_t *L) {
     const int64_t total = L->n * (L->d + 1), m = L->m;
-    L->run = calloc((size_t)(m + 1), sizeof(int64_t));
-    L->entry = malloc((size_t)total * sizeof(int32_t));
-    L->point = malloc((size_t)total * sizeof(int32_t));
-    int64_t *cursor = malloc((size_t)m * sizeof(int64_t));
+    L->run = big_alloc((size_t)(m + 1) * sizeof(int64_t));
+    L->entry = big_alloc((size_t)total * sizeof(int32_t));
+    L->point = big_alloc((size_t)total * sizeof(int32_t));
+    int64_t *cursor = big_alloc((size_t)m * sizeof(int64_t));
     if (!L->run || !L->entry || !L->point || !cursor) {
         free(cursor);
         return -1;
     }
+    memset(L->run, 0, (size_t)(m + 1) * sizeof(int64_t));
     for (int64_t e = 0; e < total; e++) L->run[L->vertex[e] + 1]++;
     for (int64_t v = 0; v < m; v++) L->run[v + 1] += L->run[v];
     memcpy(cursor, L->run, (size_t)m * sizeof(int64_t));
@@ -454,8 +465,8 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
     if (d < 1 || d > 14 || n < 1 || n * (d + 1) > INT32_MAX) return NULL;
     const int k = d + 1;
     lattice_t *L = calloc(1, sizeof *L);
-    int32_t *rem = malloc((size_t)(n * d) * sizeof(int32_t));
-    uint8_t *rank = malloc((size_t)(n * k));
+    int32_t *rem = big_alloc((size_t)(n * d) * sizeof(int32_t));
+    uint8_t *rank = big_alloc((size_t)(n * k));
     if (!L || !rem || !rank) {
         free(L), free(rem), free(rank);
         return NULL;
@@ -464,8 +475,8 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
     L->kdim = d + (image != NULL);
     L->n = n;
     L->alpha = 1.0f / (1.0f + powf(2.0f, (float)-d));
-    L->vertex = malloc((size_t)(n * k) * sizeof(int32_t));
-    L->bary = malloc((size_t)(n * k) * sizeof(float));
+    L->vertex = big_alloc((size_t)(n * k) * sizeof(int32_t));
+    L->bary = big_alloc((size_t)(n * k) * sizeof(float));
     int bad = !L->vertex || !L->bary;
     const float inv_std_dev = (float)(sqrt(2.0 / 3.0) * (d + 1));
     float scale[16];
@@ -547,14 +558,14 @@ static int scratch_init(scratch_t *s, int64_t lp) {
 /* vals[v+1][:] = sum over v's run of w * q[point][:] (q: n x lp float32; row 0 of vals stays zero). */
 static void splat(const lattice_t *L, const int32_t *restrict point, const float *restrict w, const float *restrict q,
                   int64_t lp, float *restrict vals) {
-    const int64_t m = L->m;
+    const int64_t m = L->m, total = L->run[m];
 #pragma omp for schedule(static)
     for (int64_t v = 0; v < m; v++) {
         const int64_t a = L->run[v], b = L->run[v + 1];
-        if (v + PREFETCH < m) prefetch_row(q, point[L->run[v + PREFETCH]], lp);
         float *restrict acc = vals + (v + 1) * lp;
         for (int64_t l = 0; l < lp; l++) acc[l] = 0.0f;
         for (int64_t e = a; e < b; e++) {
+            if (e + 2 * PREFETCH < total) prefetch_row(q, point[e + 2 * PREFETCH], lp); /* entries are one array */
             const float *restrict src = q + (int64_t)point[e] * lp;
             const float we = w[e];
             for (int64_t l = 0; l < lp; l++) acc[l] += we * src[l];
@@ -741,19 +752,22 @@ static inline void update_point(const float *restrict unary, const float *restri
 }
 
 /*
- * Mean-field inference: Q = softmax(-U), then `iterations` times
+ * Mean-field inference: with the unary U = -log(clip(probs, 1e-5, 1)), Q = softmax(-U), then
+ * `iterations` times
  *     Q = softmax(-U + sum_k w_k n_k * K_k(n_k * Q))
  * over `nk` lattices (their norms n_k are per point, w_k the Potts weights). Only the `na` labels in
- * `active` (NULL: all `nl`) are filtered; the others keep their unary. unary and q are n x nl.
+ * `active` (NULL: all `nl`) are filtered; the others keep their unary. `probs` and `out` are
+ * label-major (nl x n, as a network's C x H x W output), so no transposes are needed outside.
  * Returns 0, or -1 when out of memory or the lattices do not match.
  */
-int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, const float *weights, const float *unary,
-                   float *q, int64_t n, int nl, const int32_t *active, int na, int iterations, int nthreads) {
+int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, const float *weights, const float *probs,
+                   float *out, int64_t n, int nl, const int32_t *active, int na, int iterations, int nthreads) {
     const int64_t lp = (int64_t)(na + CW - 1) / CW * CW;
     kernel_t K[8];
     int ready = 0, ok = nk >= 1 && nk <= 8;
     float *qa = big_alloc((size_t)(n * lp) * sizeof(float));
-    ok = ok && qa;
+    float *unary = big_alloc((size_t)(n * nl) * sizeof(float)), *q = big_alloc((size_t)(n * nl) * sizeof(float));
+    ok = ok && qa && unary && q;
     if (qa) memset(qa, 0, (size_t)(n * lp) * sizeof(float));
     for (int t = 0; ok && t < nk; t++)
         for (int u = 0; u < t; u++) ok = ok && lats[u] != lats[t]; /* each has one workspace */
@@ -773,7 +787,13 @@ int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, co
 #pragma omp barrier
         if (!failed) {
 #pragma omp for schedule(static)
-            for (int64_t p = 0; p < n; p++) update_point(unary, NULL, q, qa, p, nl, active, na, lp);
+            for (int64_t p = 0; p < n; p++) {
+                for (int l = 0; l < nl; l++) {
+                    const float v = probs[l * n + p];
+                    unary[p * nl + l] = -logf(v < 1e-5f ? 1e-5f : (v > 1.0f ? 1.0f : v));
+                }
+                update_point(unary, NULL, q, qa, p, nl, active, na, lp);
+            }
             for (int it = 0; it < iterations; it++) {
                 for (int t = 0; t < nk; t++) splat_blur(&K[t], qa, lp);
 #pragma omp for schedule(static)
@@ -783,12 +803,15 @@ int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, co
                     update_point(unary, sc.o, q, qa, p, nl, active, na, lp);
                 }
             }
+#pragma omp for schedule(static)
+            for (int64_t p = 0; p < n; p++)
+                for (int l = 0; l < nl; l++) out[l * n + p] = q[p * nl + l];
         }
         if (!mine) free(sc.o);
         PARALLEL_END
         ok = !failed;
     }
     for (int t = 0; t < ready; t++) kernel_free(&K[t]);
-    free(qa);
+    free(qa), free(unary), free(q);
     return ok ? 0 : -1;
 }

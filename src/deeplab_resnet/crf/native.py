@@ -221,62 +221,58 @@ def mean_field(
     lattices: list[NativeLattice],
     norms: list[np.ndarray],
     weights: list[float],
-    unary: np.ndarray,
+    probs: np.ndarray,
     iterations: int,
     active: np.ndarray | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """``Q = softmax(-U)``, then ``iterations`` times ``Q = softmax(-U + sum_k w_k n_k K_k(n_k Q))``.
+    """Mean-field inference: with ``U = -log(clip(probs, 1e-5, 1))``, ``Q = softmax(-U)``, then
+    ``iterations`` times ``Q = softmax(-U + sum_k w_k n_k K_k(n_k Q))``.
 
     Args:
-        lattices: the kernels' lattices (same points).
+        lattices: the kernels' lattices (same points, distinct objects).
         norms: per kernel, the per-point normalisation ``n_k`` (length ``P``).
         weights: per kernel, the Potts weight ``w_k``.
-        unary: ``P x L`` float32 unary energies.
+        probs: ``L x P`` float32 class probabilities (label-major, like a ``C x H x W`` output).
         iterations: mean-field iterations.
         active: labels to filter (the others keep their unary), ``None`` for all.
         threads: OpenMP threads (default: torch's thread count).
 
     Returns:
-        ``P x L`` float32 marginals.
+        ``L x P`` float32 marginals.
     """
     lib = library()
     if lib is None:
         raise RuntimeError("the native CRF kernel is not available")
-    u = np.ascontiguousarray(unary, dtype=np.float32)
-    n, nl = u.shape
+    pr = np.ascontiguousarray(probs, dtype=np.float32)
+    nl, n = pr.shape
     if any(lat.num_points != n for lat in lattices) or not 0 < len(lattices) <= 8:
-        raise ValueError("mean_field needs 1 to 8 lattices over the unary's points")
+        raise ValueError("mean_field needs 1 to 8 lattices over the probabilities' points")
     if len({id(lat) for lat in lattices}) != len(lattices):
         raise ValueError("mean_field needs distinct lattices (each holds its own workspace)")
     nrm = [np.ascontiguousarray(x, dtype=np.float32).reshape(n) for x in norms]
     act = None if active is None else np.ascontiguousarray(active, dtype=np.int32)
-    q = np.empty_like(u)
+    out = np.empty_like(pr)
     handles = (ctypes.c_void_p * len(lattices))(*[lat.handle.value for lat in lattices])
     norm_ptrs = (_f32 * len(nrm))(*[_ptr(x, _f32) for x in nrm])
     w = np.asarray(weights, dtype=np.float32)
     with contextlib.ExitStack() as held:  # each lattice's workspace is used: one call at a time
         for lat in sorted(lattices, key=id):
             held.enter_context(lat.lock)
-        rc = _call_meanfield(lib, lattices, handles, norm_ptrs, w, u, q, act, iterations, threads)
+        rc = lib.dcrf_meanfield(
+            len(lattices),
+            handles,
+            norm_ptrs,
+            _ptr(w, _f32),
+            _ptr(pr, _f32),
+            _ptr(out, _f32),
+            n,
+            nl,
+            None if act is None else _ptr(act, _i32),
+            nl if act is None else act.size,
+            int(iterations),
+            _threads(threads),
+        )
     if rc:
         raise MemoryError("out of memory in mean-field inference")
-    return q
-
-
-def _call_meanfield(lib, lattices, handles, norm_ptrs, w, u, q, act, iterations, threads) -> int:
-    n, nl = u.shape
-    return lib.dcrf_meanfield(
-        len(lattices),
-        handles,
-        norm_ptrs,
-        _ptr(w, _f32),
-        _ptr(u, _f32),
-        _ptr(q, _f32),
-        n,
-        nl,
-        None if act is None else _ptr(act, _i32),
-        nl if act is None else act.size,
-        int(iterations),
-        _threads(threads),
-    )
+    return out

@@ -47,11 +47,10 @@ def run(image: np.ndarray, probs: np.ndarray, params, *, prune: bool = True) -> 
         ``C x H x W`` float32 refined probabilities.
     """
     classes, height, width = probs.shape
-    clipped = np.clip(np.asarray(probs, dtype=np.float32), UNARY_CLIP, 1.0).reshape(classes, -1).T
-    unary = np.ascontiguousarray(-np.log(clipped))
+    flat = np.ascontiguousarray(probs, dtype=np.float32).reshape(classes, -1)
     if params.iterations == 0:  # softmax(-U) is the clipped input renormalised
-        q0 = clipped / clipped.sum(axis=1, keepdims=True)
-        return np.ascontiguousarray(q0.T.reshape(classes, height, width), dtype=np.float32)
+        clipped = np.clip(flat, UNARY_CLIP, 1.0)
+        return (clipped / clipped.sum(axis=0)).reshape(classes, height, width)
     gauss, norm_g, gain_g = _gaussian(height, width, float(params.pos_xy), float(params.pos_w))
     rgb = torch.from_numpy(np.ascontiguousarray(image))[None]
     features = permutohedral.image_features(height, width, params.bi_xy, rgb, params.bi_rgb).numpy()
@@ -59,15 +58,12 @@ def run(image: np.ndarray, probs: np.ndarray, params, *, prune: bool = True) -> 
     norm_b, gain_b = _normalised(bilateral, float(params.bi_w))
     active = None
     if prune and params.pos_w >= 0 and params.bi_w >= 0:
-        q0_max = (clipped / clipped.sum(axis=1, keepdims=True)).max(axis=0)
-        picked = labels_worth_filtering(torch.from_numpy(q0_max), gain_g + gain_b)
+        # softmax(-U) = clip(p) / sum(clip(p)) <= clip(p), as the clipped sum is >= 1: the bound on
+        # each label's largest initial probability needs no normalisation pass
+        q0_bound = np.maximum(flat.max(axis=1), UNARY_CLIP)
+        picked = labels_worth_filtering(torch.from_numpy(q0_bound), gain_g + gain_b)
         active = None if picked is None else picked.numpy()
     q = native.mean_field(
-        [gauss, bilateral],
-        [norm_g, norm_b],
-        [float(params.pos_w), float(params.bi_w)],
-        unary,
-        params.iterations,
-        active,
+        [gauss, bilateral], [norm_g, norm_b], [float(params.pos_w), float(params.bi_w)], flat, params.iterations, active
     )
-    return np.ascontiguousarray(q.T.reshape(classes, height, width))
+    return q.reshape(classes, height, width)
