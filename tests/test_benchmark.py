@@ -130,6 +130,11 @@ def test_benchmark_cli_on_the_tiny_model(tmp_path, capsys, voc_fixture):
     assert forward["onnxruntime"]["extra"]["agreement"]["rel_l2"] < 1e-5
     assert all(len(r["times_s"]) == 2 for r in forward.values())
     assert forward["fold+cl"]["flops"] == count_flops(tiny_model(), 33, 33)
+    crf = {r["name"].split(", ")[-1]: r for r in rows if r["name"].startswith("dense CRF")}
+    assert set(crf) == {"ours (C kernel)", "pydensecrf"}  # side by side, both timed twice
+    assert all(len(r["times_s"]) == 2 for r in crf.values())
+    note = next(line for line in text.splitlines() if "x pydensecrf" in line)
+    assert float(note.split("label agreement ")[1].split("%")[0]) >= 99.5
 
 
 def test_benchmark_cli_bad_arguments(capsys):

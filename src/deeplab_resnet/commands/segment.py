@@ -39,8 +39,9 @@ def add_crf_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf-bi-rgb", type=float, default=None, help="bilateral kernel std in colour levels")
     g.add_argument(
         "--crf-backend", choices=CRF_BACKENDS, default="auto",
-        help="auto (ours when available, else pydensecrf), torch (ours) or pydensecrf "
-        '(pip install "deeplab_resnet[crf]"); default: %(default)s',
+        help="torch (ours: a C kernel on CPU, compiled on first use; torch ops on CUDA), pydensecrf "
+        '(pip install "deeplab_resnet[crf]") or auto (ours, unless on CPU without a C compiler and '
+        "pydensecrf is installed); default: %(default)s",
     )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """Fully connected CRF post-processing (Krähenbühl & Koltun 2011) with interchangeable backends.
 
 :func:`dense_crf` takes the image and the class probabilities at the image's size and returns
-refined probabilities; the unary is ``-log(probs)``. Backends: ``torch`` (ours, CPU and CUDA)
-and ``pydensecrf`` (the ``pydensecrf2`` package, optional extra ``[crf]``); both compute the same
-model (``torch_backend`` documents it) and agree label for label.
+refined probabilities; the unary is ``-log(probs)``. Backends: ``torch`` (ours: on CPU the C
+kernel of :mod:`.native` when it compiles, else torch ops; torch ops on CUDA) and ``pydensecrf``
+(the ``pydensecrf2`` package, optional extra ``[crf]``); both compute the same model
+(``torch_backend`` documents it) and agree label for label.
 """
 
 from __future__ import annotations
