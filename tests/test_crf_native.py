@@ -151,3 +151,45 @@ def test_disabled_by_environment(monkeypatch):
     finally:
         monkeypatch.undo()
         native.library.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "shape, classes",
+    [((1, 1), 2), ((1, 37), 3), ((29, 1), 5), ((16, 24), 1), ((16, 24), 40), ((3, 2), 21)],
+)
+def test_odd_sizes_and_label_counts_equal_torch_ops(shape, classes):
+    rng = np.random.default_rng(classes)
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    img[: shape[0] // 2] = 128  # a flat region too: many points on one vertex
+    probs = rng.random((classes, *shape), dtype=np.float32) + 1e-3
+    probs /= probs.sum(axis=0)
+    for params in (PRESETS["deeplab-vgg"], PRESETS["tf-branch"]):
+        ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
+        ref = torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+        assert ours.shape == (classes, *shape) and np.isfinite(ours).all()
+        np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
+def test_repulsive_weights_equal_torch_ops(voc_fixture):
+    # negative Potts weights: no pruning, energies can grow; the two implementations still agree
+    img, lab = _pair(voc_fixture, NAMES[0], (40, 50))
+    probs = blurred_probs(lab)
+    params = PRESETS["deeplab-resnet"].__class__(
+        iterations=5, pos_w=-1.0, pos_xy=2.0, bi_w=-2.0, bi_xy=20.0, bi_rgb=8.0
+    )
+    ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
+    ref = torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_gain_lower_bound_holds(voc_fixture):
+    # the bound that lets the pruning skip a filtering must never exceed the exact gain
+    img, _ = _pair(voc_fixture, NAMES[0])
+    h, w, _ = img.shape
+    for sxy, srgb in ((67.0, 3.0), (20.0, 13.0), (3.0, 80.0)):
+        f = P.image_features(h, w, sxy, torch.from_numpy(img)[None], srgb).numpy()
+        for lattice in (native.NativeLattice(f), native.NativeLattice(f[:, :2].copy())):
+            norm, k1_min = native_backend._norm(lattice)
+            exact = native_backend._gain(lattice, norm, 4.0)
+            lower = native_backend._gain_lower_bound(lattice, k1_min, 4.0)
+            assert 0 < lower <= exact

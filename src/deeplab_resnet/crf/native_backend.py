@@ -10,21 +10,40 @@ depend only on the image size and are cached per size.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 
 from . import native, permutohedral
-from .torch_backend import UNARY_CLIP, labels_worth_filtering
+from .torch_backend import PRUNE_ENERGY, UNARY_CLIP, labels_worth_filtering
+
+
+def _norm(lattice: native.NativeLattice) -> tuple[np.ndarray, float]:
+    """densecrf's NORMALIZE_SYMMETRIC factor ``n = 1 / sqrt(K 1 + 1e-20)``, and ``min K 1``."""
+    k1 = lattice.filter(np.ones(lattice.num_points, np.float32)).astype(np.float64)
+    return (1.0 / np.sqrt(k1 + 1e-20)).astype(np.float32), float(k1.min())
+
+
+def _gain(lattice: native.NativeLattice, norm: np.ndarray, weight: float) -> float:
+    """The largest message a label with probability <= 1 can get: ``|w| max_i n_i (K n)_i``
+    (the operator has non-negative entries)."""
+    return float((norm * lattice.filter(norm)).max()) * abs(weight)
+
+
+def _gain_lower_bound(lattice: native.NativeLattice, k1_min: float, weight: float) -> float:
+    """A lower bound on :func:`_gain` that needs no second filtering: ``(K n)_i >= K_ii n_i`` and
+    ``K_ii >= alpha * sum_r w_ir^2 >= alpha / (d + 1)`` (a point's corner weights sum to 1; every
+    blur pass keeps at least a vertex's own value), so ``n_i (K n)_i >= alpha / ((d + 1) K1_i)``."""
+    d = lattice.dim
+    alpha = 1.0 / (1.0 + 2.0**-d)
+    return abs(weight) * alpha / ((d + 1) * (k1_min + 1e-20))
 
 
 def _normalised(lattice: native.NativeLattice, weight: float) -> tuple[np.ndarray, float]:
-    """densecrf's NORMALIZE_SYMMETRIC factor ``n = 1 / sqrt(K 1 + 1e-20)`` and the largest message
-    a label with probability <= 1 can get, ``|w| * max_i n_i (K n)_i`` (the operator is non-negative)."""
-    k1 = lattice.filter(np.ones(lattice.num_points, np.float32)).astype(np.float64)
-    norm = (1.0 / np.sqrt(k1 + 1e-20)).astype(np.float32)
-    gain = float((norm * lattice.filter(norm)).max()) * abs(weight)
-    return norm, gain
+    """The normalisation and the exact gain (see :func:`_norm`, :func:`_gain`)."""
+    norm, _ = _norm(lattice)
+    return norm, _gain(lattice, norm, weight)
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,14 +74,18 @@ def run(image: np.ndarray, probs: np.ndarray, params, *, prune: bool = True) -> 
     rgb = torch.from_numpy(np.ascontiguousarray(image))[None]
     features = permutohedral.image_features(height, width, params.bi_xy, rgb, params.bi_rgb).numpy()
     bilateral = native.NativeLattice(features)
-    norm_b, gain_b = _normalised(bilateral, float(params.bi_w))
+    norm_b, k1_min = _norm(bilateral)
     active = None
     if prune and params.pos_w >= 0 and params.bi_w >= 0:
         # softmax(-U) = clip(p) / sum(clip(p)) <= clip(p), as the clipped sum is >= 1: the bound on
         # each label's largest initial probability needs no normalisation pass
         q0_bound = np.maximum(flat.max(axis=1), UNARY_CLIP)
-        picked = labels_worth_filtering(torch.from_numpy(q0_bound), gain_g + gain_b)
-        active = None if picked is None else picked.numpy()
+        # the exact gain costs a second filtering: only when a label might be pruned with it
+        lower = gain_g + _gain_lower_bound(bilateral, k1_min, float(params.bi_w))
+        if (q0_bound * lower * math.exp(PRUNE_ENERGY) <= PRUNE_ENERGY).any():
+            gain_b = _gain(bilateral, norm_b, float(params.bi_w))
+            picked = labels_worth_filtering(torch.from_numpy(q0_bound), gain_g + gain_b)
+            active = None if picked is None else picked.numpy()
     q = native.mean_field(
         [gauss, bilateral], [norm_g, norm_b], [float(params.pos_w), float(params.bi_w)], flat, params.iterations, active
     )
