@@ -193,3 +193,14 @@ def test_gain_lower_bound_holds(voc_fixture):
             exact = native_backend._gain(lattice, norm, 4.0)
             lower = native_backend._gain_lower_bound(lattice, k1_min, 4.0)
             assert 0 < lower <= exact
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_lattice_of_a_real_image_is_the_torch_lattice(voc_fixture, threads):
+    # large enough that the keys are numbered by several threads and merged
+    img, _ = _pair(voc_fixture, NAMES[1], (150, 200))
+    f = P.image_features(150, 200, 20.0, torch.from_numpy(img)[None], 6.0)
+    ref = P.build_lattice(f)
+    vertex, weight, neighbours = native.NativeLattice(f.numpy(), threads=threads).export()
+    np.testing.assert_array_equal(vertex, ref.vertex.numpy())
+    np.testing.assert_array_equal(neighbours, ref.neighbours.numpy())

@@ -443,26 +443,50 @@ static int32_t phash_insert(phash_t *h, uint64_t key) {
     return (int32_t)(h->m - 1);
 }
 
+static int phash_init(phash_t *h, int64_t points) {
+    memset(h, 0, sizeof *h);
+    int64_t cap = 1024;
+    while (cap < 4 * points) cap *= 2;
+    h->keycap = 2 * points + 16;
+    h->keys = big_alloc((size_t)h->keycap * sizeof(uint64_t));
+    if (!h->keys || phash_rehash(h, cap)) {
+        big_free(h->keys);
+        h->keys = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void phash_free(phash_t *h) { big_free(h->slot_key), big_free(h->slot_id), big_free(h->keys); }
+
+/* Insert the keys of points [p0, p1) into h in order (ids: first touch), writing their ids. */
+static int insert_points(phash_t *h, const uint64_t *keys, int64_t p0, int64_t p1, int k, int32_t *vertex) {
+    uint64_t last_key[16]; /* the previous point's vertex keys: neighbouring pixels mostly share them */
+    int32_t last_id[16];
+    for (int r = 0; r < k; r++) last_key[r] = EMPTY_KEY, last_id[r] = -1;
+    for (int64_t p = p0; p < p1; p++)
+        for (int r = 0; r < k; r++) {
+            const uint64_t key = keys[p * k + r];
+            if (key != last_key[r]) {
+                last_key[r] = key;
+                last_id[r] = phash_insert(h, key);
+                if (last_id[r] < 0) return -1;
+            }
+            vertex[p * k + r] = last_id[r];
+        }
+    return 0;
+}
+
 static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, const int32_t *image, const int64_t *lo,
                         const int64_t *stride, int nthreads) {
     const int d = L->d, k = d + 1;
     const int64_t n = L->n;
-    phash_t h = {0};
-    int64_t cap = 1024;
-    while (cap < 4 * n) cap *= 2;
-    h.keycap = 2 * n;
-    h.keys = big_alloc((size_t)h.keycap * sizeof(uint64_t));
-    if (!h.keys || phash_rehash(&h, cap)) {
-        big_free(h.keys);
-        return -1;
-    }
     int64_t all = 0; /* sum of the coordinate strides */
     for (int i = 0; i < d; i++) all += stride[i];
-    int ok = 1;
-    uint64_t last_key[16]; /* the previous point's vertex keys: neighbouring pixels mostly share them */
-    int32_t last_id[16];
-    for (int r = 0; r <= d; r++) last_key[r] = EMPTY_KEY, last_id[r] = -1;
-    for (int64_t p = 0; ok && p < n; p++) {
+    uint64_t *keys = big_alloc((size_t)(n * k) * sizeof(uint64_t));
+    if (!keys) return -1;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t p = 0; p < n; p++) {
         const int32_t *rp = rem + p * d;
         const uint8_t *kp = rank + p * k;
         int64_t base = image ? (int64_t)image[p] * stride[d] : 0, by_rank[16] = {0};
@@ -473,15 +497,40 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
         int64_t top = 0; /* strides of the coordinates ranked in the top r */
         for (int r = 0; r <= d; r++) {
             if (r > 0) top += by_rank[d + 1 - r];
-            const uint64_t key = (uint64_t)(base + r * all - (int64_t)(d + 1) * top);
-            if (key != last_key[r]) {
-                last_key[r] = key;
-                last_id[r] = phash_insert(&h, key);
-                if (last_id[r] < 0) ok = 0;
-            }
-            L->vertex[p * k + r] = last_id[r];
+            keys[p * k + r] = (uint64_t)(base + r * all - (int64_t)(d + 1) * top);
         }
     }
+    /* Each of T threads numbers the vertices of its share of the points in its own table; then the
+       tables are merged in order (table t's new keys after those of tables < t), which numbers all
+       vertices in the order points first touch them, as one table filled point by point would. */
+    enum { MAX_PARTS = 16 };
+    int parts = nthreads < 1 ? 1 : (nthreads > MAX_PARTS ? MAX_PARTS : nthreads);
+    if (n < 8192 * (int64_t)parts) parts = 1;
+    phash_t part[MAX_PARTS];
+    int status[MAX_PARTS];
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int t = 0; t < parts; t++) {
+        const int64_t p0 = n * t / parts, p1 = n * (t + 1) / parts;
+        status[t] = phash_init(&part[t], p1 - p0);
+        if (!status[t]) status[t] = insert_points(&part[t], keys, p0, p1, k, L->vertex);
+    }
+    int ok = 1;
+    for (int t = 0; t < parts; t++) ok = ok && !status[t];
+    phash_t h = part[0];
+    for (int t = 1; t < parts; t++) {
+        int32_t *map = ok ? malloc((size_t)(part[t].m + 1) * sizeof(int32_t)) : NULL;
+        for (int64_t id = 0; map && id < part[t].m; id++)
+            if ((map[id] = phash_insert(&h, part[t].keys[id])) < 0) ok = 0;
+        if (!map) ok = 0;
+        if (ok) {
+            const int64_t e0 = n * t / parts * k, e1 = n * (t + 1) / parts * k;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+            for (int64_t e = e0; e < e1; e++) L->vertex[e] = map[L->vertex[e]];
+        }
+        free(map);
+        phash_free(&part[t]); /* safe after a failed init: its arrays are NULL */
+    }
+    big_free(keys);
     const int64_t m = L->m = h.m;
     L->nb = ok ? big_alloc((size_t)(k * m * 2) * sizeof(int32_t)) : NULL;
     if (L->nb) {
@@ -504,7 +553,7 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
             }
         }
     }
-    big_free(h.slot_key), big_free(h.slot_id), big_free(h.keys);
+    phash_free(&h);
     return L->nb ? 0 : -1;
 }
 
@@ -737,7 +786,8 @@ static void splat_blur(kernel_t *K, const float *q, int64_t lp) {
 
 /* out = alpha * slice(blur(splat(in))) for `c` value columns (row-major n x c); 0 on success. */
 int dcrf_lattice_filter(lattice_t *L, const float *in, float *out, int c, int nthreads) {
-    const int64_t n = L->n, lp = (int64_t)(c + CW - 1) / CW * CW;
+    /* rows of a few values (the normalisation filters one column) stay narrow: small tables stay in cache */
+    const int64_t n = L->n, lp = c <= 4 ? c : (int64_t)(c + CW - 1) / CW * CW;
     kernel_t K;
     float *q = big_alloc((size_t)(n * lp) * sizeof(float));
     if (!q || kernel_init(&K, L, NULL, NULL, 1.0f, lp)) {
