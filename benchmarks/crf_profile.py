@@ -1,8 +1,11 @@
-"""Where our dense CRF's time goes on one image: lattice sizes, rows gathered, build vs iterations.
+"""Where our dense CRF's time goes on one image, side by side with pydensecrf's setup and inference.
 
-Side by side with pydensecrf's setup (``DenseCRF2D`` + kernels) and inference on the same image.
+Ours is the C kernel (``crf/native.py``, what ``--crf-backend torch`` runs on CPU): position
+lattice (built per image size, cached), bilateral lattice, normalisation, 10 mean-field
+iterations; and, for comparison, the same iterations as torch ops. Every step runs on the same
+image and probabilities, one after the other, ``--repeats`` times; medians are printed.
 
-    PYTHONPATH=src python benchmarks/crf_profile.py --threads 1 --image 2007_000129
+    PYTHONPATH=src python benchmarks/crf_profile.py --threads 2 --image 2007_000129
 """
 
 from __future__ import annotations
@@ -16,20 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeplab_resnet.crf import PRESETS, torch_backend
-from deeplab_resnet.images import read_image
+from deeplab_resnet.crf import PRESETS, native, native_backend, permutohedral, torch_backend
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fixture"
 
 
-def rows_per_iteration(op) -> int:
-    """Rows read by one application of a lattice operator (splat + blur passes + slice)."""
-    return sum(int(bags[0].numel()) for bags in [op.splat, *op.blur, op.slice])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image", default="2007_000129")
     ap.add_argument("--preset", default="deeplab-resnet")
     ap.add_argument("--repeats", type=int, default=3)
@@ -37,15 +34,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import pydensecrf.densecrf as dcrf
 
+    from deeplab_resnet.images import read_image
+
     img = read_image(DATA / "JPEGImages" / f"{args.image}.jpg")
     h, w, _ = img.shape
     params = PRESETS[args.preset]
     probs = np.random.default_rng(0).random((21, h, w)).astype(np.float32)
     probs /= probs.sum(axis=0)
     unary = -np.log(probs).reshape(21, -1)
-    u = torch.from_numpy(unary.T.copy())
-    images = torch.from_numpy(img)[None]
-    t = {k: [] for k in ("pyd setup", "pyd inference", "ours build", "ours 10 iterations")}
+    pos = permutohedral.image_features(h, w, params.pos_xy).numpy()
+    bil = permutohedral.image_features(h, w, params.bi_xy, torch.from_numpy(img)[None], params.bi_rgb).numpy()
+    steps = ("pyd setup", "pyd inference", "ours position lattice + normalisation", "ours bilateral lattice")
+    steps += ("ours bilateral normalisation", "ours 10 iterations", "ours 10 iterations as torch ops")
+    t = {k: [] for k in steps}
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         crf = dcrf.DenseCRF2D(w, h, 21)
@@ -55,17 +56,25 @@ def main() -> None:
         t1 = time.perf_counter()
         crf.inference(params.iterations)
         t2 = time.perf_counter()
-        mf = torch_backend.MeanField(images, params, prune=False)
+        gauss = native.NativeLattice(pos)
+        norm_g, _ = native_backend._norm(gauss)
         t3 = time.perf_counter()
-        mf.infer(u, params.iterations)
+        bilateral = native.NativeLattice(bil)
         t4 = time.perf_counter()
-        for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        norm_b, _ = native_backend._norm(bilateral)
+        t5 = time.perf_counter()
+        native.mean_field(
+            [gauss, bilateral], [norm_g, norm_b], [params.pos_w, params.bi_w], probs.reshape(21, -1), params.iterations
+        )
+        t6 = time.perf_counter()
+        mf = torch_backend.MeanField(torch.from_numpy(img)[None], params, prune=False)
+        t7 = time.perf_counter()
+        mf.infer(torch.from_numpy(unary.T.copy()), params.iterations)
+        t8 = time.perf_counter()
+        for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t8 - t7)):
             t[k].append(v)
     print(f"# {args.image} {w}x{h}, preset {args.preset}, threads {args.threads}, load {os.getloadavg()[0]:.1f}")
-    rg, rb = rows_per_iteration(mf.gauss), rows_per_iteration(mf.bilateral)
-    mg, mb = (op.blur[0][1].numel() - 1 for op in (mf.gauss, mf.bilateral))
-    print(f"pixels {h * w}; lattice vertices: gaussian {mg}, bilateral {mb}")
-    print(f"rows gathered per iteration: gaussian {rg}, bilateral {rb} (21 floats each)")
+    print(f"pixels {h * w}; lattice vertices: position {gauss.num_vertices}, bilateral {bilateral.num_vertices}")
     for k, v in t.items():
         print(f"{k}: median {statistics.median(v):.3f} s")
 
