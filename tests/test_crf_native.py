@@ -110,7 +110,8 @@ def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
     np.testing.assert_allclose(pruned, full, rtol=1e-3, atol=1e-6)
 
 
-def test_library_is_compiled_once_and_cached():
+def test_library_is_compiled_once_and_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the user's cache stays as it was
     path = native._compile(native.SOURCE.read_bytes(), native._compiler())
     assert path is not None and path.parent == native.cache_dir()
     stamp = path.stat().st_mtime_ns
