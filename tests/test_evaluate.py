@@ -279,3 +279,62 @@ def test_multi_scale_is_the_max_fusion_of_the_scales():
         outs = [model(resize_bilinear(x, scaled_size(49, 65, s, "tf"), "tf") if s != 1 else x) for s in DEFAULT_SCALES]
         fused = torch.stack([resize_bilinear(o, outs[0].shape[-2:], "tf") for o in outs]).amax(0)
     torch.testing.assert_close(up, resize_bilinear(fused, (49, 65), "tf")[0], rtol=1e-4, atol=1e-4)
+
+
+def _same_and_mixed_size_pairs(tmp_path: Path, voc_fixture: Path):
+    """Crops of the fixture: five of one size and three of another, interleaved in the list."""
+    (tmp_path / "d").mkdir()
+    lines = []
+    for i, pair in enumerate(read_list(voc_fixture, voc_fixture / "list_val.txt")[:8]):
+        box = (0, 0, 96, 72) if i % 3 else (10, 20, 74, 100)
+        Image.open(pair.image).crop(box).save(tmp_path / "d" / f"{pair.name}.png")
+        Image.open(pair.label).crop(box).save(tmp_path / "d" / f"{pair.name}_gt.png")
+        lines.append(f"/{pair.name}.png /{pair.name}_gt.png\n")
+    (tmp_path / "list.txt").write_text("".join(lines))
+    return read_list(tmp_path / "d", tmp_path / "list.txt")
+
+
+def test_size_groups_batch_each_size_and_keep_every_pair(tmp_path, voc_fixture):
+    from deeplab_resnet.evaluate import size_groups
+
+    pairs = _same_and_mixed_size_pairs(tmp_path, voc_fixture)
+    for batch in (1, 2, 3, 8):
+        groups = list(size_groups(pairs, batch))
+        assert sorted(p.name for g in groups for p, _, _ in g) == sorted(p.name for p in pairs)
+        assert all(0 < len(g) <= batch and len({im.shape for _, im, _ in g}) == 1 for g in groups)
+        if batch == 1:  # one at a time keeps the list order
+            assert [g[0][0].name for g in groups] == [p.name for p in pairs]
+    assert max(len(g) for g in size_groups(pairs, 3)) == 3  # batching happened
+
+
+@pytest.mark.parametrize("scales, flip", [((1.0,), False), ((1.0, 0.75, 0.5), True)])
+def test_batched_evaluation_equals_one_image_at_a_time(tmp_path, voc_fixture, scales, flip):
+    model = tiny_model()
+    pairs = _same_and_mixed_size_pairs(tmp_path, voc_fixture)
+    one = evaluate_pairs(model, pairs, scales=scales, flip=flip, outputs=EvalOutputs(None, tmp_path / "l1"))
+    batched = evaluate_pairs(
+        model, pairs, scales=scales, flip=flip, batch_size=3, outputs=EvalOutputs(None, tmp_path / "l3")
+    )
+    assert np.array_equal(one.matrix, batched.matrix) and one.matrix.sum() > 0
+    for pair in pairs:  # the logits too, up to float rounding of a batched convolution
+        a, b = np.load(tmp_path / "l1" / f"{pair.name}.npy"), np.load(tmp_path / "l3" / f"{pair.name}.npy")
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_batch_rejects_mixed_sizes():
+    from deeplab_resnet.errors import DeepLabError
+
+    seg = Segmenter(tiny_model())
+    with pytest.raises(DeepLabError, match="one size"):
+        seg.predict_batch([np.zeros((20, 30, 3), np.uint8), np.zeros((30, 20, 3), np.uint8)])
+    assert seg.predict_batch([]) == []
+
+
+def test_evaluate_cli_bad_batch_size_is_one_line(tmp_path, tiny_weights, voc_fixture):
+    result = run_cli(
+        "evaluate", "--data-dir", voc_fixture, "--data-list", voc_fixture / "list_val.txt",
+        "--weights", tiny_weights, "--device", "cpu", "-o", tmp_path / "ev", "--batch-size", "0",
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "batch size" in lines[0], result.stderr
+    assert not (tmp_path / "ev").exists()

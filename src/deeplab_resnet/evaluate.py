@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -91,6 +91,7 @@ def evaluate_pairs(
     crf_workers: int = 0,
     outputs: EvalOutputs | None = None,
     progress: Progress | None = None,
+    batch_size: int = 1,
 ) -> ConfusionMeter:
     """Run ``model`` on every pair and accumulate the confusion matrix.
 
@@ -106,7 +107,12 @@ def evaluate_pairs(
         crf_workers: processes running the CRF while the network goes on; 0 runs it inline.
         outputs: per-image files to write.
         progress: called after every image.
+        batch_size: run up to this many images of the same size through the network at once
+            (images are grouped by size within a look-ahead of ``4 * batch_size`` list entries, so
+            they may finish out of list order; the scores do not depend on the order).
     """
+    if batch_size < 1:
+        raise DeepLabError(f"batch size must be >= 1, got {batch_size}")
     pairs = list(pairs)
     ignore = model.dataset.ignore_label if ignore_label is None else ignore_label
     meter = ConfusionMeter(model.num_classes, ignore)
@@ -128,23 +134,28 @@ def evaluate_pairs(
         if progress is not None:
             progress(done, len(pairs), time.perf_counter() - start)
 
+    full = crf is not None or outputs.logits is not None
+
+    def handle(pair: Pair, image: np.ndarray, gt: np.ndarray, labels: torch.Tensor, upsampled) -> None:
+        if outputs.logits is not None and upsampled is not None:
+            save_npy(outputs.logits / f"{pair.name}.npy", upsampled.permute(1, 2, 0).cpu().numpy())
+        if crf is None:
+            finish(pair, labels.cpu().numpy().astype(np.uint8), gt)
+            return
+        probs = torch.softmax(upsampled, dim=0).cpu().numpy()
+        if pool is None:
+            finish(pair, crf_labels(image, probs, crf, crf_backend), gt)
+            return
+        pending.append((pair, gt, pool.submit(crf_labels, image, probs, crf, crf_backend)))
+        while len(pending) > 2 * crf_workers:  # bound the probabilities held in flight
+            p, g, fut = pending.popleft()
+            finish(p, fut.result(), g)
+
     try:
-        for pair in pairs:
-            image, gt = load_pair(pair)
-            labels, upsampled = segmenter.predict(image, full=crf is not None or outputs.logits is not None)
-            if outputs.logits is not None and upsampled is not None:
-                save_npy(outputs.logits / f"{pair.name}.npy", upsampled.permute(1, 2, 0).cpu().numpy())
-            if crf is None:
-                finish(pair, labels.cpu().numpy().astype(np.uint8), gt)
-                continue
-            probs = torch.softmax(upsampled, dim=0).cpu().numpy()
-            if pool is None:
-                finish(pair, crf_labels(image, probs, crf, crf_backend), gt)
-                continue
-            pending.append((pair, gt, pool.submit(crf_labels, image, probs, crf, crf_backend)))
-            while len(pending) > 2 * crf_workers:  # bound the probabilities held in flight
-                p, g, fut = pending.popleft()
-                finish(p, fut.result(), g)
+        for group in size_groups(pairs, batch_size):
+            results = segmenter.predict_batch([image for _, image, _ in group], full=full)
+            for (pair, image, gt), (labels, upsampled) in zip(group, results):
+                handle(pair, image, gt, labels, upsampled)
         while pending:
             p, g, fut = pending.popleft()
             finish(p, fut.result(), g)
@@ -152,6 +163,30 @@ def evaluate_pairs(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return meter
+
+
+def size_groups(pairs: Sequence[Pair], batch_size: int) -> Iterator[list[tuple[Pair, np.ndarray, np.ndarray]]]:
+    """Loaded ``(pair, image, ground truth)`` in groups of up to ``batch_size`` images of one size.
+
+    Images are read ahead up to ``4 * batch_size`` entries; a group leaves as soon as it is full,
+    and what is left is flushed at the end. ``batch_size`` 1 keeps the list order.
+    """
+    window = 4 * batch_size
+    buckets: dict[tuple[int, int], list[tuple[Pair, np.ndarray, np.ndarray]]] = {}
+    held = 0
+    for pair in pairs:
+        image, gt = load_pair(pair)
+        bucket = buckets.setdefault(image.shape[:2], [])
+        bucket.append((pair, image, gt))
+        held += 1
+        if len(bucket) == batch_size:
+            held -= len(bucket)
+            yield buckets.pop(image.shape[:2])
+        elif held >= window:  # flush the fullest bucket so memory stays bounded
+            size = max(buckets, key=lambda k: len(buckets[k]))
+            held -= len(buckets[size])
+            yield buckets.pop(size)
+    yield from buckets.values()
 
 
 def prediction_path(pred_dir: Path, pair: Pair) -> Path:

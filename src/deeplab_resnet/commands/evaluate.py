@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write NAME.npy (float32 H x W x C logits at the image size) into DIR",
     )  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="only the first N list entries")
+    p.add_argument(
+        "--batch-size", type=int, default=1,
+        help="run up to N images of the same size through the network at once (fills a GPU; "
+        "the scores are the same); default: %(default)s",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_crf_arguments(p)
     p.add_argument(
@@ -110,10 +115,11 @@ def _score_model(args, pairs, dist):
     meter = evaluate_pairs(
         model, dist.shard(pairs), device=device, scales=_scales(args), ignore_label=args.ignore_label,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
-        progress=ProgressLine(not args.quiet and dist.rank == 0),
+        progress=ProgressLine(not args.quiet and dist.rank == 0), batch_size=args.batch_size,
     )  # fmt: skip
     loop_seconds = time.perf_counter() - start
     options = {"scales": list(_scales(args)), "flip": args.flip, "crf": crf.__dict__ if crf else None}
+    options["batch_size"] = args.batch_size
     if crf:
         options.update(crf_backend=args.crf_backend, crf_workers=workers)
     options["evaluation_seconds"] = loop_seconds  # the loop alone, without loading the model (rank 0's)
