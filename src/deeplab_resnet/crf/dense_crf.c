@@ -9,14 +9,16 @@
  * permutohedral.py's, up to float summation order. Compile with -ffp-contract=off: a fused
  * multiply-add in the elevation would move points across simplex boundaries.
  *
- * Why this is faster than the same algorithm in pydensecrf or in torch (BENCHMARKS.md, issue 8):
- * - every pass reads rows at random places and is bound by memory traffic: rows hold all labels
- *   (padded to a multiple of 8 for the vector units), rows to be read are prefetched a few
- *   iterations ahead, and the arithmetic is vectorised (restrict pointers);
- * - splat is a gather (each vertex sums its own (point, corner) run: no write conflicts), so
- *   every stage runs in parallel over vertices or points;
+ * Where the time goes and what makes it faster than pydensecrf (BENCHMARKS.md, issue 8):
+ * - the lattice build: one-word packed keys, key numbering on all threads, prefetched one-sided
+ *   neighbour look-ups (~0.1 s for a VOC image's bilateral lattice; pydensecrf ~0.5 s for both);
+ * - the iterations are bound by the latency of reading rows at scattered places: rows hold all
+ *   labels (padded to a multiple of 8 for the vector units), rows to be read are prefetched a few
+ *   iterations ahead, the arithmetic is vectorised (restrict pointers), and every stage runs in
+ *   parallel over vertices or points (splat is a gather: each vertex sums its own run);
  * - slice, the Potts messages of both kernels, the unary and the softmax are one pass per pixel;
- * - absent blur neighbours point at a row of zeros: no branches in the blur.
+ * - absent blur neighbours point at a row of zeros: no branches in the blur;
+ * - large buffers sit on 2 MB pages and are reused from image to image.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <math.h>
@@ -658,8 +660,8 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
  * at random places, and on a memory-bound CPU the cost is the number of cache lines fetched, so
  * all labels of a vertex are kept together (1.5 lines for 21 float32 labels) rather than in label
  * chunks (one line per chunk). Rows read at random are prefetched PREFETCH iterations ahead.
- * (Storing the tables as float16 was tried: half the bytes, but slower here - the passes are bound
- * by the latency of random reads and by instructions, not by bandwidth - and less exact.)
+ * (Tried and measured slower or no faster: float16 tables, 8-label chunks, an in-place blur along
+ * the lattice's lines, unpadded rows; see BENCHMARKS.md.)
  */
 
 #define PREFETCH 8
