@@ -144,6 +144,25 @@ def test_without_a_compiler_auto_falls_back_to_torch_ops(voc_fixture, monkeypatc
     assert resolve_backend("auto", device="cpu") == "torch"  # with the C kernel, ours on CPU too
 
 
+def test_unwritable_cache_and_damaged_library_still_give_a_kernel(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # the cache directory cannot be created
+    native.library.cache_clear()
+    try:
+        assert native.available()  # compiled into a temporary directory instead
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        native.library.cache_clear()
+        good = native._compile(native.SOURCE.read_bytes(), native._compiler())
+        good.write_bytes(b"not a shared library")  # a damaged cached file
+        native.library.cache_clear()
+        assert native.available()  # rebuilt
+        assert good.stat().st_size > 1000
+    finally:
+        monkeypatch.undo()
+        native.library.cache_clear()
+
+
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("DEEPLAB_CRF_NATIVE", "0")
     native.library.cache_clear()

@@ -62,15 +62,28 @@ def _compiler() -> str | None:
     return shutil.which(cc) or (shutil.which("gcc") if "CC" not in os.environ else None)
 
 
-def _compile(source: bytes, cc: str) -> Path | None:
-    """Compile ``source`` with the first flag set that works; the cached library's path or ``None``."""
-    cache = cache_dir()
-    for flags in _FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_id().encode()]))
-        target = cache / f"dense_crf-{key.hexdigest()[:16]}.so"
-        if target.exists():
-            return target
+def _target(source: bytes, cc: str, flags: list[str], cache: Path) -> Path:
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_id().encode()]))
+    return cache / f"dense_crf-{key.hexdigest()[:16]}.so"
+
+
+def _compile(source: bytes, cc: str, *, rebuild: bool = False) -> Path | None:
+    """Compile ``source`` with the first flag set that works; the library's path or ``None``.
+
+    The library goes to :func:`cache_dir`; when that cannot be written (read-only home, say), to
+    a fresh temporary directory, so the kernel still works, just compiled again by each process.
+    """
+    try:
+        cache = cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryDirectory(dir=cache)
+        probe.cleanup()
+    except OSError:
+        cache = Path(tempfile.mkdtemp(prefix="deeplab_resnet_kernels_"))
+    for flags in _FLAG_SETS:
+        target = _target(source, cc, flags, cache)
+        if target.exists() and not rebuild:
+            return target
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             src = Path(tmp) / "dense_crf.c"
             src.write_bytes(source)
@@ -86,6 +99,13 @@ def _compile(source: bytes, cc: str) -> Path | None:
     return None
 
 
+def _load(path: Path) -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:  # a damaged or foreign file in the cache
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled kernel, compiling it on first use; ``None`` when disabled or no compiler works."""
@@ -93,7 +113,11 @@ def library() -> ctypes.CDLL | None:
         return None
     cc = _compiler()
     path = _compile(SOURCE.read_bytes(), cc) if cc else None
-    if path is None:
+    lib = _load(path) if path is not None else None
+    if lib is None and path is not None:  # the cached file does not load: build it again, once
+        path = _compile(SOURCE.read_bytes(), cc, rebuild=True)
+        lib = _load(path) if path is not None else None
+    if lib is None:
         warnings.warn(
             "deeplab_resnet: could not compile the CPU CRF kernel (no working C compiler; set CC); "
             "using the slower pure-PyTorch CRF",
@@ -101,7 +125,6 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    lib = ctypes.CDLL(str(path))
     lib.dcrf_lattice_new.restype = ctypes.c_void_p
     lib.dcrf_lattice_new.argtypes = [_f32, ctypes.c_int64, ctypes.c_int, _i32, ctypes.c_int, ctypes.c_int]
     lib.dcrf_lattice_free.argtypes = [ctypes.c_void_p]
