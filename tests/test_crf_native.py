@@ -224,3 +224,64 @@ def test_lattice_of_a_real_image_is_the_torch_lattice(voc_fixture, threads):
     vertex, weight, neighbours = native.NativeLattice(f.numpy(), threads=threads).export()
     np.testing.assert_array_equal(vertex, ref.vertex.numpy())
     np.testing.assert_array_equal(neighbours, ref.neighbours.numpy())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bi_rgb": 1e-6}, "too small"),
+        ({"bi_rgb": float("nan")}, "finite"),
+        ({"pos_xy": float("inf")}, "finite"),
+        ({"bi_w": float("nan")}, "weights must be finite"),
+    ],
+)
+def test_degenerate_parameters_are_a_clear_error_not_a_crash(change, message):
+    from dataclasses import replace
+
+    from deeplab_resnet.errors import DeepLabError
+
+    img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    probs = np.full((3, 20, 30), 1 / 3, np.float32)
+    with pytest.raises(DeepLabError, match=message):
+        dense_crf(img, probs, replace(PRESETS["deeplab-resnet"], **change), backend="torch")
+
+
+def test_bad_arguments_to_the_kernel_are_value_errors():
+    f = _random_features(2, 50)
+    with pytest.raises(ValueError, match="finite"):
+        native.NativeLattice(np.where(np.arange(100).reshape(50, 2) == 7, np.nan, f))
+    with pytest.raises(ValueError, match="finite"):
+        native.NativeLattice(f * 1e7)
+    with pytest.raises(ValueError, match="image_index"):
+        native.NativeLattice(f, np.zeros(49, np.int32))
+    with pytest.raises(ValueError, match="d <= 14"):
+        native.NativeLattice(np.zeros((5, 15), np.float32))
+    lat = native.NativeLattice(f)
+    with pytest.raises(ValueError, match="values"):
+        lat.filter(np.zeros((49, 2), np.float32))
+    probs = np.full((4, 50), 0.25, np.float32)
+    norm = np.ones(50, np.float32)
+    with pytest.raises(ValueError, match="active"):
+        native.mean_field([lat], [norm], [1.0], probs, 2, active=np.array([0, 4]))
+    with pytest.raises(ValueError, match="one norm and one weight"):
+        native.mean_field([lat], [norm], [1.0, 2.0], probs, 2)
+
+
+def test_the_c_build_refuses_points_it_cannot_hold():
+    # memory safety below the Python checks: huge or NaN coordinates make the build fail cleanly
+    lib = native.library()
+    for bad in (np.float32(3e8), np.float32(np.nan)):
+        f = _random_features(5, 100)
+        f[17, 2] = bad
+        handle = lib.dcrf_lattice_new(native._ptr(f, native._f32), 100, 5, None, 1, 2)
+        assert not handle
+
+
+@pytest.mark.parametrize("d", [7, 8])
+def test_high_dimensional_lattice_is_numbered_by_first_touch_in_both(d):
+    # keys too wide for the one-sort trick: the torch lattice's argsort must be stable
+    f = _random_features(d, 3000, seed=d)
+    ref = P.build_lattice(torch.from_numpy(f))
+    vertex, _, neighbours = native.NativeLattice(f).export()
+    np.testing.assert_array_equal(vertex, ref.vertex.numpy())
+    np.testing.assert_array_equal(neighbours, ref.neighbours.numpy())

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=int, default=1,
         help="run up to N images of the same size through the network at once (fills a GPU; "
-        "the scores are the same); default: %(default)s",
+        "the results equal one-at-a-time up to float rounding); default: %(default)s",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_crf_arguments(p)

@@ -9,6 +9,7 @@ kernel of :mod:`.native` when it compiles, else torch ops; torch ops on CUDA) an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,8 @@ PRESETS: dict[str, CRFParams] = {
     "tf-branch": CRFParams(10, 4.0, 1.0, 5.0, 49.0, 13.0),
 }
 DEFAULT_PRESET = "deeplab-resnet"
+# Largest lattice coordinate (feature / std) we accept: beyond ~1e6 float32 loses the lattice grid.
+MAX_FEATURE = 65536.0
 BACKENDS = ("auto", "torch", "pydensecrf")
 
 
@@ -52,8 +55,17 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> No
     if not isinstance(probs, np.ndarray) or probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
         got = probs.shape if isinstance(probs, np.ndarray) else type(probs).__name__
         raise DeepLabError(f"CRF: probabilities must be C x H x W at the image's size {image.shape[:2]}, got {got}")
-    if params.iterations < 0 or min(params.pos_xy, params.bi_xy, params.bi_rgb) <= 0:
-        raise DeepLabError(f"CRF: iterations must be >= 0 and standard deviations > 0, got {params}")
+    stds = (params.pos_xy, params.bi_xy, params.bi_rgb)
+    if params.iterations < 0 or not all(math.isfinite(v) and v > 0 for v in stds):
+        raise DeepLabError(f"CRF: iterations must be >= 0 and standard deviations finite and > 0, got {params}")
+    if not all(math.isfinite(v) for v in (params.pos_w, params.bi_w)):
+        raise DeepLabError(f"CRF: kernel weights must be finite, got {params}")
+    largest = max(image.shape[:2]) / min(params.pos_xy, params.bi_xy)
+    if max(largest, 255.0 / params.bi_rgb) > MAX_FEATURE:
+        raise DeepLabError(
+            f"CRF: standard deviations too small for a {image.shape[1]}x{image.shape[0]} image "
+            f"(position / std and 255 / colour std must stay below {MAX_FEATURE:.0f}), got {params}"
+        )
 
 
 def pydensecrf_available() -> bool:

@@ -52,6 +52,7 @@ static inline void ftz_restore(unsigned int old) { (void)old; }
 typedef float v8f __attribute__((vector_size(32))); /* GCC/Clang vector extensions */
 typedef int32_t v8i __attribute__((vector_size(32)));
 
+#define MAX_ELEVATED 4194304.0f /* 2^22: float32 still represents the lattice grid exactly below it */
 #define PREFETCH_KEYS 4 /* vertices ahead whose neighbour lookups are prefetched */
 #define CW 8 /* rows of labels are padded to a multiple of this (one AVX register) */
 
@@ -108,6 +109,7 @@ static void trim_cache(size_t keep) {
 
 static void *big_alloc(size_t bytes) {
     if (bytes < HUGE_PAGE) return malloc(bytes ? bytes : 1);
+    if (bytes > SIZE_MAX - HUGE_PAGE) return NULL;
     const size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     pthread_mutex_lock(&blocks_lock);
     int best = -1, empty = -1;
@@ -163,6 +165,7 @@ void dcrf_release_memory(void) {
 
 /* The lattice's workspace of at least `floats` floats (kept for later calls). */
 static float *workspace(lattice_t *L, size_t floats) {
+    floats = floats ? floats : 1;
     if (L->work_size < floats) {
         big_free(L->work);
         L->work = big_alloc(floats * sizeof(float));
@@ -216,7 +219,11 @@ static int hash_init(hash_t *h, int kdim, int64_t expected) {
     while (cap < 2 * expected) cap *= 2;
     h->keycap = expected > 16 ? expected : 16;
     h->keys = malloc((size_t)h->keycap * kdim * sizeof(int32_t));
-    if (!h->keys || hash_rehash(h, cap)) return -1;
+    if (!h->keys || hash_rehash(h, cap)) {
+        free(h->keys);
+        h->keys = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -274,7 +281,9 @@ void dcrf_lattice_export(const lattice_t *L, int32_t *vertex, float *bary, int32
 }
 
 /* Simplex of one point, densecrf's float32 operations in densecrf's order. */
-static void simplex(const float *f, int d, const float *scale, float *el, float *rem0, float *rank, float *bar) {
+/* Returns 0, or -1 for a point the lattice cannot hold (non-finite, or so large that float32 loses
+   the integer grid): its ranks would index outside the simplex. */
+static int simplex(const float *f, int d, const float *scale, float *el, float *rem0, float *rank, float *bar) {
     const float invdp1 = 1.0f / (float)(d + 1), dp1 = (float)(d + 1);
     float sm = 0.0f;
     for (int j = d; j > 0; j--) {
@@ -311,6 +320,8 @@ static void simplex(const float *f, int d, const float *scale, float *el, float 
             rem0[i] -= dp1;
         }
     }
+    for (int i = 0; i <= d; i++)
+        if (!(fabsf(el[i]) < MAX_ELEVATED) || !(rank[i] >= 0.0f && rank[i] <= (float)d)) return -1;
     for (int i = 0; i <= d + 1; i++) bar[i] = 0.0f;
     for (int i = 0; i <= d; i++) {
         float v = (el[i] - rem0[i]) * invdp1;
@@ -319,6 +330,7 @@ static void simplex(const float *f, int d, const float *scale, float *el, float 
         bar[p + 1] -= v;
     }
     bar[0] += 1.0f + bar[d + 1];
+    return 0;
 }
 
 /* The key of vertex r of a point: coordinate i is rem0_i + r, or rem0_i + r - (d+1) when its rank
@@ -521,7 +533,7 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
     phash_t h = part[0];
     for (int t = 1; t < parts; t++) {
         int32_t *map = ok ? malloc((size_t)(part[t].m + 1) * sizeof(int32_t)) : NULL;
-        for (int64_t id = 0; map && id < part[t].m; id++)
+        for (int64_t id = 0; map && ok && id < part[t].m; id++)
             if ((map[id] = phash_insert(&h, part[t].keys[id])) < 0) ok = 0;
         if (!map) ok = 0;
         if (ok) {
@@ -607,16 +619,21 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
     float scale[16];
     for (int i = 0; i < d; i++) scale[i] = (float)(1.0 / sqrt((double)(i + 2) * (i + 1)) * inv_std_dev);
     if (!bad) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+        int invalid = 0;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(| : invalid)
         for (int64_t p = 0; p < n; p++) {
             float el[16], rem0[16], rk[16], bar[17];
-            simplex(feat + p * d, d, scale, el, rem0, rk, bar);
+            if (simplex(feat + p * d, d, scale, el, rem0, rk, bar)) {
+                invalid = 1;
+                for (int r = 0; r <= d; r++) rk[r] = 0.0f, rem0[r] = 0.0f, bar[r] = 0.0f;
+            }
             for (int i = 0; i < d; i++) rem[p * d + i] = (int32_t)rem0[i];
             for (int r = 0; r <= d; r++) {
                 rank[p * k + r] = (uint8_t)rk[r];
                 L->bary[p * k + r] = bar[r];
             }
         }
+        bad = invalid; /* the caller checks the features first; this only keeps memory safe */
     }
     /* Mixed-radix strides when keys (and their blur neighbours, 2(d+1) further) fit in 62 bits. */
     int64_t lo[16], stride[16];
@@ -768,6 +785,7 @@ static int kernel_init(kernel_t *K, lattice_t *L, const float *pre, const float 
     }
     memset(K->tables, 0, (size_t)lp * sizeof(float));
     memset(K->tables + table, 0, (size_t)lp * sizeof(float));
+    K->result = (L->d + 1) % 2 ? K->tables + table : K->tables; /* where d + 1 ping-pong passes end */
     for (int64_t e = 0; e < total; e++) {
         const float w = L->bary[L->entry[e]];
         K->splat_w[e] = pre ? w * pre[L->point[e]] : w;
@@ -783,7 +801,7 @@ static int kernel_init(kernel_t *K, lattice_t *L, const float *pre, const float 
 static void splat_blur(kernel_t *K, const float *q, int64_t lp) {
     const lattice_t *L = K->L;
     splat(L, L->point, K->splat_w, q, lp, K->tables);
-    K->result = blur(L, K->tables, K->tables + (size_t)(L->m + 1) * lp, lp);
+    blur(L, K->tables, K->tables + (size_t)(L->m + 1) * lp, lp); /* into K->result */
 }
 
 /* out = alpha * slice(blur(splat(in))) for `c` value columns (row-major n x c); 0 on success. */

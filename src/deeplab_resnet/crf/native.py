@@ -13,12 +13,14 @@ lattice instead (slower on CPU, the same results up to rounding; a warning says 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +29,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from . import MAX_FEATURE  # lattice coordinates beyond ~1e6 lose float32's integer grid (dense_crf.c)
 
 SOURCE = Path(__file__).with_name("dense_crf.c")
 # Tried in order; -ffp-contract=off keeps the lattice's float32 arithmetic exactly densecrf's.
@@ -57,17 +61,22 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
-def _compiler() -> str | None:
-    cc = os.environ.get("CC") or "cc"
-    return shutil.which(cc) or (shutil.which("gcc") if "CC" not in os.environ else None)
+def _compiler() -> list[str] | None:
+    """The C compiler command: ``$CC`` (may carry arguments, e.g. ``ccache gcc``), else cc or gcc."""
+    if os.environ.get("CC"):
+        cmd = shlex.split(os.environ["CC"])
+        path = shutil.which(cmd[0]) if cmd else None
+        return [path, *cmd[1:]] if path else None
+    path = shutil.which("cc") or shutil.which("gcc")
+    return [path] if path else None
 
 
-def _target(source: bytes, cc: str, flags: list[str], cache: Path) -> Path:
-    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(), _cpu_id().encode()]))
+def _target(source: bytes, cc: list[str], flags: list[str], cache: Path) -> Path:
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), " ".join(cc).encode(), _cpu_id().encode()]))
     return cache / f"dense_crf-{key.hexdigest()[:16]}.so"
 
 
-def _compile(source: bytes, cc: str, *, rebuild: bool = False) -> Path | None:
+def _compile(source: bytes, cc: list[str], *, rebuild: bool = False) -> Path | None:
     """Compile ``source`` with the first flag set that works; the library's path or ``None``.
 
     The library goes to :func:`cache_dir`; when that cannot be written (read-only home, say), to
@@ -80,22 +89,23 @@ def _compile(source: bytes, cc: str, *, rebuild: bool = False) -> Path | None:
         probe.cleanup()
     except OSError:
         cache = Path(tempfile.mkdtemp(prefix="deeplab_resnet_kernels_"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)  # loaded libraries stay mapped
     for flags in _FLAG_SETS:
         target = _target(source, cc, flags, cache)
         if target.exists() and not rebuild:
             return target
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            src = Path(tmp) / "dense_crf.c"
-            src.write_bytes(source)
-            out = Path(tmp) / "dense_crf.so"
-            cmd = [cc, *flags, *_BASE_FLAGS, "-o", str(out), str(src), "-lm"]
-            try:
+        try:
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src = Path(tmp) / "dense_crf.c"
+                src.write_bytes(source)
+                out = Path(tmp) / "dense_crf.so"
+                cmd = [*cc, *flags, *_BASE_FLAGS, "-o", str(out), str(src), "-lm"]
                 done = subprocess.run(cmd, capture_output=True, timeout=120)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if done.returncode == 0 and out.exists():
-                os.replace(out, target)  # atomic: a concurrent process sees the whole file or none
-                return target
+                if done.returncode == 0 and out.exists():
+                    os.replace(out, target)  # atomic: a concurrent process sees the whole file or none
+                    return target
+        except (OSError, subprocess.TimeoutExpired):  # no compiler, disk full, ...: try the next flags
+            continue
     return None
 
 
@@ -203,10 +213,16 @@ class NativeLattice:
             raise RuntimeError("the native CRF kernel is not available")
         self._lib = lib
         self.features = np.ascontiguousarray(features, dtype=np.float32)
-        if self.features.ndim != 2 or self.features.shape[0] == 0:
-            raise ValueError(f"features must be P x d with P >= 1, got {self.features.shape}")
+        if self.features.ndim != 2 or self.features.shape[0] == 0 or not 1 <= self.features.shape[1] <= 14:
+            raise ValueError(f"features must be P x d with P >= 1 and 1 <= d <= 14, got {self.features.shape}")
+        if not np.isfinite(self.features).all() or np.abs(self.features).max() > MAX_FEATURE:
+            raise ValueError(f"features must be finite and at most {MAX_FEATURE:.0f} in magnitude")
+        if self.features.shape[0] * (self.features.shape[1] + 1) > 2**31 - 1:
+            raise ValueError(f"too many points for one lattice: {self.features.shape[0]}")
         self.num_points, self.dim = self.features.shape
         img = None if image_index is None else np.ascontiguousarray(image_index, dtype=np.int32)
+        if img is not None and (img.shape != (self.num_points,) or (img < 0).any()):
+            raise ValueError(f"image_index must hold one non-negative id per point, got shape {img.shape}")
         handle = lib.dcrf_lattice_new(
             _ptr(self.features, _f32),
             self.num_points,
@@ -242,6 +258,8 @@ class NativeLattice:
     def filter(self, values: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Filter ``values`` (``P x C`` or length ``P``), unnormalised, the point itself included."""
         v = np.ascontiguousarray(values, dtype=np.float32)
+        if v.ndim not in (1, 2) or v.shape[0] != self.num_points or v.size == 0:
+            raise ValueError(f"values must be P or P x C with P = {self.num_points} and C >= 1, got {v.shape}")
         flat = v.reshape(self.num_points, -1)
         out = np.empty_like(flat)
         with self.lock:
@@ -281,13 +299,19 @@ def mean_field(
     if lib is None:
         raise RuntimeError("the native CRF kernel is not available")
     pr = np.ascontiguousarray(probs, dtype=np.float32)
+    if pr.ndim != 2 or pr.shape[0] == 0:
+        raise ValueError(f"probs must be L x P with L >= 1, got {pr.shape}")
     nl, n = pr.shape
+    if not len(norms) == len(weights) == len(lattices):
+        raise ValueError("mean_field needs one norm and one weight per lattice")
     if any(lat.num_points != n for lat in lattices) or not 0 < len(lattices) <= 8:
         raise ValueError("mean_field needs 1 to 8 lattices over the probabilities' points")
     if len({id(lat) for lat in lattices}) != len(lattices):
         raise ValueError("mean_field needs distinct lattices (each holds its own workspace)")
     nrm = [np.ascontiguousarray(x, dtype=np.float32).reshape(n) for x in norms]
-    act = None if active is None else np.ascontiguousarray(active, dtype=np.int32)
+    act = None if active is None else np.ascontiguousarray(active, dtype=np.int32).reshape(-1)
+    if act is not None and (act.size == 0 or act.min() < 0 or act.max() >= nl or np.unique(act).size != act.size):
+        raise ValueError(f"active must be distinct labels in [0, {nl}), got {act}")
     out = np.empty_like(pr)
     handles = (ctypes.c_void_p * len(lattices))(*[lat.handle.value for lat in lattices])
     norm_ptrs = (_f32 * len(nrm))(*[_ptr(x, _f32) for x in nrm])

@@ -340,7 +340,7 @@ def _sort(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if n and int(a.max()) < 2 ** (62 - bits):
         both = np.sort((a << bits) | np.arange(n, dtype=np.int64))
         return torch.from_numpy(both >> bits), torch.from_numpy(both & ((1 << bits) - 1))
-    order = np.argsort(a)
+    order = np.argsort(a, kind="stable")  # runs must stay in position order (_renumber)
     return torch.from_numpy(a[order]), torch.from_numpy(order)
 
 
