@@ -26,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -622,7 +625,7 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
         int invalid = 0;
 #pragma omp parallel for num_threads(nthreads) schedule(static) reduction(| : invalid)
         for (int64_t p = 0; p < n; p++) {
-            float el[16], rem0[16], rk[16], bar[17];
+            float el[16], rem0[16], rk[16], bar[17] = {0};
             if (simplex(feat + p * d, d, scale, el, rem0, rk, bar)) {
                 invalid = 1;
                 for (int r = 0; r <= d; r++) rk[r] = 0.0f, rem0[r] = 0.0f, bar[r] = 0.0f;
@@ -687,14 +690,13 @@ static inline void prefetch_row(const float *t, int64_t r, int64_t lp) {
     for (int64_t l = 0; l < lp; l += 16) __builtin_prefetch(t + r * lp + l);
 }
 
-/* Per-thread scratch: one row to accumulate in. */
-typedef struct {
-    float *o;
-} scratch_t;
-
-static int scratch_init(scratch_t *s, int64_t lp) {
-    s->o = malloc((size_t)lp * sizeof(float));
-    return s->o ? 0 : -1;
+/* This thread's row of a nthreads x lp scratch array allocated before the parallel region. */
+static inline float *thread_row(float *scratch, int64_t lp) {
+#ifdef _OPENMP
+    return scratch + (int64_t)omp_get_thread_num() * lp;
+#else
+    return scratch + 0 * lp;
+#endif
 }
 
 /* vals[v+1][:] = sum over v's run of w * q[point][:] (q: n x lp float32; row 0 of vals stays zero). */
@@ -810,35 +812,28 @@ int dcrf_lattice_filter(lattice_t *L, const float *in, float *out, int c, int nt
     const int64_t n = L->n, lp = c <= 4 ? c : (int64_t)(c + CW - 1) / CW * CW;
     kernel_t K;
     float *q = big_alloc((size_t)(n * lp) * sizeof(float));
-    if (!q || kernel_init(&K, L, NULL, NULL, 1.0f, lp)) {
-        big_free(q);
+    float *scratch = big_alloc((size_t)(nthreads * lp) * sizeof(float));
+    if (!q || !scratch || kernel_init(&K, L, NULL, NULL, 1.0f, lp)) {
+        big_free(q), big_free(scratch);
         return -1;
     }
     for (int64_t p = 0; p < n; p++) {
         memcpy(q + p * lp, in + p * c, (size_t)c * sizeof(float));
         memset(q + p * lp + c, 0, (size_t)(lp - c) * sizeof(float));
     }
-    int failed = 0;
     PARALLEL_BEGIN
-    scratch_t sc;
-    int mine = scratch_init(&sc, lp);
-#pragma omp atomic
-    failed += mine;
-#pragma omp barrier
-    if (!failed) {
-        splat_blur(&K, q, lp);
+    float *acc = thread_row(scratch, lp);
+    splat_blur(&K, q, lp);
 #pragma omp for schedule(static)
-        for (int64_t p = 0; p < n; p++) {
-            for (int64_t l = 0; l < lp; l++) sc.o[l] = 0.0f;
-            slice_point(L, p, K.slice_w, K.result, lp, sc.o);
-            memcpy(out + p * c, sc.o, (size_t)c * sizeof(float));
-        }
+    for (int64_t p = 0; p < n; p++) {
+        for (int64_t l = 0; l < lp; l++) acc[l] = 0.0f;
+        slice_point(L, p, K.slice_w, K.result, lp, acc);
+        memcpy(out + p * c, acc, (size_t)c * sizeof(float));
     }
-    if (!mine) big_free(sc.o);
     PARALLEL_END
     kernel_free(&K);
-    big_free(q);
-    return failed ? -1 : 0;
+    big_free(q), big_free(scratch);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- mean field */
@@ -911,7 +906,8 @@ int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, co
     int ready = 0, ok = nk >= 1 && nk <= 8;
     float *qa = big_alloc((size_t)(n * lp) * sizeof(float));
     float *unary = big_alloc((size_t)(n * nl) * sizeof(float)), *q = big_alloc((size_t)(n * nl) * sizeof(float));
-    ok = ok && qa && unary && q;
+    float *scratch = big_alloc((size_t)(nthreads * lp) * sizeof(float));
+    ok = ok && qa && unary && q && scratch;
     if (qa) memset(qa, 0, (size_t)(n * lp) * sizeof(float));
     for (int t = 0; ok && t < nk; t++)
         for (int u = 0; u < t; u++) ok = ok && lats[u] != lats[t]; /* each has one workspace */
@@ -922,40 +918,31 @@ int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, co
             ready++;
     }
     if (ok) {
-        int failed = 0;
         PARALLEL_BEGIN
-        scratch_t sc;
-        int mine = scratch_init(&sc, lp);
-#pragma omp atomic
-        failed += mine;
-#pragma omp barrier
-        if (!failed) {
+        float *msg = thread_row(scratch, lp);
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n; p++) {
+            for (int l = 0; l < nl; l++) {
+                const float v = probs[l * n + p];
+                unary[p * nl + l] = -logf(v < 1e-5f ? 1e-5f : (v > 1.0f ? 1.0f : v));
+            }
+            update_point(unary, NULL, q, qa, p, nl, active, na, lp);
+        }
+        for (int it = 0; it < iterations; it++) {
+            for (int t = 0; t < nk; t++) splat_blur(&K[t], qa, lp);
 #pragma omp for schedule(static)
             for (int64_t p = 0; p < n; p++) {
-                for (int l = 0; l < nl; l++) {
-                    const float v = probs[l * n + p];
-                    unary[p * nl + l] = -logf(v < 1e-5f ? 1e-5f : (v > 1.0f ? 1.0f : v));
-                }
-                update_point(unary, NULL, q, qa, p, nl, active, na, lp);
+                for (int64_t l = 0; l < lp; l++) msg[l] = 0.0f;
+                for (int t = 0; t < nk; t++) slice_point(lats[t], p, K[t].slice_w, K[t].result, lp, msg);
+                update_point(unary, msg, q, qa, p, nl, active, na, lp);
             }
-            for (int it = 0; it < iterations; it++) {
-                for (int t = 0; t < nk; t++) splat_blur(&K[t], qa, lp);
-#pragma omp for schedule(static)
-                for (int64_t p = 0; p < n; p++) {
-                    for (int64_t l = 0; l < lp; l++) sc.o[l] = 0.0f;
-                    for (int t = 0; t < nk; t++) slice_point(lats[t], p, K[t].slice_w, K[t].result, lp, sc.o);
-                    update_point(unary, sc.o, q, qa, p, nl, active, na, lp);
-                }
-            }
-#pragma omp for schedule(static)
-            for (int64_t p = 0; p < n; p++)
-                for (int l = 0; l < nl; l++) out[l * n + p] = q[p * nl + l];
         }
-        if (!mine) big_free(sc.o);
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n; p++)
+            for (int l = 0; l < nl; l++) out[l * n + p] = q[p * nl + l];
         PARALLEL_END
-        ok = !failed;
     }
     for (int t = 0; t < ready; t++) kernel_free(&K[t]);
-    big_free(qa), big_free(unary), big_free(q);
+    big_free(qa), big_free(unary), big_free(q), big_free(scratch);
     return ok ? 0 : -1;
 }
