@@ -23,6 +23,7 @@ import torch
 from .atomic import atomic_write
 from .crf import CRFParams
 from .data.lists import Pair
+from .distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
 from .errors import DeepLabError
 from .images import label_image, read_image, read_label, save_png
 from .metrics import ConfusionMeter
@@ -233,41 +234,6 @@ def evaluate_prediction_dir(
         if progress is not None:
             progress(i, len(pairs), time.perf_counter() - start)
     return meter
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    def shard(self, items: Sequence) -> list:
-        """This rank's share: every ``world_size``-th item from ``rank``."""
-        return list(items[self.rank :: self.world_size])
-
-
-def dist_from_env() -> DistInfo:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as ``torchrun`` sets them."""
-    try:
-        return DistInfo(
-            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-        )
-    except ValueError as exc:
-        raise DeepLabError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}") from exc
-
-
-def init_distributed(info: DistInfo, device: str) -> None:
-    """Join the process group: NCCL on CUDA, gloo on CPU."""
-    import torch.distributed as dist
-
-    if info.active and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
 def all_reduce_matrix(matrix: np.ndarray, device: str = "cpu") -> np.ndarray:

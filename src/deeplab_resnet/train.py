@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from .data.datasets import StreamBatchSampler, TrainStream
 from .data.lists import Pair, read_list
 from .data.transforms import TrainTransform, resize_nearest
 from .dataset_info import DatasetInfo, generic_dataset, load_dataset_info
+from .distributed import DistInfo, dist_from_env, init_distributed
 from .errors import DeepLabError
 from .models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
 from .models.msc import MSC
@@ -448,34 +448,20 @@ def summary_grid(x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, mo
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> Distributed:
+def setup_distributed(device: str) -> DistInfo:
     """Join the process group when launched by ``torchrun`` (gloo on CPU, NCCL on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    info = dist_from_env()
+    init_distributed(info, device)
+    return info
 
 
-def resolve_device(name: str, ddp: Distributed) -> str:
+def resolve_device(name: str, ddp: DistInfo) -> str:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeepLabError(f"--device {name}: CUDA is not available on this machine")
-        if ddp.world > 1:
+        if ddp.world_size > 1:
             name = f"cuda:{ddp.local_rank}"
     return name
 
@@ -511,8 +497,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
         runtime = {k: v for k, v in cfg.to_dict().items() if k in RUNTIME_KEYS}
         cfg = TrainConfig(**{**saved, **runtime})
         log(f"resuming from {path} at step {state['step']}")
-    if cfg.batch_size % ddp.world:
-        raise DeepLabError(f"--batch-size {cfg.batch_size} (global) is not divisible by {ddp.world} processes")
+    if cfg.batch_size % ddp.world_size:
+        raise DeepLabError(f"--batch-size {cfg.batch_size} (global) is not divisible by {ddp.world_size} processes")
     for name in ("num_steps", "batch_size", "grad_update_every"):
         if getattr(cfg, name) < 1:
             raise DeepLabError(f"--{name.replace('_', '-')} must be at least 1")
@@ -562,7 +548,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
     )  # fmt: skip
     stream = TrainStream(pairs, transform, cfg.random_seed)
     sampler = StreamBatchSampler(
-        cfg.batch_size, cfg.grad_update_every, start, cfg.num_steps, ddp.rank, ddp.world
+        cfg.batch_size, cfg.grad_update_every, start, cfg.num_steps, ddp.rank, ddp.world_size
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         stream, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.startswith("cuda"),
@@ -572,7 +558,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
 
     # The network as trained: multi-scale wrapper, then DDP around it (one forward per backward).
     net: nn.Module = MSC(model, cfg.msc_scales) if cfg.msc else model
-    if ddp.world > 1:
+    if ddp.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[ddp.local_rank] if device.startswith("cuda") else None
         )
@@ -586,7 +572,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
             f"training {model.architecture['name']} (blocks {model.architecture['blocks']}, width "
             f"{model.architecture['width']}; {model_info.get('how', 'resumed')}), {num_classes} classes, "
             f"ignore {ignore_label}, {len(pairs)} images, batch {cfg.batch_size} x {cfg.grad_update_every}, "
-            f"crop {cfg.crop_size}, steps {start}..{cfg.num_steps}, device {device}, {ddp.world} process(es)"
+            f"crop {cfg.crop_size}, steps {start}..{cfg.num_steps}, device {device}, {ddp.world_size} process(es)"
         )
     monitor = Monitor(cfg, run_dir, start, ddp.main)
     val_pairs = read_list(cfg.val_data_dir or cfg.data_dir, cfg.val_list) if cfg.val_list and ddp.main else None
@@ -622,17 +608,19 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 last = micro == cfg.grad_update_every - 1
-                sync = contextlib.nullcontext() if (last or ddp.world == 1) else net.no_sync()  # type: ignore[operator]
+                sync = contextlib.nullcontext() if (last or ddp.world_size == 1) else net.no_sync()  # type: ignore[operator]
                 with sync:
                     with amp:
                         out = net(x)
                     outputs = out if isinstance(out, list) else [out]
-                    loss, _ = seg_loss(outputs, labels, num_classes, ignore_label, world=ddp.world, upsample=upsample)
+                    loss, _ = seg_loss(
+                        outputs, labels, num_classes, ignore_label, world=ddp.world_size, upsample=upsample
+                    )
                     (loss / cfg.grad_update_every).backward()
                 loss_total += loss.detach().double().cpu() / cfg.grad_update_every
-            if ddp.world > 1:  # every process must agree to stop on a bad loss
+            if ddp.world_size > 1:  # every process must agree to stop on a bad loss
                 dist.all_reduce(loss_total)
-                loss_total /= ddp.world
+                loss_total /= ddp.world_size
             loss_value = float(loss_total)
             if not math.isfinite(loss_value):
                 kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
@@ -669,7 +657,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
 
         save_weights(model.cpu(), final, source=f"deeplab train ({cfg.num_steps} steps)")
         log(f"done: final weights in {final}")
-    if ddp.world > 1:
+    if ddp.world_size > 1:
         dist.barrier()
     return final
 
