@@ -59,6 +59,19 @@ def test_filter_equals_dict_based_reference(d):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("d", [2, 5])
+def test_one_column_filter_is_the_general_filter(d):
+    """One column (the normalisation) has its own plain-float path: the same numbers, bit for bit,
+    as that column filtered among others, and the dict-based reference's."""
+    f = _random_features(d, 700, seed=10 + d)
+    v = np.random.default_rng(d).random((700, 9)).astype(np.float32)
+    lat = native.NativeLattice(f, threads=2)
+    wide = lat.filter(v)
+    for c in (0, 4, 8):
+        np.testing.assert_array_equal(lat.filter(v[:, c].copy()), wide[:, c])
+    np.testing.assert_allclose(lat.filter(v[:, 0].copy()), _reference_filter(torch.from_numpy(f), v)[:, 0], rtol=1e-5)
+
+
 def test_filter_on_a_real_image_equals_torch(voc_fixture):
     img, _ = _pair(voc_fixture, NAMES[0])
     h, w, _ = img.shape

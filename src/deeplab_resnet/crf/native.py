@@ -14,7 +14,6 @@ lattice instead (slower on CPU, the same results up to rounding; a warning says 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -24,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 
@@ -234,10 +232,8 @@ class NativeLattice:
         if not handle:
             raise MemoryError(f"could not build a lattice of {self.num_points} points in {self.dim}-D (out of memory?)")
         self.handle = ctypes.c_void_p(handle)
+        # read-only once built: filter and mean_field may use it from several threads at once
         self.num_vertices = int(lib.dcrf_lattice_vertices(self.handle))
-        # filter and mean_field use a workspace inside the lattice: hold this lock to share one
-        # lattice between threads (filter takes it itself)
-        self.lock = threading.RLock()
 
     def __del__(self) -> None:
         handle = getattr(self, "handle", None)
@@ -262,10 +258,9 @@ class NativeLattice:
             raise ValueError(f"values must be P or P x C with P = {self.num_points} and C >= 1, got {v.shape}")
         flat = v.reshape(self.num_points, -1)
         out = np.empty_like(flat)
-        with self.lock:
-            rc = self._lib.dcrf_lattice_filter(
-                self.handle, _ptr(flat, _f32), _ptr(out, _f32), flat.shape[1], _threads(threads)
-            )
+        rc = self._lib.dcrf_lattice_filter(
+            self.handle, _ptr(flat, _f32), _ptr(out, _f32), flat.shape[1], _threads(threads)
+        )
         if rc:
             raise MemoryError("out of memory while filtering")
         return out.reshape(v.shape)
@@ -284,7 +279,7 @@ def mean_field(
     ``iterations`` times ``Q = softmax(-U + sum_k w_k n_k K_k(n_k Q))``.
 
     Args:
-        lattices: the kernels' lattices (same points, distinct objects).
+        lattices: the kernels' lattices (over the same points).
         norms: per kernel, the per-point normalisation ``n_k`` (length ``P``).
         weights: per kernel, the Potts weight ``w_k``.
         probs: ``L x P`` float32 class probabilities (label-major, like a ``C x H x W`` output).
@@ -306,8 +301,6 @@ def mean_field(
         raise ValueError("mean_field needs one norm and one weight per lattice")
     if any(lat.num_points != n for lat in lattices) or not 0 < len(lattices) <= 8:
         raise ValueError("mean_field needs 1 to 8 lattices over the probabilities' points")
-    if len({id(lat) for lat in lattices}) != len(lattices):
-        raise ValueError("mean_field needs distinct lattices (each holds its own workspace)")
     nrm = [np.ascontiguousarray(x, dtype=np.float32).reshape(n) for x in norms]
     act = None if active is None else np.ascontiguousarray(active, dtype=np.int32).reshape(-1)
     if act is not None and (act.size == 0 or act.min() < 0 or act.max() >= nl or np.unique(act).size != act.size):
@@ -316,23 +309,20 @@ def mean_field(
     handles = (ctypes.c_void_p * len(lattices))(*[lat.handle.value for lat in lattices])
     norm_ptrs = (_f32 * len(nrm))(*[_ptr(x, _f32) for x in nrm])
     w = np.asarray(weights, dtype=np.float32)
-    with contextlib.ExitStack() as held:  # each lattice's workspace is used: one call at a time
-        for lat in sorted(lattices, key=id):
-            held.enter_context(lat.lock)
-        rc = lib.dcrf_meanfield(
-            len(lattices),
-            handles,
-            norm_ptrs,
-            _ptr(w, _f32),
-            _ptr(pr, _f32),
-            _ptr(out, _f32),
-            n,
-            nl,
-            None if act is None else _ptr(act, _i32),
-            nl if act is None else act.size,
-            int(iterations),
-            _threads(threads),
-        )
+    rc = lib.dcrf_meanfield(
+        len(lattices),
+        handles,
+        norm_ptrs,
+        _ptr(w, _f32),
+        _ptr(pr, _f32),
+        _ptr(out, _f32),
+        n,
+        nl,
+        None if act is None else _ptr(act, _i32),
+        nl if act is None else act.size,
+        int(iterations),
+        _threads(threads),
+    )
     if rc:
         raise MemoryError("out of memory in mean-field inference")
     return out

@@ -40,17 +40,23 @@ def _gain_lower_bound(lattice: native.NativeLattice, k1_min: float, weight: floa
     return abs(weight) * alpha / ((d + 1) * (k1_min + 1e-20))
 
 
-def _normalised(lattice: native.NativeLattice, weight: float) -> tuple[np.ndarray, float]:
-    """The normalisation and the exact gain (see :func:`_norm`, :func:`_gain`)."""
-    norm, _ = _norm(lattice)
-    return norm, _gain(lattice, norm, weight)
+# A cached position lattice holds ~16 MB for a 500x375 image (the tables a filtering needs are taken
+# per call); a dataset has a handful of sizes (VOC: mostly 500x375 and 375x500).
+POSITION_CACHE_SIZES = 8
 
 
-@functools.lru_cache(maxsize=4)
-def _gaussian(height: int, width: int, sxy: float, weight: float) -> tuple[native.NativeLattice, np.ndarray, float]:
-    """The position kernel, built once per image size (VOC is mostly 500x375 and 375x500)."""
+@functools.lru_cache(maxsize=POSITION_CACHE_SIZES)
+def _gaussian(height: int, width: int, sxy: float) -> tuple[native.NativeLattice, np.ndarray, float]:
+    """The position kernel's lattice, normalisation and ``min K 1``, built once per image size."""
     lattice = native.NativeLattice(permutohedral.image_features(height, width, sxy).numpy())
-    return (lattice, *_normalised(lattice, weight))
+    return (lattice, *_norm(lattice))
+
+
+@functools.lru_cache(maxsize=POSITION_CACHE_SIZES)
+def _gaussian_gain(height: int, width: int, sxy: float) -> float:
+    """:func:`_gain` of the position kernel for weight 1 (a second filtering: only when pruning may apply)."""
+    lattice, norm, _ = _gaussian(height, width, sxy)
+    return _gain(lattice, norm, 1.0)
 
 
 def run(image: np.ndarray, probs: np.ndarray, params, *, prune: bool = True) -> np.ndarray:
@@ -70,19 +76,22 @@ def run(image: np.ndarray, probs: np.ndarray, params, *, prune: bool = True) -> 
     if params.iterations == 0:  # softmax(-U) is the clipped input renormalised
         clipped = np.clip(flat, UNARY_CLIP, 1.0)
         return (clipped / clipped.sum(axis=0)).reshape(classes, height, width)
-    gauss, norm_g, gain_g = _gaussian(height, width, float(params.pos_xy), float(params.pos_w))
+    size = (height, width, float(params.pos_xy))
+    gauss, norm_g, k1_min_g = _gaussian(*size)
     rgb = torch.from_numpy(np.ascontiguousarray(image))[None]
     features = permutohedral.image_features(height, width, params.bi_xy, rgb, params.bi_rgb).numpy()
     bilateral = native.NativeLattice(features)
-    norm_b, k1_min = _norm(bilateral)
+    norm_b, k1_min_b = _norm(bilateral)
     active = None
     if prune and params.pos_w >= 0 and params.bi_w >= 0:
         # softmax(-U) = clip(p) / sum(clip(p)) <= clip(p), as the clipped sum is >= 1: the bound on
         # each label's largest initial probability needs no normalisation pass
         q0_bound = np.maximum(flat.max(axis=1), UNARY_CLIP)
-        # the exact gain costs a second filtering: only when a label might be pruned with it
-        lower = gain_g + _gain_lower_bound(bilateral, k1_min, float(params.bi_w))
+        # the exact gains cost a second filtering: only when a label might be pruned with them
+        lower = _gain_lower_bound(gauss, k1_min_g, float(params.pos_w))
+        lower += _gain_lower_bound(bilateral, k1_min_b, float(params.bi_w))
         if (q0_bound * lower * math.exp(PRUNE_ENERGY) <= PRUNE_ENERGY).any():
+            gain_g = _gaussian_gain(*size) * abs(float(params.pos_w))
             gain_b = _gain(bilateral, norm_b, float(params.bi_w))
             picked = labels_worth_filtering(torch.from_numpy(q0_bound), gain_g + gain_b)
             active = None if picked is None else picked.numpy()
