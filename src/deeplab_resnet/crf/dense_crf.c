@@ -35,6 +35,10 @@
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
+#include <unistd.h> /* sysconf */
+#ifdef __AVX__
+#include <immintrin.h> /* non-temporal stores */
+#endif
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 /* Denormals flushed to zero (and read as zero) inside our parallel regions: probabilities of absent
@@ -684,6 +688,35 @@ static inline v8f load8(const float *p) {
 
 static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 
+static inline void stream8(float *p, v8f v) { /* a non-temporal store (p 32-byte aligned) */
+#ifdef __AVX__
+    _mm256_stream_ps(p, (__m256)v);
+#else
+    store8(p, v);
+#endif
+}
+
+static inline void stream_fence(void) { /* make this thread's non-temporal stores visible */
+#ifdef __AVX__
+    _mm_sfence();
+#endif
+}
+
+/* Blur tables larger than half the last-level cache cannot stay in it from one pass to the next:
+   they are written with non-temporal stores, which skip reading every destination line first
+   (measured: the blur of a 30 MB table 15-20% faster; of an 11 MB one, slower). */
+static int64_t stream_threshold(void) {
+    static int64_t bytes = 0;
+    if (!bytes) {
+        long l3 = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+        l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+        bytes = l3 > 0 ? (int64_t)l3 / 2 : (int64_t)16 << 20; /* benign race: every thread writes the same */
+    }
+    return bytes;
+}
+
 
 static inline void prefetch_row(const float *t, int64_t r, int64_t lp) {
     for (int64_t l = 0; l < lp; l += 16) __builtin_prefetch(t + r * lp + l);
@@ -739,7 +772,8 @@ static float *blur(const lattice_t *L, float *a, float *b, int64_t lp) {
     for (int j = 0; j <= L->d; j++) {
         const int32_t *restrict nb = L->nb + j * m * 2;
         if (lp % CW == 0) {
-#pragma omp for schedule(static)
+            const int stream = (m + 1) * lp * (int64_t)sizeof(float) > stream_threshold() && !((uintptr_t)dst % 32);
+#pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < m; i++) {
                 if (i + PREFETCH_BLUR < m) {
                     prefetch_row(src, nb[2 * (i + PREFETCH_BLUR)], lp);
@@ -748,9 +782,16 @@ static float *blur(const lattice_t *L, float *a, float *b, int64_t lp) {
                 const float *s = src + (i + 1) * lp, *s1 = src + (int64_t)nb[2 * i] * lp;
                 const float *s2 = src + (int64_t)nb[2 * i + 1] * lp;
                 float *o = dst + (i + 1) * lp;
-                for (int64_t c = 0; c < blocks; c++)
-                    store8(o + c * CW, load8(s + c * CW) + 0.5f * (load8(s1 + c * CW) + load8(s2 + c * CW)));
+                for (int64_t c = 0; c < blocks; c++) {
+                    const v8f r = load8(s + c * CW) + 0.5f * (load8(s1 + c * CW) + load8(s2 + c * CW));
+                    if (stream)
+                        stream8(o + c * CW, r);
+                    else
+                        store8(o + c * CW, r);
+                }
             }
+            if (stream) stream_fence();
+#pragma omp barrier
         } else {
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < m; i++) {
