@@ -388,9 +388,13 @@ static int build_generic(lattice_t *L, const int32_t *rem, const uint8_t *rank, 
 #define EMPTY_KEY UINT64_MAX
 
 typedef struct {
+    uint64_t key; /* EMPTY_KEY when free */
+    int64_t id;   /* key and id in one 16-byte slot: a look-up reads one cache line */
+} slot_t;
+
+typedef struct {
     int64_t cap, m, keycap;
-    uint64_t *slot_key;
-    int32_t *slot_id;
+    slot_t *slot;
     uint64_t *keys; /* by id */
 } phash_t;
 
@@ -404,29 +408,25 @@ static inline uint64_t mix64(uint64_t x) {
 }
 
 static int phash_rehash(phash_t *h, int64_t cap) {
-    uint64_t *sk = big_alloc((size_t)cap * sizeof(uint64_t));
-    int32_t *si = big_alloc((size_t)cap * sizeof(int32_t));
-    if (!sk || !si) {
-        big_free(sk), big_free(si);
-        return -1;
-    }
-    memset(sk, 0xff, (size_t)cap * sizeof(uint64_t));
+    slot_t *slot = big_alloc((size_t)cap * sizeof(slot_t));
+    if (!slot) return -1;
+    for (int64_t i = 0; i < cap; i++) slot[i].key = EMPTY_KEY;
     for (int64_t e = 0; e < h->m; e++) {
         uint64_t i = mix64(h->keys[e]) & (uint64_t)(cap - 1);
-        while (sk[i] != EMPTY_KEY) i = (i + 1) & (uint64_t)(cap - 1);
-        sk[i] = h->keys[e];
-        si[i] = (int32_t)e;
+        while (slot[i].key != EMPTY_KEY) i = (i + 1) & (uint64_t)(cap - 1);
+        slot[i].key = h->keys[e];
+        slot[i].id = e;
     }
-    big_free(h->slot_key), big_free(h->slot_id);
-    h->slot_key = sk, h->slot_id = si, h->cap = cap;
+    big_free(h->slot);
+    h->slot = slot, h->cap = cap;
     return 0;
 }
 
 static inline int32_t phash_lookup(const phash_t *h, uint64_t key) {
     const uint64_t mask = (uint64_t)(h->cap - 1);
     for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
-        const uint64_t sk = h->slot_key[i];
-        if (sk == key) return h->slot_id[i];
+        const uint64_t sk = h->slot[i].key;
+        if (sk == key) return (int32_t)h->slot[i].id;
         if (sk == EMPTY_KEY) return -1;
     }
 }
@@ -435,8 +435,8 @@ static int32_t phash_insert(phash_t *h, uint64_t key) {
     const uint64_t mask = (uint64_t)(h->cap - 1);
     uint64_t i = mix64(key) & mask;
     for (;; i = (i + 1) & mask) {
-        const uint64_t sk = h->slot_key[i];
-        if (sk == key) return h->slot_id[i];
+        const uint64_t sk = h->slot[i].key;
+        if (sk == key) return (int32_t)h->slot[i].id;
         if (sk == EMPTY_KEY) break;
     }
     if (h->m == h->keycap) {
@@ -447,8 +447,8 @@ static int32_t phash_insert(phash_t *h, uint64_t key) {
         h->keys = k, h->keycap *= 2;
     }
     h->keys[h->m] = key;
-    h->slot_key[i] = key;
-    h->slot_id[i] = (int32_t)h->m;
+    h->slot[i].key = key;
+    h->slot[i].id = h->m;
     if (2 * ++h->m > h->cap && phash_rehash(h, 2 * h->cap)) return -1;
     return (int32_t)(h->m - 1);
 }
@@ -467,7 +467,7 @@ static int phash_init(phash_t *h, int64_t points) {
     return 0;
 }
 
-static void phash_free(phash_t *h) { big_free(h->slot_key), big_free(h->slot_id), big_free(h->keys); }
+static void phash_free(phash_t *h) { big_free(h->slot), big_free(h->keys); }
 
 /* Insert the keys of points [p0, p1) into h in order (ids: first touch), writing their ids. */
 static int insert_points(phash_t *h, const uint64_t *keys, int64_t p0, int64_t p1, int k, int32_t *vertex) {
@@ -521,7 +521,7 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int t = 0; t < parts; t++) {
         const int64_t p0 = n * t / parts, p1 = n * (t + 1) / parts;
-        status[t] = phash_init(&part[t], p1 - p0);
+        status[t] = phash_init(&part[t], t ? p1 - p0 : n); /* the first takes in the others' keys */
         if (!status[t]) status[t] = insert_points(&part[t], keys, p0, p1, k, L->vertex);
     }
     int ok = 1;
@@ -555,7 +555,7 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
         for (int64_t i = 0; i < m; i++) {
             if (i + PREFETCH_KEYS < m)
                 for (int j = 0; j <= d; j++)
-                    __builtin_prefetch(h.slot_key + (mix64(h.keys[i + PREFETCH_KEYS] + shift[j]) & (uint64_t)(h.cap - 1)));
+                    __builtin_prefetch(h.slot + (mix64(h.keys[i + PREFETCH_KEYS] + shift[j]) & (uint64_t)(h.cap - 1)));
             for (int j = 0; j <= d; j++) {
                 const int32_t u = phash_lookup(&h, h.keys[i] + shift[j]);
                 L->nb[(j * m + i) * 2 + 0] = u + 1;
@@ -567,23 +567,55 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
     return L->nb ? 0 : -1;
 }
 
-static int build_runs(lattice_t *L) {
+/* Each vertex's (point, corner) entries in increasing order, as runs: a counting sort, on all threads
+   (thread t counts and places its share of the entries after those of threads < t). */
+static int build_runs(lattice_t *L, int nthreads) {
     const int64_t total = L->n * (L->d + 1), m = L->m;
+    const int parts = nthreads < 1 ? 1 : (nthreads > 16 ? 16 : nthreads);
     L->run = big_alloc((size_t)(m + 1) * sizeof(int64_t));
     L->entry = big_alloc((size_t)total * sizeof(int32_t));
     L->point = big_alloc((size_t)total * sizeof(int32_t));
-    int64_t *cursor = big_alloc((size_t)m * sizeof(int64_t));
-    if (!L->run || !L->entry || !L->point || !cursor) {
-        big_free(cursor);
+    int32_t *count = big_alloc((size_t)(parts * m) * sizeof(int32_t)); /* per part and vertex */
+    if (!L->run || !L->entry || !L->point || !count) {
+        big_free(count);
         return -1;
     }
-    memset(L->run, 0, (size_t)(m + 1) * sizeof(int64_t));
-    for (int64_t e = 0; e < total; e++) L->run[L->vertex[e] + 1]++;
-    for (int64_t v = 0; v < m; v++) L->run[v + 1] += L->run[v];
-    memcpy(cursor, L->run, (size_t)m * sizeof(int64_t));
-    for (int64_t e = 0; e < total; e++) L->entry[cursor[L->vertex[e]]++] = (int32_t)e;
-    for (int64_t e = 0; e < total; e++) L->point[e] = L->entry[e] / (L->d + 1);
-    big_free(cursor);
+    memset(count, 0, (size_t)(parts * m) * sizeof(int32_t));
+#pragma omp parallel num_threads(parts)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        const int64_t e0 = total * t / nt, e1 = total * (t + 1) / nt;
+        int32_t *mine = count + (int64_t)t * m;
+        for (int64_t e = e0; e < e1; e++) mine[L->vertex[e]]++;
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t v = 0; v < m; v++) { /* counts -> each part's offset inside the vertex's run */
+            int32_t offset = 0;
+            for (int u = 0; u < nt; u++) {
+                const int32_t c = count[(int64_t)u * m + v];
+                count[(int64_t)u * m + v] = offset;
+                offset += c;
+            }
+            L->run[v + 1] = offset;
+        }
+#pragma omp single
+        {
+            L->run[0] = 0;
+            for (int64_t v = 0; v < m; v++) L->run[v + 1] += L->run[v];
+        }
+        for (int64_t e = e0; e < e1; e++) {
+            const int32_t v = L->vertex[e];
+            L->entry[L->run[v] + mine[v]++] = (int32_t)e;
+        }
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t e = 0; e < total; e++) L->point[e] = L->entry[e] / (L->d + 1);
+    }
+    big_free(count);
     return 0;
 }
 
@@ -659,7 +691,7 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
     }
     if (!bad) bad = fits ? build_packed(L, rem, rank, image, lo, stride, nthreads) : build_generic(L, rem, rank, image, nthreads);
     big_free(rem), big_free(rank);
-    if (bad || build_runs(L)) {
+    if (bad || build_runs(L, nthreads)) {
         dcrf_lattice_free(L);
         return NULL;
     }
