@@ -487,8 +487,69 @@ static int insert_points(phash_t *h, const uint64_t *keys, int64_t p0, int64_t p
     return 0;
 }
 
+/* Number the keys in first-touch order with a table indexed by the key itself (small key spaces:
+   the position kernel's grid). Fills L->vertex and h->keys / h->m (no slots); returns the table. */
+static int32_t *number_direct(lattice_t *L, const uint64_t *keys, int64_t space, phash_t *h) {
+    const int64_t total = L->n * (L->d + 1);
+    int32_t *table = big_alloc((size_t)space * sizeof(int32_t));
+    memset(h, 0, sizeof *h);
+    h->keys = big_alloc((size_t)total * sizeof(uint64_t)); /* at most one vertex per entry */
+    if (!table || !h->keys) {
+        big_free(table), big_free(h->keys);
+        h->keys = NULL;
+        return NULL;
+    }
+    memset(table, 0xff, (size_t)space * sizeof(int32_t));
+    for (int64_t e = 0; e < total; e++) {
+        int32_t id = table[keys[e]];
+        if (id < 0) {
+            id = table[keys[e]] = (int32_t)h->m;
+            h->keys[h->m++] = keys[e];
+        }
+        L->vertex[e] = id;
+    }
+    return table;
+}
+
+/* Number the keys in first-touch order with hash tables: each of T threads numbers the vertices of
+   its share of the points in its own table; then the tables are merged in order (table t's new keys
+   after those of tables < t), which numbers all vertices in the order points first touch them, as
+   one table filled point by point would. Returns 0, or -1 when out of memory. */
+static int number_hashed(lattice_t *L, const uint64_t *keys, phash_t *h, int nthreads) {
+    const int k = L->d + 1;
+    const int64_t n = L->n;
+    enum { MAX_PARTS = 16 };
+    int parts = nthreads < 1 ? 1 : (nthreads > MAX_PARTS ? MAX_PARTS : nthreads);
+    if (n < 8192 * (int64_t)parts) parts = 1;
+    phash_t part[MAX_PARTS];
+    int status[MAX_PARTS];
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int t = 0; t < parts; t++) {
+        const int64_t p0 = n * t / parts, p1 = n * (t + 1) / parts;
+        status[t] = phash_init(&part[t], t ? p1 - p0 : n); /* the first takes in the others' keys */
+        if (!status[t]) status[t] = insert_points(&part[t], keys, p0, p1, k, L->vertex);
+    }
+    int ok = 1;
+    for (int t = 0; t < parts; t++) ok = ok && !status[t];
+    *h = part[0];
+    for (int t = 1; t < parts; t++) {
+        int32_t *map = ok ? malloc((size_t)(part[t].m + 1) * sizeof(int32_t)) : NULL;
+        for (int64_t id = 0; map && ok && id < part[t].m; id++)
+            if ((map[id] = phash_insert(h, part[t].keys[id])) < 0) ok = 0;
+        if (!map) ok = 0;
+        if (ok) {
+            const int64_t e0 = n * t / parts * k, e1 = n * (t + 1) / parts * k;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+            for (int64_t e = e0; e < e1; e++) L->vertex[e] = map[L->vertex[e]];
+        }
+        free(map);
+        phash_free(&part[t]); /* safe after a failed init: its arrays are NULL */
+    }
+    return ok ? 0 : -1;
+}
+
 static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, const int32_t *image, const int64_t *lo,
-                        const int64_t *stride, int nthreads) {
+                        const int64_t *stride, int64_t space, int nthreads) {
     const int d = L->d, k = d + 1;
     const int64_t n = L->n;
     int64_t all = 0; /* sum of the coordinate strides */
@@ -510,36 +571,12 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
             keys[p * k + r] = (uint64_t)(base + r * all - (int64_t)(d + 1) * top);
         }
     }
-    /* Each of T threads numbers the vertices of its share of the points in its own table; then the
-       tables are merged in order (table t's new keys after those of tables < t), which numbers all
-       vertices in the order points first touch them, as one table filled point by point would. */
-    enum { MAX_PARTS = 16 };
-    int parts = nthreads < 1 ? 1 : (nthreads > MAX_PARTS ? MAX_PARTS : nthreads);
-    if (n < 8192 * (int64_t)parts) parts = 1;
-    phash_t part[MAX_PARTS];
-    int status[MAX_PARTS];
-#pragma omp parallel for num_threads(parts) schedule(static, 1)
-    for (int t = 0; t < parts; t++) {
-        const int64_t p0 = n * t / parts, p1 = n * (t + 1) / parts;
-        status[t] = phash_init(&part[t], t ? p1 - p0 : n); /* the first takes in the others' keys */
-        if (!status[t]) status[t] = insert_points(&part[t], keys, p0, p1, k, L->vertex);
-    }
-    int ok = 1;
-    for (int t = 0; t < parts; t++) ok = ok && !status[t];
-    phash_t h = part[0];
-    for (int t = 1; t < parts; t++) {
-        int32_t *map = ok ? malloc((size_t)(part[t].m + 1) * sizeof(int32_t)) : NULL;
-        for (int64_t id = 0; map && ok && id < part[t].m; id++)
-            if ((map[id] = phash_insert(&h, part[t].keys[id])) < 0) ok = 0;
-        if (!map) ok = 0;
-        if (ok) {
-            const int64_t e0 = n * t / parts * k, e1 = n * (t + 1) / parts * k;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-            for (int64_t e = e0; e < e1; e++) L->vertex[e] = map[L->vertex[e]];
-        }
-        free(map);
-        phash_free(&part[t]); /* safe after a failed init: its arrays are NULL */
-    }
+    /* a key space a few times the entries: direct addressing (one array access per key, and keys
+       that differ by a blur step sit close together) */
+    const int direct = space <= 4 * n * k + ((int64_t)1 << 20);
+    phash_t h;
+    int32_t *table = direct ? number_direct(L, keys, space, &h) : NULL;
+    int ok = direct ? table != NULL : !number_hashed(L, keys, &h, nthreads);
     big_free(keys);
     const int64_t m = L->m = h.m;
     L->nb = ok ? big_alloc((size_t)(k * m * 2) * sizeof(int32_t)) : NULL;
@@ -553,17 +590,18 @@ static int build_packed(lattice_t *L, const int32_t *rem, const uint8_t *rank, c
             for (int j = 0; j <= d; j++) L->nb[(j * m + i) * 2 + 1] = 0;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
         for (int64_t i = 0; i < m; i++) {
-            if (i + PREFETCH_KEYS < m)
+            if (!direct && i + PREFETCH_KEYS < m)
                 for (int j = 0; j <= d; j++)
                     __builtin_prefetch(h.slot + (mix64(h.keys[i + PREFETCH_KEYS] + shift[j]) & (uint64_t)(h.cap - 1)));
             for (int j = 0; j <= d; j++) {
-                const int32_t u = phash_lookup(&h, h.keys[i] + shift[j]);
+                const int32_t u = direct ? table[h.keys[i] + shift[j]] : phash_lookup(&h, h.keys[i] + shift[j]);
                 L->nb[(j * m + i) * 2 + 0] = u + 1;
                 if (u >= 0) L->nb[(j * m + u) * 2 + 1] = (int32_t)i + 1;
             }
         }
     }
     phash_free(&h);
+    big_free(table);
     return L->nb ? 0 : -1;
 }
 
@@ -664,7 +702,7 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
         bad = invalid; /* the caller checks the features first; this only keeps memory safe */
     }
     /* Mixed-radix strides when keys (and their blur neighbours, 2(d+1) further) fit in 62 bits. */
-    int64_t lo[16], stride[16];
+    int64_t lo[16], stride[16], space = 0; /* space: the number of possible packed keys */
     int fits = packed;
     if (!bad && fits) {
         int64_t hi[16], span[16], prod = 1;
@@ -686,10 +724,11 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
             stride[i] = prod;
             if (prod > ((int64_t)1 << 62) / span[i]) fits = 0;
             else prod *= span[i];
+            space = prod;
         }
         for (int64_t p = 0; image && p < n; p++) fits = fits && image[p] >= 0;
     }
-    if (!bad) bad = fits ? build_packed(L, rem, rank, image, lo, stride, nthreads) : build_generic(L, rem, rank, image, nthreads);
+    if (!bad) bad = fits ? build_packed(L, rem, rank, image, lo, stride, space, nthreads) : build_generic(L, rem, rank, image, nthreads);
     big_free(rem), big_free(rank);
     if (bad || build_runs(L, nthreads)) {
         dcrf_lattice_free(L);
