@@ -135,16 +135,20 @@ static void *big_alloc(size_t bytes) {
         return blocks[best].p;
     }
     pthread_mutex_unlock(&blocks_lock);
+    /* A new block gets 25% headroom (address space only: pages are backed when first written), so
+       that the next, slightly larger image reuses it: touching memory for the first time costs up to
+       2 ms per MB in a virtual machine (measured: 66 MB of new blocks made an image 50% slower). */
+    const size_t size = rounded > SIZE_MAX / 2 ? rounded : rounded + (rounded / 4 + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     void *p = NULL;
-    if (posix_memalign(&p, HUGE_PAGE, rounded)) return NULL;
+    if (posix_memalign(&p, HUGE_PAGE, size)) return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, rounded, MADV_HUGEPAGE);
+    madvise(p, size, MADV_HUGEPAGE);
 #endif
     pthread_mutex_lock(&blocks_lock);
     if (empty < 0 || blocks[empty].p) /* the slot was taken meanwhile: look again */
         for (empty = 0; empty < CACHE_SLOTS && blocks[empty].p; empty++) {
         }
-    if (empty < CACHE_SLOTS) blocks[empty].p = p, blocks[empty].size = rounded, blocks[empty].used = 1;
+    if (empty < CACHE_SLOTS) blocks[empty].p = p, blocks[empty].size = size, blocks[empty].used = 1;
     pthread_mutex_unlock(&blocks_lock);
     return p; /* untracked when the table is full: big_free frees it */
 }
