@@ -2,7 +2,8 @@
 
 - Its lattice is the torch lattice (``crf/permutohedral.py``, itself checked against a dict-based
   splat/blur/slice and a brute-force Gaussian in ``test_permutohedral.py``) vertex for vertex:
-  the same vertex ids, neighbours and weights, through the packed-key and the generic paths, with
+  the same vertex ids, neighbours and weights, through the packed-key paths (a table indexed by
+  the key for small key spaces, d <= 3 here; hash tables for d = 5) and the generic path, with
   and without several images in one lattice; its filter equals the dict-based reference.
 - Its mean-field equals the torch-ops mean-field (and pydensecrf: ``test_crf_torch.py`` runs the
   agreement tests for both kernels); it does not depend on the number of threads (bit for bit);
@@ -109,6 +110,32 @@ def test_result_does_not_depend_on_thread_count(voc_fixture):
         runs.append(native.mean_field([lat], [norm], [4.0], probs, 5, threads=threads))
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
+
+
+def test_lattices_are_shared_by_threads(voc_fixture):
+    """Lattices are read-only once built (each call takes its own tables): mean-field and filtering
+    on the same two lattices from four Python threads at once give what one call alone gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    img, lab = _pair(voc_fixture, NAMES[1])
+    h, w, _ = img.shape
+    params = PRESETS["deeplab-resnet"]
+    gauss = native.NativeLattice(P.image_features(h, w, params.pos_xy).numpy())
+    bil = native.NativeLattice(P.image_features(h, w, params.bi_xy, torch.from_numpy(img)[None], params.bi_rgb).numpy())
+    norms = [native_backend._norm(lat)[0] for lat in (gauss, bil)]
+    probs = blurred_probs(lab).reshape(21, -1)
+    values = np.random.default_rng(1).random((h * w, 21)).astype(np.float32)
+
+    def both(_):
+        q = native.mean_field([gauss, bil], norms, [3.0, 4.0], probs, 3, threads=1)
+        return q, bil.filter(values, threads=1)
+
+    q_alone, f_alone = both(None)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(both, range(8)))
+    for q, f in results:
+        np.testing.assert_array_equal(q, q_alone)
+        np.testing.assert_array_equal(f, f_alone)
 
 
 def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):

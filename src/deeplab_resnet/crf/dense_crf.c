@@ -10,18 +10,23 @@
  * multiply-add in the elevation would move points across simplex boundaries.
  *
  * Where the time goes and what makes it faster than pydensecrf (BENCHMARKS.md, issue 8):
- * - the lattice build: one-word packed keys, key numbering on all threads, prefetched one-sided
- *   neighbour look-ups (~0.1 s for a VOC image's bilateral lattice; pydensecrf ~0.5 s for both);
- * - the iterations are bound by the latency of reading rows at scattered places: rows hold all
- *   labels (padded to a multiple of 8 for the vector units), rows to be read are prefetched a few
- *   iterations ahead, the arithmetic is vectorised (restrict pointers), and every stage runs in
- *   parallel over vertices or points (splat is a gather: each vertex sums its own run);
+ * - the lattice build: one-word packed keys, numbered through a table indexed by the key when the
+ *   key space is small (the position kernel's grid) and else through hash tables filled on all
+ *   threads (one cache line per look-up), prefetched one-sided neighbour look-ups, runs by a
+ *   parallel counting sort (~60-90 ms for a VOC image's bilateral lattice, ~17 ms for its position
+ *   lattice; pydensecrf ~0.4 s for both);
+ * - the iterations are bound by memory: rows hold all labels (padded to a multiple of 8, whole
+ *   vectors), rows read at scattered places are prefetched ahead, every stage runs in parallel over
+ *   vertices or points (splat is a gather: each vertex sums its own run), and blur tables too large
+ *   for the cache are written with non-temporal stores;
  * - slice, the Potts messages of both kernels, the unary and the softmax are one pass per pixel,
  *   with the pixel's labels held in vector registers (8 labels each) from slice to softmax: written
  *   with scalar loops over a row in memory, this pass took three times as long (40 ms of a 65 ms
- *   iteration on a VOC image);
+ *   iteration on a VOC image); the unary's log is vectorised too;
  * - absent blur neighbours point at a row of zeros: no branches in the blur;
- * - large buffers sit on 2 MB pages and are reused from image to image.
+ * - large buffers sit on 2 MB pages and are reused from image to image (first-touching memory is
+ *   what costs most in a virtual machine), with headroom for the next, slightly larger image.
+ * A built lattice is read-only: several threads may filter with one lattice at once.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <math.h>
