@@ -1167,7 +1167,9 @@ static inline float hsum8(v8f v) {
 
 /* msg[0 .. lp/8) += sum over p's corners of w[corner] * vals[vertex + 1] (rows of lp floats, lp a
    multiple of 8); prefetches the rows of point p + PREFETCH. */
-static inline void slice_add(const lattice_t *L, int64_t p, const float *restrict w, const float *restrict vals,
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void slice_add(const lattice_t *L, int64_t p, const float *restrict w, const float *restrict vals,
                              int64_t lp, v8f *restrict msg) {
     const int k = L->d + 1;
     const int64_t blocks = lp / CW;
@@ -1186,7 +1188,7 @@ static inline void slice_add(const lattice_t *L, int64_t p, const float *restric
  * blocks, NULL for none) holds the active labels' messages. The active labels of Q[p] go to row p
  * of qa (stride lp; its padding stays zero) and, when full is not NULL, all labels to row p of full.
  */
-static inline void update_point(const float *restrict logp, const v8f *restrict message, float *restrict qa,
+INLINE void update_point(const float *restrict logp, const v8f *restrict message, float *restrict qa,
                                 float *restrict full, int64_t p, int64_t lu, const int32_t *active, int na, int64_t lp,
                                 v8f tail) {
     const int64_t blocks = lu / CW;
@@ -1221,6 +1223,17 @@ static inline void update_point(const float *restrict logp, const v8f *restrict 
         for (int64_t b = 0; b < blocks; b++) store8(full + p * lu + b * CW, e[b]);
 }
 
+/* One pixel's mean-field update: both kernels' messages (slice) and the softmax. Called with
+   constant row widths for the usual label counts, so that after inlining a pixel's rows live in
+   vector registers instead of variable-length arrays on the stack. */
+INLINE void pixel_update(int nk, lattice_t *const *lats, const kernel_t *K, const float *logp, float *qa, float *last,
+                         int64_t p, int64_t lu, const int32_t *active, int na, int64_t lp, v8f tail) {
+    v8f msg[lp / CW];
+    for (int64_t b = 0; b < lp / CW; b++) msg[b] = (v8f){0};
+    for (int t = 0; t < nk; t++) slice_add(lats[t], p, K[t].slice_w, K[t].own, lp, msg);
+    update_point(logp, msg, qa, last, p, lu, active, na, lp, tail);
+}
+
 /*
  * Mean-field inference: with the unary U = -log(clip(probs, 1e-5, 1)), Q = softmax(-U), then
  * `iterations` times
@@ -1252,7 +1265,6 @@ int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, co
     for (int l = 0; l < CW; l++) tail[l] = lu - CW + l < nl ? 1.0f : 0.0f;
     if (ok) {
         PARALLEL_BEGIN
-        v8f msg[lp / CW]; /* this thread's message row */
 #pragma omp for schedule(static)
         for (int64_t p0 = 0; p0 < n; p0 += CW) { /* 8 pixels at a time: each label's row is read in order */
             const int64_t count = n - p0 < CW ? n - p0 : CW;
@@ -1276,9 +1288,14 @@ int dcrf_meanfield(int nk, lattice_t *const *lats, const float *const *norms, co
             float *last = it == iterations - 1 && full != qa ? full : NULL;
 #pragma omp for schedule(static)
             for (int64_t p = 0; p < n; p++) {
-                for (int64_t b = 0; b < lp / CW; b++) msg[b] = (v8f){0};
-                for (int t = 0; t < nk; t++) slice_add(lats[t], p, K[t].slice_w, K[t].own, lp, msg);
-                update_point(logp, msg, qa, last, p, lu, active, na, lp, tail);
+                if (!active && lp == 24) /* 17-24 labels (VOC: 21) */
+                    pixel_update(nk, lats, K, logp, qa, last, p, 24, NULL, na, 24, tail);
+                else if (!active && lp == 8)
+                    pixel_update(nk, lats, K, logp, qa, last, p, 8, NULL, na, 8, tail);
+                else if (!active && lp == 16)
+                    pixel_update(nk, lats, K, logp, qa, last, p, 16, NULL, na, 16, tail);
+                else
+                    pixel_update(nk, lats, K, logp, qa, last, p, lu, active, na, lp, tail);
             }
         }
 #pragma omp for schedule(static)
