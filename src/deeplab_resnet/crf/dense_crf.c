@@ -828,6 +828,7 @@ lattice_t *dcrf_lattice_new(const float *feat, int64_t n, int d, const int32_t *
  */
 
 #define PREFETCH 8
+#define INLINE static inline __attribute__((always_inline))
 #define PREFETCH_BLUR 16 /* a blur step is short: more of them in flight */
 
 static inline v8f load8(const float *p) {
@@ -881,6 +882,20 @@ static inline float *thread_row(float *scratch, int64_t lp) {
 #endif
 }
 
+/* vals[v+1][:] = sum over v's run of w * q[point][:] for rows of whole vectors. */
+INLINE void splat_vertex(const lattice_t *L, const int32_t *restrict point, const float *restrict w,
+                         const float *restrict q, int64_t v, int64_t total, int64_t lp, float *restrict vals) {
+    v8f acc[lp / CW];
+    for (int64_t b = 0; b < lp / CW; b++) acc[b] = (v8f){0};
+    for (int64_t e = L->run[v]; e < L->run[v + 1]; e++) {
+        if (e + 2 * PREFETCH < total) prefetch_row(q, point[e + 2 * PREFETCH], lp); /* entries are one array */
+        const float *src = q + (int64_t)point[e] * lp;
+        const float we = w[e];
+        for (int64_t b = 0; b < lp / CW; b++) acc[b] += we * load8(src + b * CW);
+    }
+    for (int64_t b = 0; b < lp / CW; b++) store8(vals + (v + 1) * lp + b * CW, acc[b]);
+}
+
 /* vals[v+1][:] = sum over v's run of w * q[point][:] (q: n x lp float32; row 0 of vals stays zero). */
 static void splat(const lattice_t *L, const int32_t *restrict point, const float *restrict w, const float *restrict q,
                   int64_t lp, float *restrict vals) {
@@ -888,15 +903,14 @@ static void splat(const lattice_t *L, const int32_t *restrict point, const float
     if (lp % CW == 0) { /* rows of whole vectors: the sums stay in registers */
 #pragma omp for schedule(static)
         for (int64_t v = 0; v < m; v++) {
-            v8f acc[blocks];
-            for (int64_t b = 0; b < blocks; b++) acc[b] = (v8f){0};
-            for (int64_t e = L->run[v]; e < L->run[v + 1]; e++) {
-                if (e + 2 * PREFETCH < total) prefetch_row(q, point[e + 2 * PREFETCH], lp); /* entries are one array */
-                const float *src = q + (int64_t)point[e] * lp;
-                const float we = w[e];
-                for (int64_t b = 0; b < blocks; b++) acc[b] += we * load8(src + b * CW);
-            }
-            for (int64_t b = 0; b < blocks; b++) store8(vals + (v + 1) * lp + b * CW, acc[b]);
+            if (blocks == 3) /* constant widths for the usual label counts (see pixel_update) */
+                splat_vertex(L, point, w, q, v, total, 24, vals);
+            else if (blocks == 1)
+                splat_vertex(L, point, w, q, v, total, 8, vals);
+            else if (blocks == 2)
+                splat_vertex(L, point, w, q, v, total, 16, vals);
+            else
+                splat_vertex(L, point, w, q, v, total, lp, vals);
         }
         return;
     }
@@ -1167,8 +1181,6 @@ static inline float hsum8(v8f v) {
 
 /* msg[0 .. lp/8) += sum over p's corners of w[corner] * vals[vertex + 1] (rows of lp floats, lp a
    multiple of 8); prefetches the rows of point p + PREFETCH. */
-#define INLINE static inline __attribute__((always_inline))
-
 INLINE void slice_add(const lattice_t *L, int64_t p, const float *restrict w, const float *restrict vals,
                              int64_t lp, v8f *restrict msg) {
     const int k = L->d + 1;
