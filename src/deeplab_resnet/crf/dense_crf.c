@@ -191,16 +191,22 @@ typedef struct {
     int32_t *keys;  /* m * kdim */
 } hash_t;
 
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
 static uint64_t hash_key(const int32_t *k, int kdim) {
     uint64_t r = 0;
     for (int i = 0; i < kdim; i++) {
         r += (uint64_t)(int64_t)k[i];
         r *= 0x9E3779B97F4A7C15ull;
     }
-    r ^= r >> 33; /* murmur3's finaliser: the table index takes the low bits */
-    r *= 0xff51afd7ed558ccdull;
-    r ^= r >> 33;
-    return r;
+    return mix64(r); /* the table index takes the low bits */
 }
 
 static int hash_rehash(hash_t *h, int64_t cap) {
@@ -475,14 +481,6 @@ typedef struct {
     uint64_t *keys; /* by id */
 } phash_t;
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 static int phash_rehash(phash_t *h, int64_t cap) {
     slot_t *slot = big_alloc((size_t)cap * sizeof(slot_t));
@@ -856,18 +854,23 @@ static inline void stream_fence(void) { /* make this thread's non-temporal store
 /* Blur tables larger than half the last-level cache cannot stay in it from one pass to the next:
    they are written with non-temporal stores, which skip reading every destination line first
    (measured: the blur of a 30 MB table 15-20% faster; of an 11 MB one, slower). */
-static int64_t stream_threshold(void) {
-    static int64_t bytes = 0;
-    if (!bytes) {
-        long l3 = -1;
+static int64_t stream_bytes;
+static pthread_once_t stream_once = PTHREAD_ONCE_INIT;
+
+static void find_stream_bytes(void) {
+    long l3 = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
-        l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
 #endif
-        bytes = l3 > 0 ? (int64_t)l3 / 2 : (int64_t)16 << 20; /* benign race: every thread writes the same */
-    }
-    return bytes;
+    stream_bytes = l3 > 0 ? (int64_t)l3 / 2 : (int64_t)16 << 20;
 }
 
+/* Whether a blur writing (m+1) x lp tables at a and b should use non-temporal stores. */
+static int blur_streams(int64_t m, int64_t lp, const float *a, const float *b) {
+    pthread_once(&stream_once, find_stream_bytes);
+    return lp % CW == 0 && (m + 1) * lp * (int64_t)sizeof(float) > stream_bytes && !((uintptr_t)a % 32) &&
+           !((uintptr_t)b % 32);
+}
 
 static inline void prefetch_row(const float *t, int64_t r, int64_t lp) {
     for (int64_t l = 0; l < lp; l += 16) __builtin_prefetch(t + r * lp + l);
@@ -930,13 +933,12 @@ static void splat(const lattice_t *L, const int32_t *restrict point, const float
 
 /* d + 1 passes of dst[i] = src[i] + (src[n1] + src[n2]) / 2, ping-pong between a and b (each loop's
    barrier orders the passes). Returns the table that holds the result. */
-static float *blur(const lattice_t *L, float *a, float *b, int64_t lp) {
+static float *blur(const lattice_t *L, float *a, float *b, int64_t lp, int stream) {
     const int64_t m = L->m, blocks = lp / CW;
     float *src = a, *dst = b;
     for (int j = 0; j <= L->d; j++) {
         const int32_t *restrict nb = L->nb + j * m * 2;
         if (lp % CW == 0) {
-            const int stream = (m + 1) * lp * (int64_t)sizeof(float) > stream_threshold() && !((uintptr_t)dst % 32);
 #pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < m; i++) {
                 if (i + PREFETCH_BLUR < m) {
@@ -997,6 +999,7 @@ static inline void slice_point(const lattice_t *L, int64_t p, const float *restr
 typedef struct {
     lattice_t *L;
     float *splat_w, *slice_w, *own, *scratch;
+    int stream; /* the blur writes with non-temporal stores */
 } kernel_t;
 
 static void kernel_free(kernel_t *K) {
@@ -1022,6 +1025,7 @@ static int kernel_init(kernel_t *K, lattice_t *L, const float *pre, const float 
         return -1;
     }
     memset(K->own, 0, (size_t)lp * sizeof(float));
+    K->stream = blur_streams(L->m, lp, K->own, scratch);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t e = 0; e < total; e++) {
         const float w = L->bary[L->entry[e]];
@@ -1050,7 +1054,7 @@ static void splat_blur(kernel_t *K, const float *q, int64_t lp) {
     const lattice_t *L = K->L;
     float *first = (L->d + 1) % 2 ? K->scratch : K->own, *second = (L->d + 1) % 2 ? K->own : K->scratch;
     splat(L, L->point, K->splat_w, q, lp, first);
-    blur(L, first, second, lp);
+    blur(L, first, second, lp, K->stream);
 }
 
 /* dcrf_lattice_filter for one column (the normalisation K 1, once per image): the same operations
@@ -1071,7 +1075,7 @@ static int filter_column(const lattice_t *L, const float *in, float *out, int nt
         for (int64_t e = L->run[v]; e < L->run[v + 1]; e++) acc += L->bary[L->entry[e]] * in[L->point[e]];
         a[v + 1] = acc;
     }
-    const float *vals = blur(L, a, b, 1);
+    const float *vals = blur(L, a, b, 1, 0);
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < n; p++) {
         float acc = 0.0f;
