@@ -94,7 +94,7 @@ typedef struct {
    blocks are kept in a small process-wide cache (at most CACHE_BYTES unused) and reused by the
    next image; dcrf_release_memory() gives them back. Every buffer is initialised before use. */
 #define HUGE_PAGE ((size_t)2 << 20)
-#define CACHE_SLOTS 64
+#define CACHE_SLOTS 512 /* 8 cached position lattices, a bilateral one, a mean-field call: ~80 blocks at once */
 #define CACHE_BYTES ((size_t)384 << 20)
 
 static struct {
