@@ -101,7 +101,7 @@ static struct {
     void *p;
     size_t size;
     int used;
-} blocks[CACHE_SLOTS];
+} block_cache[CACHE_SLOTS];
 static pthread_mutex_t blocks_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Give unused cached blocks back until at most `keep` bytes stay unused (call with the lock held). */
@@ -110,13 +110,13 @@ static void trim_cache(size_t keep) {
         size_t unused = 0;
         int largest = -1;
         for (int i = 0; i < CACHE_SLOTS; i++)
-            if (blocks[i].p && !blocks[i].used) {
-                unused += blocks[i].size;
-                if (largest < 0 || blocks[i].size > blocks[largest].size) largest = i;
+            if (block_cache[i].p && !block_cache[i].used) {
+                unused += block_cache[i].size;
+                if (largest < 0 || block_cache[i].size > block_cache[largest].size) largest = i;
             }
         if (unused <= keep || largest < 0) return;
-        free(blocks[largest].p);
-        blocks[largest].p = NULL;
+        free(block_cache[largest].p);
+        block_cache[largest].p = NULL;
     }
 }
 
@@ -127,17 +127,17 @@ static void *big_alloc(size_t bytes) {
     pthread_mutex_lock(&blocks_lock);
     int best = -1, empty = -1;
     for (int i = 0; i < CACHE_SLOTS; i++) {
-        if (!blocks[i].p) {
+        if (!block_cache[i].p) {
             empty = empty < 0 ? i : empty;
-        } else if (!blocks[i].used && blocks[i].size >= rounded && blocks[i].size <= 2 * rounded &&
-                   (best < 0 || blocks[i].size < blocks[best].size)) {
+        } else if (!block_cache[i].used && block_cache[i].size >= rounded && block_cache[i].size <= 2 * rounded &&
+                   (best < 0 || block_cache[i].size < block_cache[best].size)) {
             best = i;
         }
     }
     if (best >= 0) {
-        blocks[best].used = 1;
+        block_cache[best].used = 1;
         pthread_mutex_unlock(&blocks_lock);
-        return blocks[best].p;
+        return block_cache[best].p;
     }
     pthread_mutex_unlock(&blocks_lock);
     /* A new block gets 25% headroom (address space only: pages are backed when first written), so
@@ -150,10 +150,10 @@ static void *big_alloc(size_t bytes) {
     madvise(p, size, MADV_HUGEPAGE);
 #endif
     pthread_mutex_lock(&blocks_lock);
-    if (empty < 0 || blocks[empty].p) /* the slot was taken meanwhile: look again */
-        for (empty = 0; empty < CACHE_SLOTS && blocks[empty].p; empty++) {
+    if (empty < 0 || block_cache[empty].p) /* the slot was taken meanwhile: look again */
+        for (empty = 0; empty < CACHE_SLOTS && block_cache[empty].p; empty++) {
         }
-    if (empty < CACHE_SLOTS) blocks[empty].p = p, blocks[empty].size = size, blocks[empty].used = 1;
+    if (empty < CACHE_SLOTS) block_cache[empty].p = p, block_cache[empty].size = size, block_cache[empty].used = 1;
     pthread_mutex_unlock(&blocks_lock);
     return p; /* untracked when the table is full: big_free frees it */
 }
@@ -163,8 +163,8 @@ static void big_free(void *p) {
     if (!p) return;
     pthread_mutex_lock(&blocks_lock);
     for (int i = 0; i < CACHE_SLOTS; i++)
-        if (blocks[i].p == p) {
-            blocks[i].used = 0;
+        if (block_cache[i].p == p) {
+            block_cache[i].used = 0;
             trim_cache(CACHE_BYTES);
             pthread_mutex_unlock(&blocks_lock);
             return;
