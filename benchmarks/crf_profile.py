@@ -1,7 +1,7 @@
 """Where our dense CRF's time goes on one image, side by side with pydensecrf's setup and inference.
 
 Ours is the C kernel (``crf/native.py``, what ``--crf-backend torch`` runs on CPU): position
-lattice (built per image size, cached), bilateral lattice, normalisation, 10 mean-field
+lattice (built here every repeat; a dataset run caches it per image size), bilateral lattice, normalisation, 10 mean-field
 iterations; and, for comparison, the same iterations as torch ops. Every step runs on the same
 image and probabilities, one after the other, ``--repeats`` times; medians are printed.
 
