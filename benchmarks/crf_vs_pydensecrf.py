@@ -33,8 +33,8 @@ from scipy.ndimage import gaussian_filter
 
 from deeplab_resnet.crf import PRESETS, pydensecrf_backend, torch_backend
 from deeplab_resnet.data.lists import read_list
+from deeplab_resnet.evaluation.metrics import ConfusionMeter
 from deeplab_resnet.images import read_image, read_label
-from deeplab_resnet.metrics import ConfusionMeter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fixture"
 

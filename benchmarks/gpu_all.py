@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from deeplab_resnet.benchmark import (  # noqa: E402
+from deeplab_resnet.bench.suites import (  # noqa: E402
     Result,
     count_flops,
     decode_augment_sample,
@@ -43,7 +43,7 @@ from deeplab_resnet.benchmark import (  # noqa: E402
     training_step_fn,
     write_json,
 )
-from deeplab_resnet.fast import FastInference, agreement, meets_target, parse_options  # noqa: E402
+from deeplab_resnet.inference.optimize import FastInference, agreement, meets_target, parse_options  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_fixture"
 
@@ -81,8 +81,8 @@ def forward_rows(model, device, size, batch, paths, repeats, images, peak):
                 continue
             import tempfile
 
-            from deeplab_resnet.export import export_onnx
-            from deeplab_resnet.runtime import OnnxRuntimeBackend
+            from deeplab_resnet.inference.export import export_onnx
+            from deeplab_resnet.inference.runtime import OnnxRuntimeBackend
 
             path = export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx")
             runners["onnxruntime"] = (OnnxRuntimeBackend(path, device=device).logits, "float32")

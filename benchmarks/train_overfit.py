@@ -53,8 +53,8 @@ def overfit(
     loss_resolution: str = "logits",
 ) -> dict:  # fmt: skip
     from deeplab_resnet.data.lists import read_list
-    from deeplab_resnet.evaluate import evaluate_pairs
-    from deeplab_resnet.train import TrainConfig, train
+    from deeplab_resnet.evaluation.evaluate import evaluate_pairs
+    from deeplab_resnet.training.loop import TrainConfig, train
     from deeplab_resnet.weights import load_model
 
     data = workdir / "data"

@@ -20,7 +20,7 @@ import torch
 
 def main() -> None:
     from deeplab_resnet.models import create_model
-    from deeplab_resnet.train import TrainConfig, build_optimizer, seg_loss
+    from deeplab_resnet.training.loop import TrainConfig, build_optimizer, seg_loss
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=10, help="batch size (the original: 10)")

@@ -102,7 +102,7 @@ def random_tf_arrays(variables, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def caffe_pb2():
-    """Message classes with Caffe's field numbers (ORIGINAL.md §3), built at runtime."""
+    """Message classes with Caffe's field numbers (docs/original.md §3), built at runtime."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     fdp = descriptor_pb2.FileDescriptorProto(name="caffe_test.proto", package="caffe", syntax="proto2")

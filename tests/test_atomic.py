@@ -36,7 +36,16 @@ def test_permissions_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
 
 
-@pytest.mark.parametrize("module", ["resize", "metrics", "segment", "weights", "crf", "evaluate"])
+def _all_modules() -> list[str]:
+    package = REPO / "src" / "deeplab_resnet"
+    names = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return [n for n in names if n and n != "__main__"]  # __main__ runs the CLI
+
+
+@pytest.mark.parametrize("module", _all_modules())
 def test_each_module_imports_first(module):
     # no circular import whichever module a user imports first
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}

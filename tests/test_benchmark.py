@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 from torch import nn
 
-from deeplab_resnet.benchmark import (
+from deeplab_resnet.bench.suites import (
     Result,
     calibrate_batchnorm,
     count_flops,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeplab_resnet import checkpoint as ckpt
 from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.training import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_pat
     script = textwrap.dedent(
         f"""
         import sys, time, torch
-        from deeplab_resnet import checkpoint as ckpt
+        from deeplab_resnet.training import checkpoint as ckpt
         ckpt.save_checkpoint({str(tmp_path)!r}, 1, {{"model": {{"w": torch.ones(1000)}}}})
         real_save = torch.save
         def slow_save(obj, path):

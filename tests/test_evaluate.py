@@ -16,11 +16,11 @@ from PIL import Image
 
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.dataset_info import VOC
-from deeplab_resnet.evaluate import EvalOutputs, evaluate_pairs, evaluate_prediction_dir
-from deeplab_resnet.metrics import ConfusionMeter, scores
-from deeplab_resnet.report import build_report, class_table, confusion_image, write_reports
+from deeplab_resnet.evaluation.evaluate import EvalOutputs, evaluate_pairs, evaluate_prediction_dir
+from deeplab_resnet.evaluation.metrics import ConfusionMeter, scores
+from deeplab_resnet.evaluation.report import build_report, class_table, confusion_image, write_reports
+from deeplab_resnet.inference.segmenter import Segmenter
 from deeplab_resnet.resize import resize_bilinear
-from deeplab_resnet.segment import Segmenter
 
 
 def run_cli(*args, env_extra=None):
@@ -295,7 +295,7 @@ def _same_and_mixed_size_pairs(tmp_path: Path, voc_fixture: Path):
 
 
 def test_size_groups_batch_each_size_and_keep_every_pair(tmp_path, voc_fixture):
-    from deeplab_resnet.evaluate import size_groups
+    from deeplab_resnet.evaluation.evaluate import size_groups
 
     pairs = _same_and_mixed_size_pairs(tmp_path, voc_fixture)
     for batch in (1, 2, 3, 8):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 
 from deeplab_resnet.cli import main
-from deeplab_resnet.export import ParitySame, export_model, export_onnx, read_onnx_metadata, verify_export
+from deeplab_resnet.inference.export import ParitySame, export_model, export_onnx, read_onnx_metadata, verify_export
 from deeplab_resnet.models.layers import logit_size, same_pads
 
 SIZES = ((32, 32), (33, 33), (40, 31), (31, 46))
@@ -38,7 +38,7 @@ def test_onnx_matches_pytorch_at_odd_and_even_sizes(convention, tmp_path):
         assert row["size"] == [h, w]  # (agreement() raises if the logit shapes differ)
         assert row["rel_l2"] < 1e-5, row
         assert row["argmax_agreement"] == 1.0
-    from deeplab_resnet.runtime import OnnxRuntimeBackend
+    from deeplab_resnet.inference.runtime import OnnxRuntimeBackend
 
     out = OnnxRuntimeBackend(path).logits(torch.zeros(2, 3, 57, 42))
     assert tuple(out.shape) == (2, 21, *logit_size(57, 42, convention))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.fast import (
+from deeplab_resnet.inference.optimize import (
     FastInference,
     InferenceOptions,
     agreement,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from deeplab_resnet.metrics import ConfusionMeter, confusion_matrix, scores
+from deeplab_resnet.evaluation.metrics import ConfusionMeter, confusion_matrix, scores
 
 
 def test_hand_computed_case():

@@ -28,7 +28,7 @@ def test_output_size_matches_original_arithmetic(convention):
 
 
 def test_known_sizes_from_the_original():
-    # ORIGINAL.md §1: TF output is exactly ceil(H/8); Caffe equals it for 8k+1 sizes.
+    # docs/original.md §1: TF output is exactly ceil(H/8); Caffe equals it for 8k+1 sizes.
     assert logit_size(500, 334, "tf") == (63, 42)
     assert logit_size(321, 321, "tf") == (41, 41)
     assert logit_size(513, 513, "tf") == (65, 65)

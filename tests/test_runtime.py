@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_model
 
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.fast import agreement, parse_options
-from deeplab_resnet.runtime import OnnxRuntimeBackend, backend_model, batched_logits, make_backend
+from deeplab_resnet.inference.optimize import agreement, parse_options
+from deeplab_resnet.inference.runtime import OnnxRuntimeBackend, backend_model, batched_logits, make_backend
 
 
 def test_onnxruntime_and_torch_backends_agree_and_export_is_cached(tmp_path):
@@ -57,9 +57,9 @@ def test_batched_logits_groups_same_sizes_and_keeps_order():
 def test_segmenter_runs_on_the_onnxruntime_backend(tmp_path):
     import numpy as np
 
+    from deeplab_resnet.inference.segmenter import Segmenter
     from deeplab_resnet.models import MSC
     from deeplab_resnet.preprocess import to_input
-    from deeplab_resnet.segment import Segmenter
 
     model = tiny_model("caffe")
     rgb = np.random.default_rng(0).integers(0, 256, (45, 38, 3), dtype=np.uint8)

@@ -12,8 +12,8 @@ from conftest import REPO, tiny_model
 from PIL import Image
 
 from deeplab_resnet import Segmenter
+from deeplab_resnet.inference.segmenter import upsample_argmax
 from deeplab_resnet.resize import resize_bilinear
-from deeplab_resnet.segment import upsample_argmax
 
 
 def run_cli(*args, cwd=None):

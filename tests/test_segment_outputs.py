@@ -16,7 +16,7 @@ from conftest import REPO, tiny_model
 from PIL import Image
 
 from deeplab_resnet.images import read_image
-from deeplab_resnet.segment import Segmenter, refine_with_crf, tile_spans
+from deeplab_resnet.inference.segmenter import Segmenter, refine_with_crf, tile_spans
 
 
 def run_cli(*args):

@@ -11,10 +11,18 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from deeplab_resnet import checkpoint as ckpt
-from deeplab_resnet import train as train_mod
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.train import TrainConfig, build_model, build_optimizer, param_groups, poly_lr, seg_loss, train
+from deeplab_resnet.training import checkpoint as ckpt
+from deeplab_resnet.training import loop as train_mod
+from deeplab_resnet.training.loop import (
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    param_groups,
+    poly_lr,
+    seg_loss,
+    train,
+)
 from deeplab_resnet.weights import read_weights
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeplab_resnet import checkpoint as ckpt
+from deeplab_resnet.training import checkpoint as ckpt
 from deeplab_resnet.weights import read_weights
 
 REPO = Path(__file__).resolve().parents[1]

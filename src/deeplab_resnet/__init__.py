@@ -30,9 +30,9 @@ _EXPORTS = {
     "logit_size": "models",
     "to_input": "preprocess",
     "resize_bilinear": "resize",
-    "Segmentation": "segment",
-    "Segmenter": "segment",
-    "segment_image": "segment",
+    "Segmentation": "inference.segmenter",
+    "Segmenter": "inference.segmenter",
+    "segment_image": "inference.segmenter",
     "load_model": "weights",
     "save_weights": "weights",
 }

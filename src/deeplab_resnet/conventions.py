@@ -1,4 +1,4 @@
-"""The two numeric conventions of the original releases (ORIGINAL.md §1): ``caffe`` and ``tf``."""
+"""The two numeric conventions of the original releases (docs/original.md §1): ``caffe`` and ``tf``."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import DeepLabError
 
-# The original's IMG_MEAN, in B, G, R order (ORIGINAL.md §2).
+# The original's IMG_MEAN, in B, G, R order (docs/original.md §2).
 IMG_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
 
 VOC_CLASSES: tuple[str, ...] = (

@@ -1,4 +1,4 @@
-"""Bilinear resizing exactly as each original does it (ORIGINAL.md §1).
+"""Bilinear resizing exactly as each original does it (docs/original.md §1).
 
 * ``"tf"``: TF1 ``resize_bilinear`` with ``align_corners=False`` and no half-pixel centres:
   the source coordinate of output pixel ``d`` is ``d * in / out`` (clamped at the last pixel).

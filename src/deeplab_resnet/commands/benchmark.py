@@ -75,7 +75,7 @@ def _find_data(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ..
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..benchmark import SECTIONS, BenchmarkConfig, format_table, machine_info, run_benchmark, write_json
+    from ..bench.suites import SECTIONS, BenchmarkConfig, format_table, machine_info, run_benchmark, write_json
     from .common import resolve_device
 
     device = resolve_device(args.device)

@@ -96,7 +96,7 @@ def _dataset_for_predictions(args: argparse.Namespace):
 
 
 def _score_model(args, pairs, dist):
-    from ..evaluate import EvalOutputs, default_crf_workers, evaluate_pairs, init_distributed
+    from ..evaluation.evaluate import EvalOutputs, default_crf_workers, evaluate_pairs, init_distributed
 
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)
@@ -128,9 +128,9 @@ def _score_model(args, pairs, dist):
 
 def run(args: argparse.Namespace) -> int:
     from ..data.lists import read_list
-    from ..evaluate import all_reduce_matrix, dist_from_env, evaluate_prediction_dir
-    from ..metrics import scores as metric_scores
-    from ..report import build_report, class_table, write_reports
+    from ..evaluation.evaluate import all_reduce_matrix, dist_from_env, evaluate_prediction_dir
+    from ..evaluation.metrics import scores as metric_scores
+    from ..evaluation.report import build_report, class_table, write_reports
 
     pairs = read_list(args.data_dir, args.data_list)
     if args.limit is not None:

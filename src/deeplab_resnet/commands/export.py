@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_model, verify_export
+    from ..inference.export import export_model, verify_export
     from .common import load_model_from_args
 
     model = load_model_from_args(args, "cpu")

@@ -29,7 +29,7 @@ def add_crf_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", action="store_true", help="refine the result with a fully connected CRF")
     g.add_argument(
         "--crf-preset", choices=CRF_PRESETS, default=CRF_PRESETS[0],
-        help="parameter set (ORIGINAL.md §6; default: %(default)s)",
+        help="parameter set (docs/original.md §6; default: %(default)s)",
     )  # fmt: skip
     g.add_argument("--crf-iterations", type=int, default=None, help="mean-field iterations (preset: 10)")
     g.add_argument("--crf-pos-w", type=float, default=None, help="Gaussian (position) kernel weight")
@@ -121,7 +121,7 @@ def with_backend(args: argparse.Namespace, model, device: str):
     """``model``, or a stand-in for it that runs the network with ``--backend``."""
     if args.backend == "torch":
         return model
-    from ..runtime import backend_model, make_backend
+    from ..inference.runtime import backend_model, make_backend
 
     return backend_model(model, make_backend(args.backend, model, device=device))
 
@@ -174,7 +174,7 @@ def expand_inputs(inputs: list[str], data_dir: str | None = None) -> list[Path]:
 def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
     from PIL import Image
 
-    from ..evaluate import save_npy
+    from ..evaluation.evaluate import save_npy
     from ..images import colorize, label_image, overlay, save_png
 
     written = [out_dir / f"{path.stem}.png", out_dir / f"{path.stem}_overlay.jpg"]
@@ -195,7 +195,7 @@ def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..images import read_image
-    from ..segment import Segmenter
+    from ..inference.segmenter import Segmenter
 
     paths = expand_inputs(args.inputs, args.data_dir)
     crf = crf_params_from_args(args)

@@ -134,7 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """Defaults < ``--config`` file < flags given on the command line."""
-    from ..train import TrainConfig, load_config_file
+    from ..training.loop import TrainConfig, load_config_file
 
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     if args.config:
@@ -149,7 +149,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training.loop import train
 
     cfg = resolve_config(args)
     train(cfg, resume=args.resume)

@@ -34,7 +34,7 @@ class CRFParams:
     bi_rgb: float = 3.0
 
 
-# ORIGINAL.md §6; the first is the default.
+# docs/original.md §6; the first is the default.
 PRESETS: dict[str, CRFParams] = {
     "deeplab-resnet": CRFParams(10, 3.0, 1.0, 4.0, 67.0, 3.0),
     "deeplab-vgg": CRFParams(10, 3.0, 3.0, 4.0, 121.0, 5.0),

@@ -1,4 +1,4 @@
-"""Training augmentation exactly as the original (ORIGINAL.md §4): random scale, random mirror,
+"""Training augmentation exactly as the original (docs/original.md §4): random scale, random mirror,
 pad bottom/right to the crop (image with the mean colour, label with the ignore label), random
 crop, BGR minus mean.
 

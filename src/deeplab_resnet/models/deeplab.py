@@ -102,7 +102,7 @@ def deeplab_v2_resnet101(
         num_classes: output classes (21 for VOC). Taken from ``dataset`` when omitted.
         dataset: class names, palette, mean and ignore label; VOC when neither is given.
         convention: ``"caffe"`` (the authors' release) or ``"tf"`` (DeepLab-ResNet-TensorFlow):
-            BN epsilon and padding, see ORIGINAL.md §1. Weight files carry theirs.
+            BN epsilon and padding, see docs/original.md §1. Weight files carry theirs.
         frozen_bn: keep BN fixed in training (the original's default).
         bn_momentum: running-statistics momentum when BN is trained.
         blocks: blocks per stage; smaller counts build a reduced-depth variant for tests.

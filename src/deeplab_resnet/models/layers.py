@@ -1,5 +1,5 @@
 """Building blocks shared by the backbone and the head: batch norm that can be frozen, and the
-two padding conventions of the original releases (ORIGINAL.md §1).
+two padding conventions of the original releases (docs/original.md §1).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one-to-one table between the original layer names and this package's state-dict keys.
 
 Original names are the TF re-implementation's variables (``layer/param``); Caffe uses the same
-layer names (plus ``scale*`` layers for BN's gamma/beta), see ORIGINAL.md §3.
+layer names (plus ``scale*`` layers for BN's gamma/beta), see docs/original.md §3.
 
 =================================  ==========================================
 original                           state-dict key

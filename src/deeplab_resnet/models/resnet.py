@@ -78,7 +78,7 @@ class ResNetBackbone(nn.Module):
         blocks: blocks per stage; ``(3, 4, 23, 3)`` is ResNet-101. Fewer blocks give a
             reduced-depth variant of the same code, for tests.
         width: bottleneck width of res2 (64 in ResNet-101); later stages double it.
-        convention: ``"caffe"`` or ``"tf"`` padding and BN epsilon (ORIGINAL.md §1).
+        convention: ``"caffe"`` or ``"tf"`` padding and BN epsilon (docs/original.md §1).
         frozen_bn: keep BN statistics and affine parameters fixed while training.
         bn_momentum: running-statistics momentum when BN is not frozen.
     """

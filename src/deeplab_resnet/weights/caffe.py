@@ -4,7 +4,7 @@ Both layouts are understood: the current one (``NetParameter.layer`` = field 100
 ``LayerParameter``: name 1, type 2 as a string, blobs 7) and the old V1 one
 (``NetParameter.layers`` = field 2 of ``V1LayerParameter``: name 4, type 5 as an enum,
 blobs 6). ``BlobProto``: num/channels/height/width 1-4 (legacy 4-D shape), data 5 (packed
-float), shape 7 (``BlobShape.dim`` 1, packed int64), double_data 8. See ORIGINAL.md §3.
+float), shape 7 (``BlobShape.dim`` 1, packed int64), double_data 8. See docs/original.md §3.
 
 The float data come back as zero-copy views of the file's bytes.
 """

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .crf import CRFParams
-from .dataset_info import DatasetInfo
-from .errors import DeepLabError
-from .images import read_image, to_rgb_array
-from .models.deeplab import DeepLabV2
-from .models.msc import MSC
-from .preprocess import to_input
-from .resize import interp_matrix
+from ..crf import CRFParams
+from ..dataset_info import DatasetInfo
+from ..errors import DeepLabError
+from ..images import read_image, to_rgb_array
+from ..models.deeplab import DeepLabV2
+from ..models.msc import MSC
+from ..preprocess import to_input
+from ..resize import interp_matrix
 
 ImageLike = "str | Path | Image.Image | np.ndarray"
 
@@ -102,7 +102,7 @@ def upsample_argmax(
 
 def refine_with_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str = "auto") -> np.ndarray:
     """Dense-CRF refinement of ``probs`` (``C x H x W``) for ``image``; see :func:`crf.dense_crf`."""
-    from .crf import dense_crf
+    from ..crf import dense_crf
 
     return dense_crf(image, probs, params, backend=backend)
 
@@ -170,7 +170,7 @@ class Segmenter:
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, num_classes: int | None = None, **kwargs) -> Segmenter:
-        from .weights import load_model
+        from ..weights import load_model
 
         return cls(load_model(weights, num_classes=num_classes), **kwargs)
 

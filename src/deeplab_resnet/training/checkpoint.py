@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path
-from .errors import DeepLabError
+from ..atomic import atomic_path
+from ..errors import DeepLabError
 
 PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
 FORMAT = "deeplab_resnet-checkpoint"

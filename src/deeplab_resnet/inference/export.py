@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import atomic_path
-from .errors import DeepLabError
-from .models.layers import Conv, MaxPool
+from ..atomic import atomic_path
+from ..errors import DeepLabError
+from ..models.layers import Conv, MaxPool
 
 FORMATS = ("onnx", "torchscript", "torch.export")
 DEFAULT_OPSET = 17
@@ -97,7 +97,7 @@ def exportable(model: nn.Module, *, fold_bn: bool = False) -> nn.Module:
         fold_bn: fold batch norm into the convs first (exact up to rounding).
     """
     if fold_bn:
-        from .fast import fold_batchnorm
+        from .optimize import fold_batchnorm
 
         model = fold_batchnorm(model)
     else:
@@ -230,7 +230,7 @@ def verify_export(
 
     Returns one dict per size: ``size``, ``rel_l2``, ``argmax_agreement``, ``max_abs``.
     """
-    from .fast import agreement
+    from .optimize import agreement
 
     if fmt == "onnx":
         from .runtime import OnnxRuntimeBackend

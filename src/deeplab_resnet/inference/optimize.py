@@ -1,6 +1,6 @@
 """Fast inference paths for DeepLab-v2, each an option checked against the float32 eager model.
 
->>> from deeplab_resnet.fast import InferenceOptions, FastInference
+>>> from deeplab_resnet.inference.optimize import InferenceOptions, FastInference
 >>> fast = FastInference(model, InferenceOptions(fold_bn=True, channels_last=True), device="cpu")
 >>> logits = fast.logits(batch)            # the same N x C x h x w logits as model(batch)
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import DeepLabError
-from .models.layers import BatchNorm
+from ..errors import DeepLabError
+from ..models.layers import BatchNorm
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeplab_resnet" / "inductor"

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic import atomic_write_text
-from .models.layers import BatchNorm
+from ..atomic import atomic_write_text
+from ..models.layers import BatchNorm
 
 # --------------------------------------------------------------------------- FLOP counting
 
@@ -59,7 +59,7 @@ def count_flops(model: nn.Module, height: int, width: int, batch: int = 1) -> in
 
 def training_step_flops(model: nn.Module, crop: int, batch: int, scales: Sequence[float] = (1.0,)) -> int:
     """FLOPs of one training step: 3 x forward (forward, input and weight gradients) per scale."""
-    from .resize import scaled_size
+    from ..resize import scaled_size
 
     total = 0
     for s in scales:
@@ -244,7 +244,7 @@ def realistic_model(
     images). Without that, a random 101-layer network is chaotic: rounding differences of
     float32 grow to ~1e-3 of the logits and no float32 comparison means anything.
     """
-    from .models import create_model
+    from ..models import create_model
 
     torch.manual_seed(seed)
     model = create_model(name, num_classes=num_classes, convention=convention)
@@ -267,8 +267,8 @@ def image_batch(
     import numpy as np
     from PIL import Image
 
-    from .images import read_image
-    from .preprocess import to_batch
+    from ..images import read_image
+    from ..preprocess import to_batch
 
     if not paths:
         g = torch.Generator().manual_seed(offset)
@@ -286,7 +286,7 @@ def image_batch(
 def make_optimizer(model: nn.Module, lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4):
     """The optimizer ``deeplab train`` builds (SGD; backbone 1x, classifier weights 10x, biases 20x),
     with each group's learning rate set as the training loop sets it at step 0."""
-    from .train import TrainConfig, build_optimizer
+    from ..training.loop import TrainConfig, build_optimizer
 
     cfg = TrainConfig(learning_rate=lr, momentum=momentum, weight_decay=weight_decay)
     optimizer = build_optimizer(model, cfg)
@@ -297,7 +297,7 @@ def make_optimizer(model: nn.Module, lr: float = 2.5e-4, momentum: float = 0.9, 
 
 def label_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Labels (``N x H x W``) shrunk to the logit grid by the training loop's nearest neighbour."""
-    from .data.transforms import resize_nearest
+    from ..data.transforms import resize_nearest
 
     return resize_nearest(labels, size)
 
@@ -311,9 +311,9 @@ def training_step_fn(
     Frozen BN, :func:`make_optimizer` (``train.build_optimizer``), ``train.seg_loss`` (CE at
     stride 8 on every MSC output: each scale and the fused max, as the original).
     """
-    from .fast import DTYPES
-    from .models.msc import MSC
-    from .train import seg_loss
+    from ..inference.optimize import DTYPES
+    from ..models.msc import MSC
+    from ..training.loop import seg_loss
 
     net = MSC(model, scales) if tuple(scales) != (1.0,) else model
     if channels_last:
@@ -349,8 +349,8 @@ def decode_augment_sample(
     (random scale U(0.5, 1.5), mirror, pad, random crop, BGR − mean)."""
     import numpy as np
 
-    from .data.transforms import TrainTransform
-    from .images import read_image, read_label
+    from ..data.transforms import TrainTransform
+    from ..images import read_image, read_label
 
     transform = TrainTransform((crop, crop), mean_bgr, ignore_label=ignore_label, random_scale=True, random_mirror=True)
     return transform(read_image(image_path), read_label(label_path), np.random.default_rng(rng.getrandbits(64)))
@@ -398,13 +398,13 @@ class InferencePath:
 
 def build_paths(model: nn.Module, config: BenchmarkConfig, device: torch.device, workdir: Path) -> list[InferencePath]:
     """The inference paths to compare: fast-path option strings, or ``onnxruntime``."""
-    from .fast import parse_options
-    from .runtime import OnnxRuntimeBackend, TorchBackend
+    from ..inference.optimize import parse_options
+    from ..inference.runtime import OnnxRuntimeBackend, TorchBackend
 
     built = []
     for spec in config.paths:
         if spec in ("onnxruntime", "ort"):
-            from .export import export_onnx
+            from ..inference.export import export_onnx
 
             onnx_path = export_onnx(model, workdir / "model.onnx")
             backend = OnnxRuntimeBackend(onnx_path, device=device, threads=config.onnx_threads)
@@ -428,7 +428,7 @@ def bench_forward(
     model, config: BenchmarkConfig, device: torch.device, workdir: Path
 ) -> tuple[list[Result], list[str]]:
     """Forward passes of every path at every batch size, interleaved; agreement with eager fp32."""
-    from .fast import agreement, meets_target
+    from ..inference.optimize import agreement, meets_target
 
     results: list[Result] = []
     notes: list[str] = []
@@ -544,8 +544,8 @@ def bench_data(config: BenchmarkConfig, mean_bgr: Sequence[float]) -> list[Resul
 
 def bench_eval(model, config: BenchmarkConfig, device: torch.device) -> list[Result]:
     """End-to-end evaluation (read, preprocess, forward, upsample, argmax, confusion matrix) per image."""
-    from .data.lists import Pair
-    from .evaluate import evaluate_pairs
+    from ..data.lists import Pair
+    from ..evaluation.evaluate import evaluate_pairs
 
     pairs = [Pair(Path(i), Path(lab), n + 1) for n, (i, lab) in enumerate(zip(config.images, config.labels))]
     pairs = pairs[: config.eval_images]
@@ -556,7 +556,7 @@ def bench_eval(model, config: BenchmarkConfig, device: torch.device) -> list[Res
         warmup=0, device=device,
     )  # fmt: skip
     return [Result(f"evaluate end to end, {len(pairs)} images", times["eval"], items=len(pairs),
-                   note="deeplab_resnet.evaluate.evaluate_pairs, full-size images, eager fp32")]  # fmt: skip
+                   note="deeplab_resnet.evaluation.evaluate.evaluate_pairs, full-size images, eager fp32")]  # fmt: skip
 
 
 def bench_crf(config: BenchmarkConfig) -> tuple[list[Result], list[str]]:
@@ -565,9 +565,9 @@ def bench_crf(config: BenchmarkConfig) -> tuple[list[Result], list[str]]:
     and speed-up go in the notes."""
     import numpy as np
 
-    from .crf import dense_crf, pydensecrf_available
-    from .crf.torch_backend import resolve_kernel
-    from .images import read_image
+    from ..crf import dense_crf, pydensecrf_available
+    from ..crf.torch_backend import resolve_kernel
+    from ..images import read_image
 
     if config.images:
         image = read_image(config.images[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_write, atomic_write_text
+from ..atomic import atomic_write, atomic_write_text
 from .metrics import Scores
 
 

@@ -1,4 +1,4 @@
-"""Training DeepLab-v2 with the original recipe (ORIGINAL.md §4), in one file, top to bottom.
+"""Training DeepLab-v2 with the original recipe (docs/original.md §4), in one file, top to bottom.
 
     config → pre-flight data check → model (restored or from scratch) → optimizer →
     resume → data stream → loop { poly LR; forward; loss; backward (accumulated); step;
@@ -54,16 +54,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write_text
+from ..data.datasets import StreamBatchSampler, TrainStream
+from ..data.lists import Pair, read_list
+from ..data.transforms import TrainTransform, resize_nearest
+from ..dataset_info import DatasetInfo, generic_dataset, load_dataset_info
+from ..distributed import DistInfo, dist_from_env, init_distributed
+from ..errors import DeepLabError
+from ..models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
+from ..models.msc import MSC
 from . import checkpoint as ckpt
-from .atomic import atomic_write_text
-from .data.datasets import StreamBatchSampler, TrainStream
-from .data.lists import Pair, read_list
-from .data.transforms import TrainTransform, resize_nearest
-from .dataset_info import DatasetInfo, generic_dataset, load_dataset_info
-from .distributed import DistInfo, dist_from_env, init_distributed
-from .errors import DeepLabError
-from .models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
-from .models.msc import MSC
 
 # --------------------------------------------------------------------------------------------
 # Configuration: the original flags (same names and defaults) plus ours.
@@ -262,7 +262,7 @@ def preflight_check(pairs: list[Pair], num_classes: int, ignore_label: int, stri
     """Open every pair before training: unreadable/missing files, size mismatches and colour
     masks are errors naming the file; label values outside the classes are a warning with
     counts (an error with ``strict``)."""
-    from .data.check import check_pair
+    from ..data.check import check_pair
 
     errors: list[str] = []
     bad_files: list[tuple[str, int, list[int]]] = []
@@ -308,7 +308,7 @@ def build_model(cfg: TrainConfig, log) -> tuple[DeepLabV2, dict[str, Any]]:
     """The network, restored from ``--restore-from`` or initialised from scratch."""
     frozen = not cfg.is_training
     if cfg.restore_from:
-        from .weights import load_state, read_weights
+        from ..weights import load_state, read_weights
 
         state, meta = read_weights(cfg.restore_from)
         dataset = resolve_dataset(cfg, meta.dataset)
@@ -429,8 +429,8 @@ class Monitor:
 
 def summary_grid(x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, model: DeepLabV2, n: int) -> np.ndarray:
     """The original's image summary: rows of image | ground truth | prediction, in the palette."""
-    from .images import colorize
-    from .preprocess import from_input
+    from ..images import colorize
+    from ..preprocess import from_input
 
     rows = []
     size = (x.shape[-2], x.shape[-1])
@@ -653,7 +653,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
 
     final = run_dir / "model.safetensors"
     if ddp.main:
-        from .weights import save_weights
+        from ..weights import save_weights
 
         save_weights(model.cpu(), final, source=f"deeplab train ({cfg.num_steps} steps)")
         log(f"done: final weights in {final}")
@@ -664,7 +664,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> Path:
 
 def validate(model: DeepLabV2, pairs: list[Pair], device: str, ignore_label: int) -> float:
     """Full-image mIoU on ``pairs`` by the project's evaluation (see ``evaluate.py``)."""
-    from .evaluate import evaluate_pairs
+    from ..evaluation.evaluate import evaluate_pairs
 
     return float(evaluate_pairs(model, pairs, device=device, ignore_label=ignore_label).scores().mean_iou)
 
@@ -683,7 +683,7 @@ def memory_gb(device: str) -> float:
 def save_preview(path: Path, grid: np.ndarray) -> None:
     from PIL import Image
 
-    from .images import save_png
+    from ..images import save_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_png(Image.fromarray(grid), path)

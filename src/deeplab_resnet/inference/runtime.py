@@ -4,7 +4,7 @@
 stride-8 logits ``N x C x h x w`` as a float32 tensor on the CPU or the backend's device.
 
 - :class:`TorchBackend`: the PyTorch model, optionally through the fast paths of
-  :mod:`deeplab_resnet.fast`.
+  :mod:`deeplab_resnet.inference.optimize`.
 - :class:`OnnxRuntimeBackend`: an ONNX file (from ``deeplab export``) run by onnxruntime.
 
 :func:`make_backend` builds either from a loaded model.
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DeepLabError
-from .fast import REFERENCE, FastInference, InferenceOptions
+from ..errors import DeepLabError
+from .optimize import REFERENCE, FastInference, InferenceOptions
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -35,7 +35,7 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch model, run with :class:`~deeplab_resnet.fast.InferenceOptions`.
+    """The PyTorch model, run with :class:`~deeplab_resnet.inference.optimize.InferenceOptions`.
 
     Args:
         model: a DeepLab-v2 model.
@@ -71,7 +71,7 @@ class OnnxRuntimeBackend:
     """An exported ONNX model run by onnxruntime (CUDA provider when asked and available).
 
     Args:
-        path: the ``.onnx`` file (written by :func:`deeplab_resnet.export.export_onnx`).
+        path: the ``.onnx`` file (written by :func:`deeplab_resnet.inference.export.export_onnx`).
         device: ``cpu`` or ``cuda``; CUDA needs ``onnxruntime-gpu``.
         threads: intra-op threads (default: onnxruntime's choice).
         optimize: onnxruntime's full graph optimisations (on by default).
@@ -162,7 +162,7 @@ def make_backend(
 
 
 class BackendNet(nn.Module):
-    """A backend in the place of the network inside :class:`~deeplab_resnet.segment.Segmenter`
+    """A backend in the place of the network inside :class:`~deeplab_resnet.inference.segmenter.Segmenter`
     or :class:`~deeplab_resnet.models.MSC`: ``net(x)`` returns ``backend.logits(x)`` on ``x``'s device.
     """
 

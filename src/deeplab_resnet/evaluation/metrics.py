@@ -1,6 +1,6 @@
 """Segmentation metrics from one confusion matrix accumulated over a whole dataset.
 
-This is the protocol of the original (ORIGINAL.md §5): pixels whose ground truth is the ignore
+This is the protocol of the original (docs/original.md §5): pixels whose ground truth is the ignore
 label, or any value ``>= num_classes``, are not counted; mIoU is the mean over classes of
 ``TP / (TP + FP + FN)`` computed from the dataset-wide matrix (not averaged per image). A class
 absent from both ground truth and prediction has no IoU (``nan``) and is left out of the mean.

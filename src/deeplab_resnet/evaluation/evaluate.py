@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_write
-from .crf import CRFParams
-from .data.lists import Pair
-from .distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
-from .errors import DeepLabError
-from .images import label_image, read_image, read_label, save_png
+from ..atomic import atomic_write
+from ..crf import CRFParams
+from ..data.lists import Pair
+from ..distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
+from ..errors import DeepLabError
+from ..images import label_image, read_image, read_label, save_png
+from ..inference.segmenter import Segmenter, refine_with_crf
+from ..models.deeplab import DeepLabV2
 from .metrics import ConfusionMeter
-from .models.deeplab import DeepLabV2
-from .segment import Segmenter, refine_with_crf
 
 # Called after each image with (images done, images in total, seconds since the start).
 Progress = Callable[[int, int, float], None]
