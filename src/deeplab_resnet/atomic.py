@@ -1,12 +1,22 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
+"""Atomic file writes: a reader sees the old file or the complete new one, never a partial one.
+
+A write goes to a hidden temporary file beside the target (``.NAME.deeplab-PID-XXXX.tmp``) that is
+renamed over the target when complete. The temporary file is removed when the write fails or is
+interrupted (Ctrl-C, SIGTERM); one left behind by a killed process (``kill -9``, power loss) is
+removed by the next write into that folder, once its process is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -18,7 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.deeplab-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates the file 0600; give it the permissions a plain open() would (0666 & ~umask).
@@ -26,9 +37,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            # Writes through an open file report no path: name the file the user asked for.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
@@ -46,6 +63,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file atomically.
+
+    The header and the data go through Python's own file writes, so a full disk is an ``OSError``
+    with its errno (``np.save`` reports a short write without one) and no copy of the array is made.
+    """
+    array = np.ascontiguousarray(array)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+            f.write(memoryview(array.reshape(-1)).cast("B"))
+
+    atomic_write(path, write)
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -57,3 +90,44 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_TEMP_NAME = re.compile(r"^\..+\.deeplab-(\d+)-[^.]+\.tmp$")
+_STALE_AFTER_S = 60.0  # a temporary this old whose process is gone is debris, not a write in progress
+_swept: set[Path] = set()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove this tool's temporary files in ``directory`` left by processes that no longer run.
+
+    Done once per folder and process (the first atomic write there); returns what was removed.
+    """
+    directory = Path(directory)
+    if directory in _swept:
+        return []
+    _swept.add(directory)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    now = time.time()
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AFTER_S and entry.is_file():
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed

@@ -1,17 +1,31 @@
 """``deeplab``: the command-line front door. Each subcommand lives in ``commands/<name>.py``
 with ``add_arguments(parser)`` and ``run(args) -> exit status``; heavy imports happen in ``run``
 so that ``deeplab --help`` is instant.
+
+Every failure ends here as one line on stderr and a documented exit status (``errors.py``):
+0 done, 1 done but some inputs skipped, 2 bad usage or input, 3 the system refused a read or
+write, 130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import DeepLabError
+from .errors import (
+    EXIT_IO,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    DeepLabError,
+    Terminated,
+    describe_os_error,
+    install_signal_handlers,
+)
 
 # (name, module under deeplab_resnet.commands, one-line help)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -46,22 +60,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    install_signal_handlers()
     try:
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        _flush_stdout()
+        return status
     except DeepLabError as exc:
-        print(f"deeplab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"error: {exc}", EXIT_USAGE)
     except BrokenPipeError:
         # The reader went away (e.g. `deeplab ... | head`): not an error worth a traceback.
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.filename is None and _stdout_broken():
+            exc = OSError(exc.errno, exc.strerror, "standard output")
+        return _fail(args, f"error: {describe_os_error(exc)}", EXIT_IO)
+    except Terminated:
+        return _fail(args, "stopped by SIGTERM", EXIT_SIGTERM)
     except KeyboardInterrupt:
-        print(f"deeplab {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", EXIT_SIGINT)
     except MemoryError:
-        print(f"deeplab {args.command}: error: out of memory (try a smaller --max-size or batch)", file=sys.stderr)
-        return 2
+        return _fail(args, "error: out of memory (try a smaller --max-size or batch)", EXIT_USAGE)
+
+
+def _flush_stdout() -> None:
+    """Flush now, so that a full or closed output (``> /dev/full``) is one line, not a traceback at exit."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        _stdout_broken()
+        raise OSError(exc.errno, exc.strerror, "standard output") from exc
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout can no longer be written; if so, what is left in its buffer goes to /dev/null
+    so that Python's own flush at exit does not print a traceback."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return True
+
+
+def _fail(args: argparse.Namespace, message: str, status: int) -> int:
+    try:
+        print(f"deeplab {args.command}: {message}", file=sys.stderr)
+    except OSError:  # stderr itself is gone: the status still says what happened
+        pass
+    return status
 
 
 if __name__ == "__main__":

@@ -1,12 +1,71 @@
-"""The one exception type that carries a message meant for the user.
+"""How failures reach the user: one exception type for bad input, the exit codes, and one line per fault.
 
-Code at the edges (file readers, argument checks) raises :class:`DeepLabError` with a
-sentence that says what is wrong and what to do; the CLI prints it on one line and exits
-non-zero instead of showing a traceback.
+Code at the edges (file readers, argument checks) raises :class:`DeepLabError` with a sentence
+that says what is wrong and what to do; the CLI prints it on one line and exits with
+:data:`EXIT_USAGE`. Operating-system faults (disk full, permission denied, a path that is a
+directory) are turned into one line by :func:`describe_os_error` and exit with :data:`EXIT_IO`.
+SIGTERM is handled like Ctrl-C (:func:`install_signal_handlers`), so clean-up code runs for both.
 """
 
 from __future__ import annotations
 
+import errno
+import signal
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # the command finished, but some inputs were skipped (each said why on stderr)
+EXIT_USAGE = 2  # bad usage or bad input (a file, an argument, a weight file): nothing useful was done
+EXIT_IO = 3  # the system refused a read or write (disk full, permission, not a directory)
+EXIT_SIGINT = 130  # interrupted by Ctrl-C (128 + SIGINT)
+EXIT_SIGTERM = 143  # stopped by SIGTERM (128 + SIGTERM), as sent by timeout, docker, Kubernetes, Slurm
+
 
 class DeepLabError(Exception):
     """An error caused by the user's input (a file, an argument), with a readable message."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt, so that every
+    ``finally`` and ``except KeyboardInterrupt`` clean-up runs for it too."""
+
+
+_REASONS = {
+    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "it is a directory",
+    errno.ENOENT: "no such file or directory",
+    errno.EEXIST: "it already exists",
+    errno.EFBIG: "file too large",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EIO: "input/output error",
+}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` means that no more can be written anywhere on that device."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path and the reason, e.g. ``out/a.png: no space left on the device (disk full)``."""
+    reason = _REASONS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return reason
+    return f"{' -> '.join(str(p) for p in paths)}: {reason}"
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into :class:`Terminated` in the main thread (a no-op elsewhere)."""
+    try:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave the process's handlers alone
+        pass

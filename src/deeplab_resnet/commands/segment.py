@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -171,33 +173,65 @@ def expand_inputs(inputs: list[str], data_dir: str | None = None) -> list[Path]:
     return paths
 
 
-def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
+def _write_outputs(args, rgb, result, plan: dict[str, Path]) -> list[str]:
     from PIL import Image
 
-    from ..evaluation.evaluate import save_npy
+    from ..atomic import save_npy
     from ..images import colorize, label_image, overlay, save_png
 
-    written = [out_dir / f"{path.stem}.png", out_dir / f"{path.stem}_overlay.jpg"]
-    save_png(label_image(result.labels, result.dataset), written[0])
-    save_png(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), written[1])
-    if args.save_mask:
-        written.append(out_dir / f"{path.stem}_mask.png")
-        save_png(Image.fromarray(colorize(result.labels, result.dataset)), written[-1])
-    if args.save_probs:
-        written.append(out_dir / f"{path.stem}_probs.npy")
-        save_npy(written[-1], result.probs)
-    if args.save_logits:
-        written.append(out_dir / f"{path.stem}_logits.npy")
-        save_npy(written[-1], result.logits)
-    return [str(p) for p in written]
+    save_png(label_image(result.labels, result.dataset), plan["labels"])
+    save_png(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), plan["overlay"])
+    if "mask" in plan:
+        save_png(Image.fromarray(colorize(result.labels, result.dataset)), plan["mask"])
+    if "probs" in plan:
+        save_npy(plan["probs"], result.probs)
+    if "logits" in plan:
+        save_npy(plan["logits"], result.logits)
+    return [str(p) for p in plan.values()]
+
+
+def _output_kinds(args: argparse.Namespace) -> list[str]:
+    extra = [("mask", args.save_mask), ("probs", args.save_probs), ("logits", args.save_logits)]
+    return ["labels", "overlay"] + [kind for kind, wanted in extra if wanted]
+
+
+def _check_writable(out_dir: Path, json_path: str | None) -> None:
+    """Fail before any work if the outputs cannot be written (exit 3, naming the folder)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = [out_dir] + ([Path(json_path).parent] if json_path not in (None, "-") else [])
+    for folder in targets:
+        if not folder.is_dir():
+            raise DeepLabError(f"{folder}: not a directory, cannot write results there")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OSError(errno.EACCES, "permission denied", str(folder))
+
+
+def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
+    from ..images import read_image
+
+    rgb = read_image(path)
+    result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
+    written = _write_outputs(args, rgb, result, plan)
+    classes = dict(sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
+    summary = {"image": str(path), "height": rgb.shape[0], "width": rgb.shape[1], "classes": classes}
+    summary["outputs"] = written
+    if args.json == "-":
+        print(json.dumps(summary), flush=True)
+    else:
+        print(f"{path}: " + ", ".join(f"{k} {v}" for k, v in classes.items()), flush=True)
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
-    from ..images import read_image
+    from ..errors import EXIT_PARTIAL, describe_os_error, is_disk_full
+    from ..inference.outputs import plan_outputs, unique_inputs
     from ..inference.segmenter import Segmenter
 
-    paths = expand_inputs(args.inputs, args.data_dir)
+    paths = unique_inputs(expand_inputs(args.inputs, args.data_dir))
+    out_dir = Path(args.output_dir)
+    plans = plan_outputs(paths, out_dir, _output_kinds(args))
+    _check_writable(out_dir, args.json)
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)
     model = with_backend(args, load_model_from_args(args, device), device)
@@ -205,29 +239,30 @@ def run(args: argparse.Namespace) -> int:
         model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
         crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap,
     )  # fmt: skip
-    out_dir = Path(args.output_dir)
     failures, summaries = 0, []
-    for path in paths:
+    for path, plan in zip(paths, plans):
         try:
-            rgb = read_image(path)
-        except DeepLabError as exc:
+            summaries.append(_segment_one(args, segmenter, path, plan))
+        except (DeepLabError, OSError) as exc:
             if len(paths) == 1:
                 raise
-            print(f"skipped: {exc}", file=sys.stderr)
+            if is_disk_full(exc):  # every later write would fail too: stop, saying what is complete
+                _report(args, summaries, failures, out_dir, stopped=True)
+                raise
+            reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            print(f"skipped: {reason}", file=sys.stderr)
             failures += 1
-            continue
-        result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
-        written = _write_outputs(args, path, rgb, result, out_dir)
-        classes = dict(sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
-        summary = {"image": str(path), "height": rgb.shape[0], "width": rgb.shape[1], "classes": classes}
-        summary["outputs"] = written
-        summaries.append(summary)
-        if args.json == "-":
-            print(json.dumps(summary), flush=True)
-        else:
-            print(f"{path}: " + ", ".join(f"{k} {v}" for k, v in classes.items()), flush=True)
     if args.json not in (None, "-"):
         atomic_write_text(args.json, json.dumps(summaries, indent=2) + "\n")
+    _report(args, summaries, failures, out_dir)
+    return EXIT_PARTIAL if failures else 0
+
+
+def _report(args, summaries: list[dict], failures: int, out_dir: Path, stopped: bool = False) -> None:
     message = f"wrote {len(summaries)} result(s) to {out_dir}" + (f"; {failures} failed" if failures else "")
-    print(message, file=sys.stderr if args.json == "-" else sys.stdout)
-    return 1 if failures else 0
+    if stopped and summaries:
+        message += f"; stopped after {summaries[-1]['image']}"
+    if stopped:
+        print(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr if args.json == "-" else sys.stdout)

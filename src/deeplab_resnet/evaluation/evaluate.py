@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import save_npy
 from ..crf import CRFParams
 from ..data.lists import Pair
 from ..distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
@@ -50,16 +50,6 @@ def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     if image.shape[:2] != label.shape:
         raise DeepLabError(f"{pair.label}: size {label.shape[::-1]} differs from its image {image.shape[1::-1]}")
     return image, label
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file (``np.save`` on a path would append ``.npy`` to it)."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    atomic_write(path, write)
 
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""Where ``deeplab segment`` writes each input's results: one naming rule, checked before any work.
+
+The rule (README, "Segmenting"):
+
+- an input's outputs are named after its path relative to the deepest folder that holds all the
+  inputs, without the suffix: ``photos/a.jpg`` → ``OUT/a.png``, and with ``trip/day1/x.jpg
+  trip/day2/x.jpg`` → ``OUT/day1/x.png`` and ``OUT/day2/x.png``;
+- inputs that would still share a name (``y.jpg`` and ``y.png`` in one folder) keep their suffix in
+  it: ``OUT/y_jpg.png`` and ``OUT/y_png.png``;
+- each output kind adds its own ending to that name (``NAME.png``, ``NAME_overlay.jpg``, ...).
+
+A file given twice (a glob and a list naming the same image) is segmented once
+(:func:`unique_inputs`). No output may be an input file or be written twice: :func:`plan_outputs`
+refuses both, with one line, before any image is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DeepLabError
+
+# The ending each kind of result adds to the input's output name.
+ENDINGS: dict[str, str] = {
+    "labels": ".png",
+    "overlay": "_overlay.jpg",
+    "mask": "_mask.png",
+    "probs": "_probs.npy",
+    "logits": "_logits.npy",
+}
+
+
+def unique_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """``inputs`` without repeats of the same file (first occurrence kept, order kept)."""
+    seen: set[str] = set()
+    unique = []
+    for path in inputs:
+        key = os.path.normcase(os.path.realpath(path))
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def _common_root(inputs: Sequence[Path]) -> Path:
+    folders = {os.path.abspath(p.parent) for p in inputs}
+    return Path(os.path.commonpath(sorted(folders)))
+
+
+def output_names(inputs: Sequence[Path]) -> list[Path]:
+    """The output name of each input (a relative path without an ending), in input order."""
+    root = _common_root(inputs)
+    relative = [Path(os.path.abspath(p)).relative_to(root) for p in inputs]
+    names = [r.with_suffix("") for r in relative]
+    counts = Counter(names)
+    return [r.with_name(r.stem + "_" + r.suffix.lstrip(".")) if counts[n] > 1 else n for r, n in zip(relative, names)]
+
+
+def plan_outputs(inputs: Sequence[Path], out_dir: Path, kinds: Sequence[str]) -> list[dict[str, Path]]:
+    """For each input, the path of each kind of output in ``out_dir``.
+
+    Raises :class:`DeepLabError` if an output would replace an input, if two inputs are the same
+    file, or if two outputs would share a path.
+    """
+    plans = [{kind: out_dir / (str(name) + ENDINGS[kind]) for kind in kinds} for name in output_names(inputs)]
+    seen: dict[str, Path] = {}
+    for source, plan in zip(inputs, plans):
+        for path in plan.values():
+            key = os.path.normcase(os.path.realpath(path))
+            if key in seen:
+                raise DeepLabError(f"{source} and {seen[key]} would both be written to {path}: give each input once")
+            seen[key] = source
+    for source in inputs:
+        key = os.path.normcase(os.path.realpath(source))
+        if key in seen:
+            raise DeepLabError(
+                f"the result of {seen[key]} would replace the input {source}: choose another --output-dir"
+            )
+    return plans

@@ -1,0 +1,233 @@
+"""Ordinary faults against the real CLI in subprocesses: a full disk, a read-only folder, SIGTERM and
+Ctrl-C at random moments, outputs that would replace inputs or each other, a closed stdout.
+
+Each asserts the exact exit status, one line on stderr naming what failed (no traceback), that no
+temporary file is left, and that every file that existed before is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from deeplab_resnet.atomic import atomic_write_text, remove_stale_temporaries
+from deeplab_resnet.errors import EXIT_IO, EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
+from deeplab_resnet.inference.outputs import output_names, plan_outputs
+
+ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+
+
+def cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "deeplab_resnet", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, **kwargs)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def assert_one_line(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert lines, "no message"
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def photos(folder: Path, voc_fixture: Path, names: list[str], size: int = 96) -> list[Path]:
+    """Small crops of real VOC photos, so each run is quick."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((voc_fixture / "JPEGImages").glob("*.jpg"))
+    out = []
+    for name, source in zip(names, sources):
+        image = Image.open(source).convert("RGB").crop((0, 0, size, size))
+        path = folder / name
+        image.save(path)
+        out.append(path)
+    return out
+
+
+# -- the output-naming rule --------------------------------------------------------------------
+
+
+def test_output_names_follow_the_documented_rule(tmp_path):
+    a, b = tmp_path / "trip" / "day1" / "x.jpg", tmp_path / "trip" / "day2" / "x.jpg"
+    y1, y2, z = tmp_path / "trip" / "day1" / "y.jpg", tmp_path / "trip" / "day1" / "y.png", tmp_path / "z.jpg"
+    assert output_names([a, b]) == [Path("day1/x"), Path("day2/x")]
+    assert output_names([y1, y2]) == [Path("y_jpg"), Path("y_png")]
+    assert output_names([a]) == [Path("x")]
+    assert output_names([a, z]) == [Path("trip/day1/x"), Path("z")]
+    plan = plan_outputs([y1, y2], tmp_path / "out", ["labels", "overlay"])
+    assert plan[0] == {"labels": tmp_path / "out" / "y_jpg.png", "overlay": tmp_path / "out" / "y_jpg_overlay.jpg"}
+
+
+def test_an_output_that_would_replace_an_input_is_refused_before_any_work(tmp_path, tiny_weights, voc_fixture):
+    folder = tmp_path / "photos"
+    inputs = photos(folder, voc_fixture, ["holiday.png", "beach.jpg"])
+    before = checksums(folder)
+    result = cli("segment", folder, "--weights", tiny_weights, "-o", folder)
+    assert result.returncode == EXIT_USAGE
+    assert_one_line(result.stderr, str(inputs[0]), "--output-dir")
+    assert checksums(folder) == before  # nothing replaced, nothing added
+
+
+def test_same_named_inputs_get_their_own_outputs(tmp_path, tiny_weights, voc_fixture):
+    a = photos(tmp_path / "in" / "a", voc_fixture, ["x.jpg"])[0]
+    b, c = photos(tmp_path / "in" / "b", voc_fixture, ["x.jpg", "y.png"])
+    out = tmp_path / "out"
+    result = cli("segment", a, b, c, "--weights", tiny_weights, "-o", out)
+    assert result.returncode == 0, result.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["a/x.png", "b/x.png", "b/y.png"]
+    labels = [np.asarray(Image.open(out / name)) for name in written]
+    assert all(label.shape == (96, 96) for label in labels)
+
+
+# -- a full disk, a read-only folder, a closed stdout ------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str):
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs for the disk-full test: {mounted.stderr.decode().strip()}")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_stops_segment_with_one_line_and_keeps_complete_outputs(tmp_path, tiny_weights, voc_fixture):
+    inputs = photos(tmp_path / "in", voc_fixture, [f"p{i}.jpg" for i in range(6)], size=160)
+    with small_tmpfs(tmp_path / "disk", "3m") as disk:
+        result = cli("segment", *inputs, "--weights", tiny_weights, "-o", disk, "--save-probs")
+        assert result.returncode == EXIT_IO, result.stderr
+        assert_one_line(result.stderr, "disk full", str(disk))
+        assert "wrote 1 result(s)" in result.stderr  # what is complete is said
+        assert temporaries(disk) == []
+        for path in disk.iterdir():  # every file there is complete and loadable
+            if path.suffix == ".npy":
+                assert np.load(path).shape == (160, 160, 21)
+            else:
+                Image.open(path).load()
+
+
+def test_a_read_only_output_folder_fails_before_any_work(tmp_path, tiny_weights, voc_fixture):
+    inputs = photos(tmp_path / "in", voc_fixture, ["a.jpg"])
+    out = tmp_path / "ro"
+    out.mkdir()
+    (out / "kept.txt").write_text("old")
+    if subprocess.run(["mount", "--bind", str(out), str(out)], capture_output=True).returncode != 0:
+        pytest.skip("bind mounts need root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(out)], check=True)
+        result = cli("segment", *inputs, "--weights", tiny_weights, "-o", out)
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+    assert result.returncode == EXIT_IO, result.stderr
+    assert_one_line(result.stderr, str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
+
+
+def test_a_full_stdout_is_one_line():
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "deeplab_resnet", "weights", "list"], stdout=full, stderr=subprocess.PIPE, text=True,
+            env=ENV,
+        )  # fmt: skip
+    assert result.returncode == EXIT_IO
+    assert_one_line(result.stderr, "disk full")
+
+
+def test_a_broken_image_among_good_ones_is_skipped_with_status_1(tmp_path, tiny_weights, voc_fixture):
+    folder = tmp_path / "in"
+    photos(folder, voc_fixture, ["a.jpg", "b.jpg"])
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    result = cli("segment", folder, "--weights", tiny_weights, "-o", tmp_path / "out")
+    assert result.returncode == EXIT_PARTIAL
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "b.png"]
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_at_a_random_moment_leaves_no_temporary_and_intact_outputs(
+    tmp_path, tiny_weights, voc_fixture, signum
+):
+    inputs = photos(tmp_path / "in", voc_fixture, [f"p{i}.jpg" for i in range(8)], size=200)
+    before = checksums(tmp_path / "in")
+    rng = random.Random(int(signum))
+    expected_status = {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}[signum]
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        command = [sys.executable, "-m", "deeplab_resnet", "segment", *map(str, inputs), "--weights", str(tiny_weights)]
+        proc = subprocess.Popen([*command, "-o", str(out), "--save-logits"], env=ENV, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode in (expected_status, 0), stderr
+        if proc.returncode == expected_status:
+            assert_one_line(stderr, "SIGTERM" if signum == signal.SIGTERM else "interrupted")
+        assert temporaries(out) == []
+        for label in out.glob("*[0-9].png"):
+            assert np.asarray(Image.open(label)).shape == (200, 200)
+        for logits in out.glob("*.npy"):
+            assert np.load(logits).shape == (200, 200, 21)
+    assert checksums(tmp_path / "in") == before
+
+
+def test_a_temporary_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f".report.json.deeplab-{pid}-abc123.tmp"
+    stale.write_text("half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / f".other.deeplab-{pid}-def456.tmp"  # too young to be sure: kept
+    fresh.write_text("x")
+    foreign = tmp_path / ".notes.txt.tmp"  # not ours: kept
+    foreign.write_text("y")
+    atomic_write_text(tmp_path / "report.json", "{}")
+    assert not stale.exists() and fresh.exists() and foreign.exists()
+    assert (tmp_path / "report.json").read_text() == "{}"
+    assert remove_stale_temporaries(tmp_path) == []  # once per folder and process
+
+
+def test_kill_9_debris_is_cleaned_by_the_next_run(tmp_path, tiny_weights, voc_fixture):
+    inputs = photos(tmp_path / "in", voc_fixture, ["a.jpg"])
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".a.png.deeplab-999999999-xyz.tmp"  # no such process can exist
+    stale.write_bytes(b"partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    result = cli("segment", *inputs, "--weights", tiny_weights, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert temporaries(out) == []
+    assert np.asarray(Image.open(out / "a.png")).shape == (96, 96)
