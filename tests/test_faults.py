@@ -231,3 +231,29 @@ def test_kill_9_debris_is_cleaned_by_the_next_run(tmp_path, tiny_weights, voc_fi
     assert result.returncode == 0, result.stderr
     assert temporaries(out) == []
     assert np.asarray(Image.open(out / "a.png")).shape == (96, 96)
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["segment", "x.jpg", "--alpha", "nan"], "--alpha"),
+        (["segment", "x.jpg", "--alpha", "1.5"], "--alpha"),
+        (["segment", "x.jpg", "--max-size", "-5"], "--max-size"),
+        (["segment", "x.jpg", "--tile", "8"], "--tile"),
+        (["segment", "x.jpg", "--crf", "--crf-iterations", "0"], "--crf-iterations"),
+        (["evaluate", "--data-dir", ".", "--data-list", "l.txt", "--limit", "-1"], "--limit"),
+        (["evaluate", "--data-dir", ".", "--data-list", "l.txt", "--batch-size", "0"], "--batch-size"),
+        (["evaluate", "--data-dir", ".", "--data-list", "l.txt", "--crf-workers", "-2"], "--crf-workers"),
+    ],
+)
+def test_out_of_range_arguments_are_one_usage_line(args, option, capsys):
+    from deeplab_resnet.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and option in err and "--help" in err

@@ -40,8 +40,15 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deeplab",
         description="DeepLab-v2 (DeepLab-ResNet) semantic segmentation on PyTorch.",
     )

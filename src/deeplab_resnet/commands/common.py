@@ -50,3 +50,33 @@ def load_model_from_args(args: argparse.Namespace, device: str):
     from ..weights import load_model
 
     return load_model(args.weights, num_classes=args.num_classes, dataset=load_dataset_arg(args.dataset), device=device)
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum`` (a bad value is argparse's one-line usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def float_between(low: float, high: float):
+    """An argparse ``type``: a finite number in ``[low, high]`` (so ``nan`` and ``inf`` are refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:  # also false for nan
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, got {text}")
+        return value
+
+    return parse

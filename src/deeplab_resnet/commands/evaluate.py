@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from ..errors import DeepLabError
-from .common import add_model_arguments, load_dataset_arg, load_model_from_args, parse_scales, resolve_device
+from .common import (
+    add_model_arguments,
+    int_at_least,
+    load_dataset_arg,
+    load_model_from_args,
+    parse_scales,
+    resolve_device,
+)
 from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
@@ -40,16 +47,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--save-logits", default=None, metavar="DIR",
         help="write NAME.npy (float32 H x W x C logits at the image size) into DIR",
     )  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="only the first N list entries")
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N list entries")
     p.add_argument(
-        "--batch-size", type=int, default=1,
+        "--batch-size", type=int_at_least(1), default=1,
         help="run up to N images of the same size through the network at once (fills a GPU; "
         "the results equal one-at-a-time up to float rounding); default: %(default)s",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_crf_arguments(p)
     p.add_argument(
-        "--crf-workers", type=int, default=None,
+        "--crf-workers", type=int_at_least(0), default=None,
         help="processes running the CRF alongside the network (default: half the CPUs, at most 8; "
         "0 = inline, the default below 4 CPUs)",
     )  # fmt: skip

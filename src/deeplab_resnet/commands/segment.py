@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DeepLabError
-from .common import add_model_arguments, load_model_from_args, parse_scales, resolve_device
+from .common import add_model_arguments, float_between, int_at_least, load_model_from_args, parse_scales, resolve_device
 
 DESCRIPTION = (
     "Segment images (files, directories, globs such as 'photos/*.jpg', or list files *.txt): for each "
@@ -33,7 +33,7 @@ def add_crf_arguments(p: argparse.ArgumentParser) -> None:
         "--crf-preset", choices=CRF_PRESETS, default=CRF_PRESETS[0],
         help="parameter set (docs/original.md §6; default: %(default)s)",
     )  # fmt: skip
-    g.add_argument("--crf-iterations", type=int, default=None, help="mean-field iterations (preset: 10)")
+    g.add_argument("--crf-iterations", type=int_at_least(1), default=None, help="mean-field iterations (preset: 10)")
     g.add_argument("--crf-pos-w", type=float, default=None, help="Gaussian (position) kernel weight")
     g.add_argument("--crf-pos-xy", type=float, default=None, help="Gaussian kernel std in pixels")
     g.add_argument("--crf-bi-w", type=float, default=None, help="bilateral kernel weight")
@@ -80,19 +80,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", default="1", help="input scales, e.g. 1,0.75,0.5 for multi-scale (default: 1)")
     p.add_argument("--flip", action="store_true", help="also run the mirrored image and average the logits")
     p.add_argument(
-        "--max-size", type=int, default=2000,
+        "--max-size", type=int_at_least(0), default=2000,
         help="the network sees images whose longer side exceeds this shrunk to it; outputs stay full "
         "size (0 = always full resolution; default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
-        "--tile", type=int, default=None, metavar="SIZE",
+        "--tile", type=int_at_least(64), default=None, metavar="SIZE",
         help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size)",
     )  # fmt: skip
     p.add_argument(
-        "--tile-overlap", type=int, default=192,
+        "--tile-overlap", type=int_at_least(0), default=192,
         help="margin of each window in pixels; windows overlap by twice this (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default: %(default)s)")
+    p.add_argument(
+        "--alpha", type=float_between(0, 1), default=0.5, help="overlay opacity of the mask (default: %(default)s)"
+    )
     p.add_argument("--save-mask", action="store_true", help="also write NAME_mask.png, the colour mask alone")
     p.add_argument(
         "--save-probs", action="store_true",
