@@ -257,3 +257,23 @@ def test_out_of_range_arguments_are_one_usage_line(args, option, capsys):
     assert stop.value.code == EXIT_USAGE
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and option in err and "--help" in err
+
+
+def test_ctrl_c_during_evaluate_with_crf_workers_is_one_line(tmp_path, tiny_weights, voc_fixture):
+    command = [
+        sys.executable, "-m", "deeplab_resnet", "evaluate", "--data-dir", str(voc_fixture),
+        "--data-list", str(voc_fixture / "list_all.txt"), "--weights", str(tiny_weights), "--crf",
+        "--crf-workers", "2", "-o", str(tmp_path / "eval"), "--save-predictions", str(tmp_path / "pred"),
+    ]  # fmt: skip
+    # a session of its own: Ctrl-C in a terminal reaches every process of the foreground group
+    proc = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "pred").glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_SIGINT, stderr
+    assert_one_line(stderr, "interrupted")
+    assert temporaries(tmp_path) == []
+    for png in (tmp_path / "pred").glob("*.png"):
+        Image.open(png).load()

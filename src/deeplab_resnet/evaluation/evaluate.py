@@ -9,6 +9,7 @@ logits, and sharding across ``torchrun`` ranks with the matrices summed at the e
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,6 +61,8 @@ def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend:
 def _worker_init() -> None:
     # One thread per worker: the workers already use every core between them.
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group; the main process stops the pool and says so once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_crf_workers() -> int:
