@@ -85,8 +85,18 @@ def test_an_output_that_would_replace_an_input_is_refused_before_any_work(tmp_pa
     before = checksums(folder)
     result = cli("segment", folder, "--weights", tiny_weights, "-o", folder)
     assert result.returncode == EXIT_USAGE
-    assert_one_line(result.stderr, str(inputs[0]), "--output-dir")
+    assert_one_line(result.stderr, str(inputs[0]), "choose another output path")
     assert checksums(folder) == before  # nothing replaced, nothing added
+    # the same for a JSON summary written over an input
+    result = cli("segment", inputs[1], "--weights", tiny_weights, "-o", tmp_path / "out", "--json", inputs[1])
+    assert result.returncode == EXIT_USAGE
+    assert_one_line(result.stderr, str(inputs[1]))
+    assert checksums(folder) == before and not (tmp_path / "out").exists()
+    # and an output folder that is a file
+    result = cli("segment", inputs[1], "--weights", tiny_weights, "-o", inputs[0])
+    assert result.returncode == EXIT_USAGE
+    assert_one_line(result.stderr, str(inputs[0]), "not a directory")
+    assert checksums(folder) == before
 
 
 def test_same_named_inputs_get_their_own_outputs(tmp_path, tiny_weights, voc_fixture):

@@ -199,6 +199,8 @@ def _output_kinds(args: argparse.Namespace) -> list[str]:
 
 def _check_writable(out_dir: Path, json_path: str | None) -> None:
     """Fail before any work if the outputs cannot be written (exit 3, naming the folder)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepLabError(f"{out_dir}: not a directory, cannot write results there (--output-dir)")
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = [out_dir] + ([Path(json_path).parent] if json_path not in (None, "-") else [])
     for folder in targets:
@@ -232,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
 
     paths = unique_inputs(expand_inputs(args.inputs, args.data_dir))
     out_dir = Path(args.output_dir)
-    plans = plan_outputs(paths, out_dir, _output_kinds(args))
+    json_file = [Path(args.json)] if args.json not in (None, "-") else []
+    plans = plan_outputs(paths, out_dir, _output_kinds(args), extra=json_file)
     _check_writable(out_dir, args.json)
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)

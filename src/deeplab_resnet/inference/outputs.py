@@ -38,7 +38,7 @@ def unique_inputs(inputs: Sequence[Path]) -> list[Path]:
     seen: set[str] = set()
     unique = []
     for path in inputs:
-        key = os.path.normcase(os.path.realpath(path))
+        key = _key(path)
         if key not in seen:
             seen.add(key)
             unique.append(path)
@@ -59,24 +59,34 @@ def output_names(inputs: Sequence[Path]) -> list[Path]:
     return [r.with_name(r.stem + "_" + r.suffix.lstrip(".")) if counts[n] > 1 else n for r, n in zip(relative, names)]
 
 
-def plan_outputs(inputs: Sequence[Path], out_dir: Path, kinds: Sequence[str]) -> list[dict[str, Path]]:
+def plan_outputs(
+    inputs: Sequence[Path], out_dir: Path, kinds: Sequence[str], *, extra: Sequence[Path] = ()
+) -> list[dict[str, Path]]:
     """For each input, the path of each kind of output in ``out_dir``.
 
-    Raises :class:`DeepLabError` if an output would replace an input, if two inputs are the same
-    file, or if two outputs would share a path.
+    ``extra`` are further files the command writes (a JSON summary). Raises :class:`DeepLabError`
+    if an output would replace an input or if two outputs would share a path.
     """
     plans = [{kind: out_dir / (str(name) + ENDINGS[kind]) for kind in kinds} for name in output_names(inputs)]
-    seen: dict[str, Path] = {}
-    for source, plan in zip(inputs, plans):
-        for path in plan.values():
-            key = os.path.normcase(os.path.realpath(path))
-            if key in seen:
-                raise DeepLabError(f"{source} and {seen[key]} would both be written to {path}: give each input once")
-            seen[key] = source
-    for source in inputs:
-        key = os.path.normcase(os.path.realpath(source))
-        if key in seen:
-            raise DeepLabError(
-                f"the result of {seen[key]} would replace the input {source}: choose another --output-dir"
-            )
+    writes = [(source, path) for source, plan in zip(inputs, plans) for path in plan.values()]
+    refuse_clashes(inputs, writes + [(None, path) for path in extra])
     return plans
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def refuse_clashes(inputs: Sequence[Path], writes: Sequence[tuple[Path | None, Path]]) -> None:
+    """Raise :class:`DeepLabError` if a write (``(the input it belongs to or None, path)``) would
+    replace an input file or another write."""
+    seen: dict[str, tuple[Path | None, Path]] = {}
+    for source, path in writes:
+        key = _key(path)
+        if key in seen:
+            raise DeepLabError(f"{path} would be written twice (for {seen[key][0]} and {source}): give each input once")
+        seen[key] = (source, path)
+    for source in inputs:
+        if _key(source) in seen:
+            written = seen[_key(source)][1]
+            raise DeepLabError(f"writing {written} would replace the input {source}: choose another output path")
