@@ -336,5 +336,5 @@ def test_evaluate_cli_bad_batch_size_is_one_line(tmp_path, tiny_weights, voc_fix
         "--weights", tiny_weights, "--device", "cpu", "-o", tmp_path / "ev", "--batch-size", "0",
     )  # fmt: skip
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and "batch size" in lines[0], result.stderr
+    assert result.returncode == 2 and len(lines) == 1 and "--batch-size" in lines[0], result.stderr
     assert not (tmp_path / "ev").exists()

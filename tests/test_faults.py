@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from PIL import Image
 
 from deeplab_resnet.atomic import atomic_write_text, remove_stale_temporaries
 from deeplab_resnet.errors import EXIT_IO, EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
-from deeplab_resnet.inference.outputs import output_names, plan_outputs
+from deeplab_resnet.outputs import output_names, plan_outputs
 
 ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
 
@@ -287,3 +288,18 @@ def test_ctrl_c_during_evaluate_with_crf_workers_is_one_line(tmp_path, tiny_weig
     assert temporaries(tmp_path) == []
     for png in (tmp_path / "pred").glob("*.png"):
         Image.open(png).load()
+
+
+def test_evaluate_refuses_to_write_predictions_over_the_ground_truth(tmp_path, tiny_weights, voc_fixture):
+    data = tmp_path / "voc"
+    shutil.copytree(voc_fixture / "JPEGImages", data / "JPEGImages")
+    shutil.copytree(voc_fixture / "SegmentationClassAug", data / "SegmentationClassAug")
+    before = checksums(data)
+    result = cli(
+        "evaluate", "--data-dir", data, "--data-list", voc_fixture / "list_val.txt", "--weights", tiny_weights,
+        "--save-predictions", data / "SegmentationClassAug", "-o", tmp_path / "eval",
+    )  # fmt: skip
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert_one_line(result.stderr, "would replace the input", "SegmentationClassAug")
+    assert checksums(data) == before
+    assert not (tmp_path / "eval").exists()  # refused before any work

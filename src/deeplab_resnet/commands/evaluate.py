@@ -133,6 +133,25 @@ def _score_model(args, pairs, dist):
     return meter, model.dataset, device, {"weights": str(args.weights), "convention": model.convention, **options}
 
 
+def _check_outputs(args: argparse.Namespace, pairs) -> None:
+    """Before any work: no output may replace an image, a label or another output, and every output
+    folder must be writable."""
+    from ..evaluation.report import REPORT_FILES
+    from ..outputs import check_writable_dir, refuse_clashes
+
+    inputs = [p.image for p in pairs] + [p.label for p in pairs if p.label is not None]
+    writes = [(None, Path(args.output_dir) / name) for name in REPORT_FILES]
+    for folder, ending in ((args.save_predictions, ".png"), (args.save_logits, ".npy")):
+        if folder is not None:
+            writes += [(p.image, Path(folder) / f"{p.name}{ending}") for p in pairs]
+    refuse_clashes(inputs, writes)
+    for folder, option in ((args.output_dir, "--output-dir"), (args.save_predictions, "--save-predictions")):
+        if folder is not None:
+            check_writable_dir(Path(folder), option)
+    if args.save_logits is not None:
+        check_writable_dir(Path(args.save_logits), "--save-logits")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.lists import read_list
     from ..evaluation.evaluate import all_reduce_matrix, dist_from_env, evaluate_prediction_dir
@@ -142,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_list(args.data_dir, args.data_list)
     if args.limit is not None:
         pairs = pairs[: args.limit]
+    _check_outputs(args, pairs)
     dist = dist_from_env()
     start = time.perf_counter()
     if args.predictions is not None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import glob
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -197,19 +195,6 @@ def _output_kinds(args: argparse.Namespace) -> list[str]:
     return ["labels", "overlay"] + [kind for kind, wanted in extra if wanted]
 
 
-def _check_writable(out_dir: Path, json_path: str | None) -> None:
-    """Fail before any work if the outputs cannot be written (exit 3, naming the folder)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DeepLabError(f"{out_dir}: not a directory, cannot write results there (--output-dir)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = [out_dir] + ([Path(json_path).parent] if json_path not in (None, "-") else [])
-    for folder in targets:
-        if not folder.is_dir():
-            raise DeepLabError(f"{folder}: not a directory, cannot write results there")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OSError(errno.EACCES, "permission denied", str(folder))
-
-
 def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
     from ..images import read_image
 
@@ -229,14 +214,16 @@ def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..errors import EXIT_PARTIAL, describe_os_error, is_disk_full
-    from ..inference.outputs import plan_outputs, unique_inputs
     from ..inference.segmenter import Segmenter
+    from ..outputs import check_writable_dir, plan_outputs, unique_inputs
 
     paths = unique_inputs(expand_inputs(args.inputs, args.data_dir))
     out_dir = Path(args.output_dir)
     json_file = [Path(args.json)] if args.json not in (None, "-") else []
     plans = plan_outputs(paths, out_dir, _output_kinds(args), extra=json_file)
-    _check_writable(out_dir, args.json)
+    check_writable_dir(out_dir, "--output-dir")
+    for path in json_file:
+        check_writable_dir(path.parent, "--json")
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)
     model = with_backend(args, load_model_from_args(args, device), device)

@@ -1,6 +1,6 @@
-"""Where ``deeplab segment`` writes each input's results: one naming rule, checked before any work.
+"""Where results are written, checked before any work: no output replaces an input or another output.
 
-The rule (README, "Segmenting"):
+``deeplab segment`` names each input's results by one rule:
 
 - an input's outputs are named after its path relative to the deepest folder that holds all the
   inputs, without the suffix: ``photos/a.jpg`` → ``OUT/a.png``, and with ``trip/day1/x.jpg
@@ -16,12 +16,13 @@ refuses both, with one line, before any image is read.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import DeepLabError
+from .errors import DeepLabError
 
 # The ending each kind of result adds to the input's output name.
 ENDINGS: dict[str, str] = {
@@ -90,3 +91,24 @@ def refuse_clashes(inputs: Sequence[Path], writes: Sequence[tuple[Path | None, P
         if _key(source) in seen:
             written = seen[_key(source)][1]
             raise DeepLabError(f"writing {written} would replace the input {source}: choose another output path")
+
+
+def check_writable_dir(folder: Path, option: str) -> None:
+    """Fail now, naming ``folder``, if results cannot be written there (it is created later, by the
+    first write, so that a refused run leaves nothing behind)."""
+    if folder.exists() and not folder.is_dir():
+        raise DeepLabError(f"{folder}: not a directory, cannot write results there ({option})")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DeepLabError(f"{existing}: not a directory, cannot create {folder} there ({option})")
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only(existing):
+        raise OSError(errno.EROFS if _read_only(existing) else errno.EACCES, "cannot write", str(folder))
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
