@@ -43,7 +43,8 @@ from deeplab_resnet.bench.suites import (  # noqa: E402
     training_step_fn,
     write_json,
 )
-from deeplab_resnet.inference.optimize import FastInference, agreement, meets_target, parse_options  # noqa: E402
+from deeplab_resnet.inference.agreement import agreement, meets_target  # noqa: E402
+from deeplab_resnet.inference.optimize import FastInference, parse_options  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_fixture"
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_model
 
 from deeplab_resnet.cli import main
-from deeplab_resnet.inference.export import ParitySame, export_model, export_onnx, read_onnx_metadata, verify_export
+from deeplab_resnet.inference.export import ParitySame, export_model, export_onnx
+from deeplab_resnet.inference.metadata import TORCHSCRIPT_FILE, read_onnx_metadata
+from deeplab_resnet.inference.runtime import OnnxRuntimeBackend
+from deeplab_resnet.inference.verify import verify_export
+from deeplab_resnet.models import ModelSpec
 from deeplab_resnet.models.layers import logit_size, same_pads
 
 SIZES = ((32, 32), (33, 33), (40, 31), (31, 46))
@@ -38,13 +44,13 @@ def test_onnx_matches_pytorch_at_odd_and_even_sizes(convention, tmp_path):
         assert row["size"] == [h, w]  # (agreement() raises if the logit shapes differ)
         assert row["rel_l2"] < 1e-5, row
         assert row["argmax_agreement"] == 1.0
-    from deeplab_resnet.inference.runtime import OnnxRuntimeBackend
-
     out = OnnxRuntimeBackend(path).logits(torch.zeros(2, 3, 57, 42))
     assert tuple(out.shape) == (2, 21, *logit_size(57, 42, convention))
     meta = read_onnx_metadata(path)
     assert meta["convention"] == convention and meta["num_classes"] == 21
     assert meta["mean_bgr"] == list(model.mean_bgr)
+    spec = ModelSpec.from_metadata(meta)
+    assert spec == model.spec and dict(spec.architecture) == model.architecture
 
 
 def test_torchscript_is_dynamic_in_the_tf_convention(tmp_path):
@@ -52,6 +58,9 @@ def test_torchscript_is_dynamic_in_the_tf_convention(tmp_path):
     path = export_model(model, tmp_path / "m.pt", "torchscript")
     for row in verify_export(model, path, "torchscript", sizes=SIZES[:2]):
         assert row["rel_l2"] < 1e-6, row
+    files = {TORCHSCRIPT_FILE: ""}
+    torch.jit.load(str(path), _extra_files=files)
+    assert ModelSpec.from_metadata(json.loads(files[TORCHSCRIPT_FILE])) == model.spec
 
 
 @pytest.mark.slow

@@ -8,16 +8,9 @@ import torch.nn.functional as F
 from conftest import tiny_model
 
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.inference.optimize import (
-    FastInference,
-    InferenceOptions,
-    agreement,
-    default_options,
-    fold_batchnorm,
-    fold_conv_bn,
-    meets_target,
-    parse_options,
-)
+from deeplab_resnet.inference.agreement import agreement, meets_target
+from deeplab_resnet.inference.fold import fold_batchnorm, fold_conv_bn
+from deeplab_resnet.inference.optimize import FastInference, InferenceOptions, default_options, parse_options
 from deeplab_resnet.models import BatchNorm
 from deeplab_resnet.models.layers import Conv
 

@@ -1,14 +1,21 @@
-"""Inference backends: torch and onnxruntime give the same logits through one interface."""
+"""Inference backends: torch and onnxruntime give the same logits through one interface, and a
+backend is a network the Segmenter and MSC run with the model's spec."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
 
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.inference.optimize import agreement, parse_options
-from deeplab_resnet.inference.runtime import OnnxRuntimeBackend, backend_model, batched_logits, make_backend
+from deeplab_resnet.inference.agreement import agreement
+from deeplab_resnet.inference.optimize import parse_options
+from deeplab_resnet.inference.runtime import OnnxRuntimeBackend, make_backend
+from deeplab_resnet.inference.segmenter import Segmenter
+from deeplab_resnet.models import MSC
+from deeplab_resnet.preprocess import to_input
+from deeplab_resnet.resize import resize_bilinear
 
 
 def test_onnxruntime_and_torch_backends_agree_and_export_is_cached(tmp_path):
@@ -16,8 +23,8 @@ def test_onnxruntime_and_torch_backends_agree_and_export_is_cached(tmp_path):
     x = torch.randn(2, 3, 35, 44) * 50
     torch_logits = make_backend("torch", model).logits(x)
     ort = make_backend("onnxruntime", model, cache_dir=tmp_path, threads=1)
-    assert isinstance(ort, OnnxRuntimeBackend) and ort.convention == "tf"
-    stats = agreement(torch_logits, ort.logits(x))
+    assert isinstance(ort, OnnxRuntimeBackend) and ort.spec == model.spec and ort.spec.convention == "tf"
+    stats = agreement(torch_logits, ort(x))
     assert stats["rel_l2"] < 1e-5 and stats["argmax_agreement"] == 1.0
     files = list(tmp_path.glob("*.onnx"))
     assert len(files) == 1
@@ -39,38 +46,57 @@ def test_backend_errors(tmp_path):
         make_backend("tensorrt", tiny_model())
 
 
-def test_batched_logits_groups_same_sizes_and_keeps_order():
-    model = tiny_model()
-    backend = make_backend("torch", model)
-    calls = []
-    original = backend.logits
-    backend.logits = lambda b: calls.append(tuple(b.shape)) or original(b)
-    g = torch.Generator().manual_seed(0)
-    images = [torch.randn(3, *hw, generator=g) * 50 for hw in ((33, 40), (25, 25), (33, 40), (33, 40), (25, 25))]
-    out = batched_logits(backend, images, max_batch=2)
-    assert sorted(calls) == [(1, 3, 33, 40), (2, 3, 25, 25), (2, 3, 33, 40)]
-    for x, y in zip(images, out):
-        with torch.no_grad():
-            assert torch.allclose(y, model(x[None])[0], rtol=1e-4, atol=1e-4)
+def _image(height: int = 45, width: int = 38) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_segmenter_runs_on_the_onnxruntime_backend(tmp_path):
-    import numpy as np
+def _confident(logits: torch.Tensor, margin: float = 1e-3) -> np.ndarray:
+    """Pixels whose top two classes differ by more than ``margin``: rounding cannot swap them."""
+    top2 = logits.topk(2, dim=0).values
+    return (top2[0] - top2[1] > margin).numpy()
 
-    from deeplab_resnet.inference.segmenter import Segmenter
-    from deeplab_resnet.models import MSC
-    from deeplab_resnet.preprocess import to_input
 
+@pytest.mark.parametrize("convention", ["caffe", "tf"])
+def test_segmenter_on_onnxruntime_backend_gives_the_torch_labels(convention, tmp_path):
+    model = tiny_model(convention)
+    rgb = _image()
+    backend = make_backend("onnxruntime", model, cache_dir=tmp_path, threads=1)
+    from_backend = Segmenter(backend, model.spec)(rgb, return_logits=True)
+    # The independent reference: the torch model on the preprocessed image, the convention's resize.
+    with torch.no_grad():
+        reference = resize_bilinear(model(to_input(rgb, model.mean_bgr)[None]), rgb.shape[:2], convention)[0]
+    np.testing.assert_allclose(from_backend.logits.transpose(2, 0, 1), reference.numpy(), rtol=1e-4, atol=1e-4)
+    from_model = Segmenter(model)(rgb).labels
+    confident = _confident(reference)
+    assert confident.mean() > 0.99
+    assert np.array_equal(from_backend.labels[confident], from_model[confident])
+    assert np.array_equal(from_model, reference.argmax(0).numpy().astype(np.uint8))
+    assert from_backend.dataset == model.dataset
+
+
+def test_segmenter_multi_scale_over_a_backend(tmp_path):
     model = tiny_model("caffe")
-    rgb = np.random.default_rng(0).integers(0, 256, (45, 38, 3), dtype=np.uint8)
+    rgb = _image()
     x = to_input(rgb, model.mean_bgr)[None]
-    for scales in ((1.0,), (1.0, 0.5)):
-        with torch.no_grad():
-            reference = MSC(model, scales).eval()(x) if len(scales) > 1 else model(x)
-        seg = Segmenter(backend_model(model, make_backend("onnxruntime", model, cache_dir=tmp_path)), scales=scales)
+    backend = make_backend("onnxruntime", model, cache_dir=tmp_path, threads=1)
+    scales = (1.0, 0.5)
+    with torch.no_grad():
+        reference = MSC(model, scales).eval()(x)
+    # Segmenter(network, spec) with an MSC over the backend, and the Segmenter's own MSC over it.
+    msc = MSC(backend, scales, convention=model.spec.convention).eval()
+    for seg in (Segmenter(msc, model.spec), Segmenter(backend, model.spec, scales=scales)):
         assert agreement(reference, seg.logits(rgb)[None])["rel_l2"] < 1e-5
-        labels = model.upsample(reference, rgb.shape[:2])[0].argmax(0).numpy()
-        assert (seg(rgb).labels == labels).mean() > 0.999
+        upsampled = resize_bilinear(reference, rgb.shape[:2], "caffe")[0]
+        confident = _confident(upsampled)
+        assert np.array_equal(seg(rgb).labels[confident], upsampled.argmax(0).numpy()[confident])
+
+
+def test_a_network_without_a_spec_is_refused(tmp_path):
+    model = tiny_model()
+    with pytest.raises(DeepLabError, match="pass the model's spec"):
+        Segmenter(make_backend("torch", model))
+    with pytest.raises(ValueError, match="needs its convention"):
+        MSC(make_backend("torch", model), (1.0, 0.5))
 
 
 def test_segment_cli_backend_onnxruntime(tiny_weights, tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ from conftest import REPO, tiny_model
 from PIL import Image
 
 from deeplab_resnet import Segmenter
-from deeplab_resnet.inference.segmenter import upsample_argmax
+from deeplab_resnet.dataset_info import generic_dataset
+from deeplab_resnet.models import ModelSpec
 from deeplab_resnet.resize import resize_bilinear
 
 
@@ -23,11 +24,18 @@ def run_cli(*args, cwd=None):
     )
 
 
-def test_upsample_argmax_equals_full_upsampling():
-    logits = torch.randn(21, 13, 17)
-    for convention in ("caffe", "tf"):
-        full = resize_bilinear(logits, (101, 133), convention).argmax(0)
-        assert torch.equal(upsample_argmax(logits, (101, 133), convention, rows_per_chunk=7), full)
+@pytest.mark.parametrize("convention", ["caffe", "tf"])
+def test_chunked_upsampling_equals_a_plain_resize(convention):
+    # A network that returns fixed logits, whatever the image: the Segmenter's row-chunked
+    # upsampling (7 rows at a time) must equal one plain resize of those logits to the image size.
+    logits = torch.randn(1, 21, 13, 17, generator=torch.Generator().manual_seed(0))
+    seg = Segmenter(lambda x: logits, ModelSpec(convention, generic_dataset(21)), rows_per_chunk=7)
+    rgb = np.zeros((101, 133, 3), dtype=np.uint8)
+    labels, upsampled = seg.predict(rgb, full=True)
+    full = resize_bilinear(logits[0], (101, 133), convention)
+    assert torch.allclose(upsampled, full, rtol=1e-5, atol=1e-5)
+    assert torch.equal(labels, full.argmax(0))
+    assert torch.equal(seg.predict(rgb)[0], labels)  # the labels-only path chunks the same way
 
 
 def test_segmenter_api_on_array_pil_and_path(tmp_path):

@@ -16,7 +16,7 @@ from conftest import REPO, tiny_model
 from PIL import Image
 
 from deeplab_resnet.images import read_image
-from deeplab_resnet.inference.segmenter import Segmenter, refine_with_crf, tile_spans
+from deeplab_resnet.inference.segmenter import Segmenter, tile_spans
 
 
 def run_cli(*args):
@@ -161,12 +161,12 @@ def test_glob_and_list_file_inputs_and_json_lines(tmp_path, tiny_weights, voc_fi
 
 def test_crf_in_the_segmenter_equals_refining_its_probabilities(model, voc_fixture):
     pytest.importorskip("pydensecrf")
-    from deeplab_resnet.crf import PRESETS
+    from deeplab_resnet.crf import PRESETS, dense_crf
 
     image = read_image(voc_fixture / "JPEGImages" / "2007_000032.jpg")[:120, :160].copy()
     plain = Segmenter(model)(image, return_probs=True)
     refined = Segmenter(model, crf=PRESETS["tf-branch"], crf_backend="pydensecrf")(image, return_probs=True)
-    expected = refine_with_crf(image, plain.probs.transpose(2, 0, 1).copy(), PRESETS["tf-branch"], "pydensecrf")
+    expected = dense_crf(image, plain.probs.transpose(2, 0, 1).copy(), PRESETS["tf-branch"], backend="pydensecrf")
     assert np.array_equal(refined.labels, expected.argmax(0))
     np.testing.assert_allclose(refined.probs, expected.transpose(1, 2, 0), atol=1e-6)
 

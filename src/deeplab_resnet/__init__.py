@@ -26,6 +26,7 @@ _EXPORTS = {
     "DeepLabError": "errors",
     "MSC": "models",
     "DeepLabV2": "models",
+    "ModelSpec": "models",
     "create_model": "models",
     "logit_size": "models",
     "to_input": "preprocess",

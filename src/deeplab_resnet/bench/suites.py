@@ -428,7 +428,7 @@ def bench_forward(
     model, config: BenchmarkConfig, device: torch.device, workdir: Path
 ) -> tuple[list[Result], list[str]]:
     """Forward passes of every path at every batch size, interleaved; agreement with eager fp32."""
-    from ..inference.optimize import agreement, meets_target
+    from ..inference.agreement import agreement, meets_target
 
     results: list[Result] = []
     notes: list[str] = []

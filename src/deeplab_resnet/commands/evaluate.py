@@ -103,14 +103,16 @@ def _dataset_for_predictions(args: argparse.Namespace):
 
 
 def _score_model(args, pairs, dist):
-    from ..evaluation.evaluate import EvalOutputs, default_crf_workers, evaluate_pairs, init_distributed
+    from ..distributed import init_distributed
+    from ..evaluation.evaluate import EvalOutputs, default_crf_workers, evaluate_pairs
 
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)
     if dist.active and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
     init_distributed(dist, device)
-    model = with_backend(args, load_model_from_args(args, device), device)
+    model = load_model_from_args(args, device)
+    network = with_backend(args, model, device)
     workers = args.crf_workers if args.crf_workers is not None else default_crf_workers()
     if dist.active:
         workers = max(workers // dist.world_size, 0 if args.crf_workers == 0 else 1)
@@ -120,7 +122,7 @@ def _score_model(args, pairs, dist):
     )
     start = time.perf_counter()
     meter = evaluate_pairs(
-        model, dist.shard(pairs), device=device, scales=_scales(args), ignore_label=args.ignore_label,
+        network, dist.shard(pairs), spec=model.spec, device=device, scales=_scales(args), ignore_label=args.ignore_label,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
         progress=ProgressLine(not args.quiet and dist.rank == 0), batch_size=args.batch_size,
     )  # fmt: skip
@@ -154,7 +156,8 @@ def _check_outputs(args: argparse.Namespace, pairs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.lists import read_list
-    from ..evaluation.evaluate import all_reduce_matrix, dist_from_env, evaluate_prediction_dir
+    from ..distributed import dist_from_env
+    from ..evaluation.evaluate import all_reduce_matrix, evaluate_prediction_dir
     from ..evaluation.metrics import scores as metric_scores
     from ..evaluation.report import build_report, class_table, write_reports
 

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.export import export_model, verify_export
+    from ..inference.export import export_model
+    from ..inference.verify import verify_export
     from .common import load_model_from_args
 
     model = load_model_from_args(args, "cpu")

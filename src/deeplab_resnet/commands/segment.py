@@ -120,12 +120,13 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
 
 
 def with_backend(args: argparse.Namespace, model, device: str):
-    """``model``, or a stand-in for it that runs the network with ``--backend``."""
+    """The network to run: ``model`` itself, or ``--backend``'s runtime of it (a callable from a
+    preprocessed batch to logits; ``model.spec`` still says what they mean)."""
     if args.backend == "torch":
         return model
-    from ..inference.runtime import backend_model, make_backend
+    from ..inference.runtime import make_backend
 
-    return backend_model(model, make_backend(args.backend, model, device=device))
+    return make_backend(args.backend, model, device=device)
 
 
 def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:
@@ -226,9 +227,9 @@ def run(args: argparse.Namespace) -> int:
         check_writable_dir(path.parent, "--json")
     crf = crf_params_from_args(args)
     device = resolve_device(args.device)
-    model = with_backend(args, load_model_from_args(args, device), device)
+    model = load_model_from_args(args, device)
     segmenter = Segmenter(
-        model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
+        with_backend(args, model, device), model.spec, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
         crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap,
     )  # fmt: skip
     failures, summaries = 0, []

@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 from ..atomic import save_npy
-from ..crf import CRFParams
+from ..crf import CRFParams, dense_crf
 from ..data.lists import Pair
-from ..distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
 from ..errors import DeepLabError
 from ..images import label_image, read_image, read_label, save_png
-from ..inference.segmenter import Segmenter, refine_with_crf
-from ..models.deeplab import DeepLabV2
+from ..inference.segmenter import Network, Segmenter
+from ..models.spec import ModelSpec
 from .metrics import ConfusionMeter
 
 # Called after each image with (images done, images in total, seconds since the start).
@@ -55,7 +54,7 @@ def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str) -> np.ndarray:
     """CRF-refined label map; runs in a worker process."""
-    return refine_with_crf(image, probs, params, backend).argmax(0).astype(np.uint8)
+    return dense_crf(image, probs, params, backend=backend).argmax(0).astype(np.uint8)
 
 
 def _worker_init() -> None:
@@ -73,9 +72,10 @@ def default_crf_workers() -> int:
 
 
 def evaluate_pairs(
-    model: DeepLabV2,
+    model: Network,
     pairs: Iterable[Pair],
     *,
+    spec: ModelSpec | None = None,
     device: str | torch.device = "cpu",
     scales: Sequence[float] = (1.0,),
     ignore_label: int | None = None,
@@ -90,8 +90,11 @@ def evaluate_pairs(
     """Run ``model`` on every pair and accumulate the confusion matrix.
 
     Args:
-        model: the network (its dataset gives the class count and, by default, the ignore label).
+        model: the network: a :class:`~deeplab_resnet.models.DeepLabV2`, or any callable from a
+            preprocessed batch to logits (an onnxruntime backend) together with ``spec``.
         pairs: list entries with ground truth.
+        spec: what the network's logits mean (taken from a ``DeepLabV2``); its dataset gives the
+            class count and, by default, the ignore label.
         device: where the network runs.
         scales: input scales (more than one: the original's max fusion).
         ignore_label: ground-truth value not scored; defaults to the model's dataset's.
@@ -108,9 +111,10 @@ def evaluate_pairs(
     if batch_size < 1:
         raise DeepLabError(f"batch size must be >= 1, got {batch_size}")
     pairs = list(pairs)
-    ignore = model.dataset.ignore_label if ignore_label is None else ignore_label
-    meter = ConfusionMeter(model.num_classes, ignore)
-    segmenter = Segmenter(model, device=device, scales=scales, flip=flip)
+    segmenter = Segmenter(model, spec, device=device, scales=scales, flip=flip)
+    dataset = segmenter.dataset
+    ignore = dataset.ignore_label if ignore_label is None else ignore_label
+    meter = ConfusionMeter(dataset.num_classes, ignore)
     outputs = outputs or EvalOutputs()
     pool = None
     if crf is not None and crf_workers > 0:
@@ -123,7 +127,7 @@ def evaluate_pairs(
         nonlocal done
         meter.update(labels, gt)
         if outputs.predictions is not None:
-            save_png(label_image(labels, model.dataset), outputs.predictions / f"{pair.name}.png")
+            save_png(label_image(labels, dataset), outputs.predictions / f"{pair.name}.png")
         done += 1
         if progress is not None:
             progress(done, len(pairs), time.perf_counter() - start)

@@ -24,11 +24,13 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import DeepLabError
+from ..models.deeplab import DeepLabV2
 from ..models.layers import Conv, MaxPool
+from .fold import fold_batchnorm
+from .metadata import METADATA_KEY, TORCHSCRIPT_FILE, export_metadata
 
 FORMATS = ("onnx", "torchscript", "torch.export")
 DEFAULT_OPSET = 17
-METADATA_KEY = "deeplab_resnet"
 
 
 def _drop_first_if_even(x: torch.Tensor, dim: int, padded_by: int) -> torch.Tensor:
@@ -89,19 +91,14 @@ class ExportMaxPool(nn.Module):
         return F.max_pool2d(self.same(x), 3, 2)
 
 
-def exportable(model: nn.Module, *, fold_bn: bool = False) -> nn.Module:
+def exportable(model: DeepLabV2, *, fold_bn: bool = False) -> nn.Module:
     """A copy of ``model`` in eval mode whose graph does not depend on the example's size.
 
     Args:
-        model: a :class:`~deeplab_resnet.models.DeepLabV2`.
+        model: the network to export.
         fold_bn: fold batch norm into the convs first (exact up to rounding).
     """
-    if fold_bn:
-        from .optimize import fold_batchnorm
-
-        model = fold_batchnorm(model)
-    else:
-        model = copy.deepcopy(model)
+    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
     model = model.cpu().float().eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -112,37 +109,20 @@ def exportable(model: nn.Module, *, fold_bn: bool = False) -> nn.Module:
     return model
 
 
-def model_metadata(model: nn.Module) -> dict:
-    """What a runtime needs besides the graph: convention, classes, mean, architecture."""
-    dataset = getattr(model, "dataset", None)
-    meta = {
-        "convention": getattr(model, "convention", "caffe"),
-        "architecture": getattr(model, "architecture", {}),
-        "input": "N x 3 x H x W float32, BGR minus mean_bgr, values 0..255 before the mean",
-        "output": "N x C x h x w stride-8 logits",
-    }
-    if dataset is not None:
-        meta.update(
-            num_classes=dataset.num_classes,
-            mean_bgr=list(dataset.mean_bgr),
-            dataset=dataset.to_dict() if hasattr(dataset, "to_dict") else {"name": dataset.name},
-        )
-    return meta
-
-
-def _example(size: Sequence[int], batch: int = 1) -> torch.Tensor:
+def example_batch(size: Sequence[int], batch: int = 1) -> torch.Tensor:
+    """A fixed random input of ``size`` (H, W) at the scale of real inputs (BGR − mean): what is traced."""
     g = torch.Generator().manual_seed(0)
     return torch.randn(batch, 3, *size, generator=g) * 50
 
 
 def export_onnx(
-    model: nn.Module, path: str | Path, *, opset: int = DEFAULT_OPSET, fold_bn: bool = False,
+    model: DeepLabV2, path: str | Path, *, opset: int = DEFAULT_OPSET, fold_bn: bool = False,
     example_size: Sequence[int] = (65, 65),
 ) -> Path:  # fmt: skip
     """Write ``model`` as ONNX with dynamic batch, height and width (atomically).
 
     Args:
-        model: a DeepLab-v2 model.
+        model: the network; its spec is stored in the file (:mod:`.metadata`).
         path: the ``.onnx`` file to write.
         opset: ONNX opset version.
         fold_bn: fold batch norm into the convs before exporting.
@@ -158,41 +138,32 @@ def export_onnx(
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter: it needs no onnxscript, and traced sizes stay symbolic.
         torch.onnx.export(
-            net, (_example(example_size),), str(tmp), dynamo=False, opset_version=opset,
+            net, (example_batch(example_size),), str(tmp), dynamo=False, opset_version=opset,
             input_names=["input"], output_names=["logits"], do_constant_folding=True,
             dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
                           "logits": {0: "batch", 2: "logit_height", 3: "logit_width"}},
         )  # fmt: skip
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(model_metadata(model))
+        entry.key, entry.value = METADATA_KEY, json.dumps(export_metadata(model.spec))
         onnx.save(proto, str(tmp))
     return path
 
 
-def read_onnx_metadata(path: str | Path) -> dict:
-    """The metadata :func:`export_onnx` stored in an ONNX file (empty if none)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return json.loads(text) if text else {}
-
-
-def export_torchscript(model: nn.Module, path: str | Path, *, example_size: Sequence[int] = (65, 65)) -> Path:
+def export_torchscript(model: DeepLabV2, path: str | Path, *, example_size: Sequence[int] = (65, 65)) -> Path:
     """Write a traced TorchScript module (any input size; load with ``torch.jit.load``)."""
     net = exportable(model)
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            traced = torch.jit.trace(net, (_example(example_size),), check_trace=False)
+            traced = torch.jit.trace(net, (example_batch(example_size),), check_trace=False)
         with atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp), _extra_files={"deeplab_resnet.json": json.dumps(model_metadata(model))})
+            torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_FILE: json.dumps(export_metadata(model.spec))})
     return path
 
 
-def export_program(model: nn.Module, path: str | Path, *, example_size: Sequence[int] = (65, 65)) -> Path:
+def export_program(model: DeepLabV2, path: str | Path, *, example_size: Sequence[int] = (65, 65)) -> Path:
     """Write a ``torch.export`` program (``.pt2``) with dynamic batch, height and width."""
     from torch.export import Dim
 
@@ -203,7 +174,7 @@ def export_program(model: nn.Module, path: str | Path, *, example_size: Sequence
         program = torch.export.export(
             # batch 2: torch.export specialises a size of 1 to a constant.
             net,
-            (_example(example_size, batch=2),),
+            (example_batch(example_size, batch=2),),
             dynamic_shapes=({0: Dim.AUTO, 2: height, 3: width},),
         )
     path = Path(path)
@@ -212,7 +183,7 @@ def export_program(model: nn.Module, path: str | Path, *, example_size: Sequence
     return path
 
 
-def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx", **kwargs) -> Path:
+def export_model(model: DeepLabV2, path: str | Path, fmt: str = "onnx", **kwargs) -> Path:
     """Export in ``fmt`` (``onnx``, ``torchscript`` or ``torch.export``)."""
     if fmt == "onnx":
         return export_onnx(model, path, **kwargs)
@@ -221,31 +192,3 @@ def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx", **kwargs
     if fmt == "torch.export":
         return export_program(model, path, **kwargs)
     raise DeepLabError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-
-
-def verify_export(
-    model: nn.Module, path: str | Path, fmt: str = "onnx", sizes: Sequence[tuple[int, int]] = ((64, 64), (65, 49))
-) -> list[dict]:
-    """Run the exported file and the PyTorch model on random inputs of each size; their agreement.
-
-    Returns one dict per size: ``size``, ``rel_l2``, ``argmax_agreement``, ``max_abs``.
-    """
-    from .optimize import agreement
-
-    if fmt == "onnx":
-        from .runtime import OnnxRuntimeBackend
-
-        run = OnnxRuntimeBackend(path).logits
-    elif fmt == "torchscript":
-        run = torch.jit.load(str(path)).eval()
-    elif fmt == "torch.export":
-        run = torch.export.load(str(path)).module()
-    else:
-        raise DeepLabError(f"unknown export format {fmt!r}")
-    model = model.cpu().eval()
-    results = []
-    for size in sizes:
-        x = _example(size)
-        with torch.no_grad():
-            results.append({"size": list(size), **agreement(model(x), run(x))})
-    return results

@@ -5,10 +5,10 @@
 >>> logits = fast.logits(batch)            # the same N x C x h x w logits as model(batch)
 
 Options (see :class:`InferenceOptions`): folding frozen batch norm into the preceding conv
-(exact up to rounding), ``channels_last`` memory layout, bf16/fp16 autocast, ``torch.compile``
-with an on-disk cache, CUDA graphs for fixed-size inputs, cuDNN autotuning, and pinned-memory
-asynchronous host-to-device copies. :func:`agreement` measures a path against the reference
-(logit relative L2 error and argmax agreement).
+(exact up to rounding, :mod:`.fold`), ``channels_last`` memory layout, bf16/fp16 autocast,
+``torch.compile`` with an on-disk cache, CUDA graphs for fixed-size inputs, cuDNN autotuning, and
+pinned-memory asynchronous host-to-device copies. :mod:`.agreement` measures a path against the
+reference (logit relative L2 error and argmax agreement).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import DeepLabError
-from ..models.layers import BatchNorm
+from .fold import fold_batchnorm
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeplab_resnet" / "inductor"
@@ -128,83 +127,6 @@ def parse_options(text: str, device: str | torch.device = "cpu") -> InferenceOpt
                 "fold, cl, bf16, fp16, compile, graphs, cudnn-bench, pinned"
             )
     return InferenceOptions(**flags)
-
-
-# --------------------------------------------------------------------------- BN folding
-
-
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold ``bn`` (its running statistics) into ``conv`` in place; ``bn`` must then be skipped.
-
-    ``bn(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta`` is the conv with
-    ``W' = W * s`` and ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``.
-    Computed in float64 so the only difference from the unfolded model is float32 rounding.
-    """
-    with torch.no_grad():
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-        new_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
-        conv.weight.copy_(weight.to(conv.weight.dtype))
-        if conv.bias is None:
-            conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
-        else:
-            conv.bias.copy_(new_bias.to(conv.bias.dtype))
-
-
-def _conv_bn_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
-    """(parent module, conv attribute, bn attribute) for every conv followed by its BN."""
-    for parent in model.modules():
-        names = dict(parent.named_children())
-        for name, child in names.items():
-            if not isinstance(child, BatchNorm):
-                continue
-            conv_name = "conv1" if name == "bn_conv1" else name[len("bn_") :] if name.startswith("bn_") else None
-            if conv_name is None or not isinstance(names.get(conv_name), nn.Conv2d):
-                raise DeepLabError(f"cannot fold batch norm {name!r}: no conv {conv_name!r} beside it")
-            yield parent, conv_name, name
-
-
-def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """A copy of ``model`` (or ``model`` itself with ``inplace``) with every BN folded into its conv.
-
-    For inference only: the result has no BN to train. The BN modules become ``nn.Identity``.
-    """
-    if not inplace:
-        model = copy.deepcopy(model)
-    for parent, conv_name, bn_name in list(_conv_bn_pairs(model)):
-        fold_conv_bn(getattr(parent, conv_name), getattr(parent, bn_name))
-        setattr(parent, bn_name, nn.Identity())
-    return model.eval()
-
-
-# --------------------------------------------------------------------------- agreement
-
-
-def agreement(reference: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
-    """How close ``output`` logits are to ``reference``: relative L2 error, argmax agreement, max abs error.
-
-    Args:
-        reference: the float32 eager logits, ``N x C x h x w``.
-        output: logits from a fast path, same shape.
-    """
-    if reference.shape != output.shape:
-        raise DeepLabError(f"logit shapes differ: reference {tuple(reference.shape)}, path {tuple(output.shape)}")
-    ref = reference.detach().double().cpu()
-    out = output.detach().double().cpu()
-    rel = (out - ref).norm() / ref.norm().clamp_min(1e-30)
-    argmax = (out.argmax(1) == ref.argmax(1)).double().mean()
-    return {"rel_l2": float(rel), "argmax_agreement": float(argmax), "max_abs": float((out - ref).abs().max())}
-
-
-def meets_target(stats: dict[str, float], dtype: str) -> bool:
-    """The issue's targets: rel-L2 <= 1e-4 for float32 paths, argmax agreement >= 99.5% otherwise."""
-    if dtype == "float32":
-        return stats["rel_l2"] <= 1e-4
-    return stats["argmax_agreement"] >= 0.995
-
-
-# --------------------------------------------------------------------------- the fast model
 
 
 def to_device(batch: torch.Tensor, device: torch.device, *, pinned: bool = False) -> torch.Tensor:

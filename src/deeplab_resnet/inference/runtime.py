@@ -1,13 +1,16 @@
-"""Inference backends with one interface: ``backend.logits(batch)``.
+"""Inference backends: callables with one interface, ``backend(batch)`` (also ``backend.logits(batch)``).
 
 ``batch`` is a preprocessed ``N x 3 x H x W`` float32 tensor (BGR − mean); the result is the
 stride-8 logits ``N x C x h x w`` as a float32 tensor on the CPU or the backend's device.
 
 - :class:`TorchBackend`: the PyTorch model, optionally through the fast paths of
   :mod:`deeplab_resnet.inference.optimize`.
-- :class:`OnnxRuntimeBackend`: an ONNX file (from ``deeplab export``) run by onnxruntime.
+- :class:`OnnxRuntimeBackend`: an ONNX file (from ``deeplab export``) run by onnxruntime; its
+  ``spec`` is the :class:`~deeplab_resnet.models.spec.ModelSpec` stored in the file.
 
-:func:`make_backend` builds either from a loaded model.
+:func:`make_backend` builds either from a loaded model. A backend is only the network: give it to
+:class:`~deeplab_resnet.inference.segmenter.Segmenter` (or :class:`~deeplab_resnet.models.MSC`)
+together with the model's spec, ``Segmenter(backend, model.spec)``.
 """
 
 from __future__ import annotations
@@ -23,15 +26,21 @@ import torch
 from torch import nn
 
 from ..errors import DeepLabError
+from ..models.deeplab import DeepLabV2
+from ..models.spec import ModelSpec
+from .export import export_onnx
+from .metadata import metadata_from_session
 from .optimize import REFERENCE, FastInference, InferenceOptions
 
 BACKENDS = ("torch", "onnxruntime")
 
 
 class Backend(Protocol):
-    convention: str
+    name: str
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
 
 
 class TorchBackend:
@@ -47,10 +56,11 @@ class TorchBackend:
 
     def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", options: InferenceOptions = REFERENCE):
         self.fast = FastInference(model, options, device)
-        self.convention = getattr(model, "convention", "caffe")
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         return self.fast.logits(batch)
+
+    __call__ = logits
 
 
 def _session_options(threads: int | None, optimize: bool):
@@ -86,8 +96,6 @@ class OnnxRuntimeBackend:
             import onnxruntime as ort
         except ImportError as exc:
             raise DeepLabError("the onnxruntime backend needs: pip install 'deeplab_resnet[onnx]'") from exc
-        from .export import read_onnx_metadata
-
         path = Path(path)
         if not path.is_file():
             raise DeepLabError(f"ONNX file not found: {path}")
@@ -100,8 +108,9 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(path), _session_options(threads, optimize), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise DeepLabError(f"{path}: not a loadable ONNX model ({exc})") from exc
-        self.metadata = read_onnx_metadata(path)
-        self.convention = self.metadata.get("convention", "caffe")
+        self.metadata = metadata_from_session(self.session)
+        # None for an ONNX file not written by deeplab export: the caller then supplies the spec.
+        self.spec = ModelSpec.from_metadata(self.metadata, str(path)) if self.metadata else None
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
 
@@ -109,16 +118,16 @@ class OnnxRuntimeBackend:
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
+    __call__ = logits
 
-def _cached_onnx(model: nn.Module, cache_dir: Path) -> Path:
-    """Export ``model`` to ONNX once per weights: the file name is a hash of the state dict."""
-    from .export import export_onnx
 
+def _cached_onnx(model: DeepLabV2, cache_dir: Path) -> Path:
+    """Export ``model`` to ONNX once per weights: the file name is a hash of the state dict and convention."""
     digest = hashlib.sha256()
     for key, value in model.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(str(getattr(model, "convention", "")).encode())
+    digest.update(model.convention.encode())
     path = cache_dir / f"deeplab_{digest.hexdigest()[:16]}.onnx"
     if not path.exists():
         export_onnx(model, path)
@@ -126,7 +135,7 @@ def _cached_onnx(model: nn.Module, cache_dir: Path) -> Path:
 
 
 def make_backend(
-    name: str, model: nn.Module | None = None, *, device: str | torch.device = "cpu",
+    name: str, model: DeepLabV2 | None = None, *, device: str | torch.device = "cpu",
     options: InferenceOptions = REFERENCE, onnx_path: str | Path | None = None,
     cache_dir: str | Path | None = None, threads: int | None = None,
 ) -> Backend:  # fmt: skip
@@ -159,70 +168,3 @@ def make_backend(
             onnx_path = _cached_onnx(model, cache)
         return OnnxRuntimeBackend(onnx_path, device=device, threads=threads)
     raise DeepLabError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-
-
-class BackendNet(nn.Module):
-    """A backend in the place of the network inside :class:`~deeplab_resnet.inference.segmenter.Segmenter`
-    or :class:`~deeplab_resnet.models.MSC`: ``net(x)`` returns ``backend.logits(x)`` on ``x``'s device.
-    """
-
-    def __init__(self, backend: Backend):
-        super().__init__()
-        self.backend = backend
-        self.convention = backend.convention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backend.logits(x).to(x.device)
-
-
-class BackendModel(BackendNet):
-    """A stand-in for a :class:`~deeplab_resnet.models.DeepLabV2` whose forward runs ``backend``.
-
-    It has what ``Segmenter``, ``MSC`` and ``evaluate_pairs`` use (``dataset``, ``num_classes``,
-    ``mean_bgr``, ``convention``, ``upsample``, ``logit_size``), so preprocessing, multi-scale
-    fusion, flipping, tiling, upsampling and the CRF stay as they are; only the network changes.
-    """
-
-    def __init__(self, model: nn.Module, backend: Backend):
-        super().__init__(backend)
-        self._source = (model,)  # a tuple: not registered, so .to()/.eval() leave the model alone
-        self.dataset = model.dataset
-        self.architecture = getattr(model, "architecture", {})
-
-    @property
-    def num_classes(self) -> int:
-        return self.dataset.num_classes
-
-    @property
-    def mean_bgr(self) -> tuple[float, float, float]:
-        return self.dataset.mean_bgr
-
-    def logit_size(self, height: int, width: int) -> tuple[int, int]:
-        return self._source[0].logit_size(height, width)
-
-    def upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return self._source[0].upsample(logits, size)
-
-
-def backend_model(model: nn.Module, backend: Backend) -> BackendModel:
-    """``model``'s stand-in that runs ``backend`` (see :class:`BackendModel`)."""
-    return BackendModel(model, backend).eval()
-
-
-def batched_logits(backend: Backend, batches: list[torch.Tensor], max_batch: int = 8) -> list[torch.Tensor]:
-    """Logits for many preprocessed images (``3 x H x W`` each), same-size ones run as one batch.
-
-    Returns one ``C x h x w`` tensor per input, in input order. Batching images of equal size is
-    how evaluation uses a GPU fully (the original ran one image at a time).
-    """
-    order: dict[tuple[int, ...], list[int]] = {}
-    for i, x in enumerate(batches):
-        order.setdefault(tuple(x.shape), []).append(i)
-    out: list[torch.Tensor | None] = [None] * len(batches)
-    for indices in order.values():
-        for start in range(0, len(indices), max_batch):
-            chunk = indices[start : start + max_batch]
-            logits = backend.logits(torch.stack([batches[i] for i in chunk]))
-            for i, row in zip(chunk, logits):
-                out[i] = row
-    return out  # type: ignore[return-value]

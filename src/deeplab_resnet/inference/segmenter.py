@@ -5,30 +5,38 @@
 >>> result = seg("photo.jpg")            # a path, a PIL image or an H x W x 3 RGB array
 >>> result.labels                        # H x W class indices (uint8)
 
+The network is any callable from a preprocessed batch to stride-8 logits, described by a
+:class:`~deeplab_resnet.models.spec.ModelSpec`: a :class:`DeepLabV2` (which carries its spec), or
+e.g. an onnxruntime backend, ``Segmenter(make_backend("onnxruntime", model), model.spec)``.
+
 Options: multi-scale inputs, flip, dense-CRF refinement, tiling for very large images.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
-from ..crf import CRFParams
+from ..crf import CRFParams, dense_crf
 from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
 from ..images import read_image, to_rgb_array
 from ..models.deeplab import DeepLabV2
 from ..models.msc import MSC
+from ..models.spec import ModelSpec
 from ..preprocess import to_input
 from ..resize import interp_matrix
+from ..weights import load_model
 
-ImageLike = "str | Path | Image.Image | np.ndarray"
+# Anything mapping a preprocessed N x 3 x H x W batch to stride-8 logits N x C x h x w.
+Network = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -86,27 +94,6 @@ def _rows_full(cols: torch.Tensor, wy: torch.Tensor, rows_per_chunk: int) -> tor
     return torch.cat(chunks, dim=1)
 
 
-def upsample_argmax(
-    logits: torch.Tensor, size: tuple[int, int], convention: str, *, rows_per_chunk: int = 256
-) -> torch.Tensor:
-    """``argmax`` of the logits (``C x h x w``) upsampled to ``size``, in row chunks.
-
-    Equal to ``resize_bilinear(logits, size).argmax(0)`` but never holds the full
-    ``C x H x W`` upsampled tensor, so 4000 x 3000 outputs stay small in memory.
-    """
-    height, width = size
-    wy = interp_matrix(logits.shape[-2], height, convention, device=logits.device)  # type: ignore[arg-type]
-    wx = interp_matrix(logits.shape[-1], width, convention, device=logits.device)  # type: ignore[arg-type]
-    return _rows_argmax(logits.float() @ wx.T, wy, rows_per_chunk)
-
-
-def refine_with_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str = "auto") -> np.ndarray:
-    """Dense-CRF refinement of ``probs`` (``C x H x W``) for ``image``; see :func:`crf.dense_crf`."""
-    from ..crf import dense_crf
-
-    return dense_crf(image, probs, params, backend=backend)
-
-
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Windows along one axis: ``(start, stop, own_start, own_stop)`` for each.
 
@@ -128,11 +115,16 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
 
 
 class Segmenter:
-    """Runs a model on images of any size and returns label maps at the image's size.
+    """Runs a network on images of any size and returns label maps at the image's size.
 
     Args:
-        model: a :class:`DeepLabV2` (eval mode is set here).
-        device: where to run it.
+        network: a :class:`DeepLabV2` (eval mode is set here), or any callable mapping a
+            preprocessed ``N x 3 x H x W`` batch to stride-8 logits (an onnxruntime backend, a
+            compiled module, :class:`~deeplab_resnet.inference.optimize.FastInference`).
+        spec: what the network's inputs and outputs mean (convention, classes, mean); taken from a
+            :class:`DeepLabV2` when omitted, required for any other network.
+        device: where inputs go (a module network is moved there; other callables place
+            their work themselves).
         scales: input scales; more than one gives the original's multi-scale (max) fusion.
         max_size: if the longer image side exceeds it, the network sees the image shrunk to
             this size (outputs are still at full size). ``None`` always uses full resolution.
@@ -146,18 +138,24 @@ class Segmenter:
         tile_overlap: margin in pixels; neighbouring windows overlap by twice this and each
             contributes only its centre, away from its zero-padded borders. The full model's
             context is ~200 px, so margins below that change some labels near window seams.
+        rows_per_chunk: output rows upsampled at once; bounds the memory of the ``C x H x W``
+            upsampling for very large images without changing the result.
     """
 
     def __init__(
-        self, model: DeepLabV2, *, device: str | torch.device = "cpu",
+        self, network: Network, spec: ModelSpec | None = None, *, device: str | torch.device = "cpu",
         scales: Sequence[float] = (1.0,), max_size: int | None = None, flip: bool = False,
         crf: CRFParams | None = None, crf_backend: str = "auto",
         tile: int | None = None, tile_overlap: int = 192, rows_per_chunk: int = 256,
     ):  # fmt: skip
-        self.model = model.to(device).eval()
+        self.spec = _spec_of(network, spec)
         self.device = torch.device(device)
+        if isinstance(network, nn.Module):
+            network = network.to(device).eval()
+        self.network = network
         # eval() on the wrapper too: in training mode MSC returns every scale's logits, not the fusion
-        self.net = (MSC(self.model, scales) if tuple(scales) != (1.0,) else self.model).eval()
+        multi_scale = tuple(scales) != (1.0,)
+        self.net = MSC(network, scales, convention=self.spec.convention).eval() if multi_scale else network
         self.max_size = max_size
         self.flip = flip
         self.crf = crf
@@ -170,13 +168,12 @@ class Segmenter:
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, num_classes: int | None = None, **kwargs) -> Segmenter:
-        from ..weights import load_model
-
+        """A segmenter for a weight file (any format :func:`deeplab_resnet.load_model` reads)."""
         return cls(load_model(weights, num_classes=num_classes), **kwargs)
 
     @property
     def dataset(self) -> DatasetInfo:
-        return self.model.dataset
+        return self.spec.dataset
 
     def network_input(self, rgb: np.ndarray) -> np.ndarray:
         """The image as the network sees it: shrunk to ``max_size`` if larger."""
@@ -191,8 +188,13 @@ class Segmenter:
     def logits(self, image) -> torch.Tensor:
         """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any; no flip)."""
         rgb = self.network_input(as_rgb(image))
-        x = to_input(rgb, self.model.mean_bgr).unsqueeze(0).to(self.device)
-        return self.net(x)[0]
+        x = to_input(rgb, self.spec.mean_bgr).unsqueeze(0).to(self.device)
+        return self._network_logits(x)[0]
+
+    def _network_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The (possibly multi-scale) network's float32 logits, on this segmenter's device
+        (a backend such as onnxruntime returns CPU tensors whatever the device)."""
+        return self.net(x).to(self.device).float()
 
     def _columns(self, x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of input ``x`` (``B x 3 x H x W``) upsampled along the width only
@@ -201,17 +203,16 @@ class Segmenter:
         Flip fusion happens here: mirroring the width-upsampled logits of the mirrored input is
         exact for both conventions (the row interpolation does not involve the width).
         """
-        convention = self.model.convention
-        logits = self.net(x).float()
-        wx = interp_matrix(logits.shape[-1], width, convention, device=logits.device)  # type: ignore[arg-type]
+        logits = self._network_logits(x)
+        wx = interp_matrix(logits.shape[-1], width, self.spec.convention, device=logits.device)
         cols = logits @ wx.T
         if self.flip:
-            cols = (cols + (self.net(x.flip(-1)).float() @ wx.T).flip(-1)) / 2
+            cols = (cols + (self._network_logits(x.flip(-1)) @ wx.T).flip(-1)) / 2
         return cols, logits
 
     def _upsample_rows(self, cols: torch.Tensor, height: int, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Finish one image: its width-upsampled logits (``C x h x W``) to labels (and logits) at ``height``."""
-        wy = interp_matrix(cols.shape[-2], height, self.model.convention, device=cols.device)  # type: ignore[arg-type]
+        wy = interp_matrix(cols.shape[-2], height, self.spec.convention, device=cols.device)
         if full:
             upsampled = _rows_full(cols, wy, self.rows_per_chunk)
             return upsampled.argmax(0), upsampled
@@ -219,7 +220,7 @@ class Segmenter:
 
     def _predict_whole(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         height, width = rgb.shape[:2]
-        x = to_input(self.network_input(rgb), self.model.mean_bgr).unsqueeze(0).to(self.device)
+        x = to_input(self.network_input(rgb), self.spec.mean_bgr).unsqueeze(0).to(self.device)
         cols, _ = self._columns(x, width)
         return self._upsample_rows(cols[0], height, full)
 
@@ -238,7 +239,7 @@ class Segmenter:
             raise DeepLabError("predict_batch needs images of one size")
         if self.tile is not None or len(rgbs) == 1:
             return [self.predict(r, full=full) for r in rgbs]
-        x = torch.stack([to_input(self.network_input(r), self.model.mean_bgr) for r in rgbs]).to(self.device)
+        x = torch.stack([to_input(self.network_input(r), self.spec.mean_bgr) for r in rgbs]).to(self.device)
         cols, _ = self._columns(x, width)
         return [self._upsample_rows(c, height, full) for c in cols]
 
@@ -251,9 +252,9 @@ class Segmenter:
             tile_spans(height, self.tile, self.tile_overlap), tile_spans(width, self.tile, self.tile_overlap)
         ):
             window = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-            x = to_input(window, self.model.mean_bgr).unsqueeze(0).to(self.device)
+            x = to_input(window, self.spec.mean_bgr).unsqueeze(0).to(self.device)
             cols, logits = (t[0] for t in self._columns(x, x1 - x0))
-            wy = interp_matrix(logits.shape[-2], y1 - y0, self.model.convention, device=cols.device)  # type: ignore[arg-type]
+            wy = interp_matrix(logits.shape[-2], y1 - y0, self.spec.convention, device=cols.device)
             part = _rows_full(cols, wy, self.rows_per_chunk)[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
             labels[ya:yb, xa:xb] = part.argmax(0)
             if full:
@@ -286,14 +287,26 @@ class Segmenter:
         if upsampled is not None:
             probs_chw = torch.softmax(upsampled, dim=0).cpu().numpy()
             if self.crf is not None:
-                probs_chw = refine_with_crf(rgb, probs_chw, self.crf, self.crf_backend)
+                probs_chw = dense_crf(rgb, probs_chw, self.crf, backend=self.crf_backend)
                 labels = torch.from_numpy(probs_chw.argmax(0))
             if return_probs:
                 probs = np.ascontiguousarray(probs_chw.transpose(1, 2, 0), dtype=np.float32)
             if return_logits:
                 logits = np.ascontiguousarray(upsampled.permute(1, 2, 0).cpu().numpy(), dtype=np.float32)
-        dtype = np.uint8 if self.model.num_classes <= 256 else np.int32
+        dtype = np.uint8 if self.spec.num_classes <= 256 else np.int32
         return Segmentation(labels.cpu().numpy().astype(dtype), self.dataset, probs, logits)
+
+
+def _spec_of(network: Network, spec: ModelSpec | None) -> ModelSpec:
+    """``spec``, or the spec a :class:`DeepLabV2` carries; other networks must come with one."""
+    if spec is not None:
+        return spec
+    if isinstance(network, DeepLabV2):
+        return network.spec
+    raise DeepLabError(
+        f"Segmenter: a {type(network).__name__} does not say what its logits mean; pass the model's spec, "
+        "e.g. Segmenter(network, model.spec)"
+    )
 
 
 def segment_image(image, weights: str | Path, **kwargs) -> Segmentation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -10,37 +11,56 @@ from torch import nn
 from ..dataset_info import DatasetInfo, generic_dataset
 from ..resize import resize_bilinear
 from .aspp import ASPP_RATES, ASPPClassifier
-from .layers import BatchNorm, Convention, check_convention, logit_size
+from .layers import BatchNorm, Convention, logit_size
 from .resnet import RESNET101_BLOCKS, ResNetBackbone
+from .spec import ModelSpec
 
 
 class DeepLabV2(nn.Module):
-    """A backbone and a classifier, plus what is needed to use the logits.
+    """A backbone and a classifier, plus the :class:`ModelSpec` that says what its logits mean.
 
     ``forward`` maps a preprocessed batch (BGR − mean, ``N x 3 x H x W``) to stride-8 logits,
-    ``N x C x h x w`` with ``(h, w) = logit_size(H, W)``. ``upsample`` resizes them to the image
-    with the convention's bilinear. ``dataset`` says what the classes are, ``convention`` which
-    original the numerics follow, ``architecture`` how to rebuild the network.
+    ``N x C x h x w`` with ``(h, w) = logit_size(H, W)``. ``spec`` holds the convention (which
+    original the numerics follow), the dataset (what the classes are) and the architecture (how to
+    rebuild the network); ``convention``, ``dataset``, ``architecture``, ``num_classes`` and
+    ``mean_bgr`` read it.
     """
 
-    def __init__(
-        self, backbone: ResNetBackbone, classifier: ASPPClassifier, *, convention: Convention,
-        dataset: DatasetInfo, architecture: dict,
-    ):  # fmt: skip
+    def __init__(self, backbone: ResNetBackbone, classifier: ASPPClassifier, spec: ModelSpec):
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
-        self.convention = check_convention(convention)
-        self.dataset = dataset
-        self.architecture = dict(architecture)
+        self.spec = spec
+
+    @property
+    def convention(self) -> Convention:
+        return self.spec.convention
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return self.spec.dataset
+
+    @dataset.setter
+    def dataset(self, dataset: DatasetInfo) -> None:
+        """Rename the classes (e.g. after loading weights of a known dataset); the count must match."""
+        if dataset.num_classes != self.spec.num_classes:
+            raise ValueError(
+                f"dataset {dataset.name!r} has {dataset.num_classes} classes, the model {self.num_classes}"
+            )
+        self.spec = replace(self.spec, dataset=dataset)
+
+    @property
+    def architecture(self) -> dict:
+        """A copy of ``spec.architecture`` (editing it does not change the model)."""
+        return self.spec.architecture_dict()
 
     @property
     def num_classes(self) -> int:
-        return self.dataset.num_classes
+        return self.spec.num_classes
 
     @property
     def mean_bgr(self) -> tuple[float, float, float]:
-        return self.dataset.mean_bgr
+        return self.spec.mean_bgr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(x))
@@ -49,7 +69,7 @@ class DeepLabV2(nn.Module):
         return logit_size(height, width, self.convention)
 
     def upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Logits resized to ``size`` (the image's H, W) as the original does at test time."""
+        """Logits resized to ``size`` (the image's H, W) with the convention's bilinear, as the original does."""
         return resize_bilinear(logits, size, self.convention)
 
     def set_bn_frozen(self, frozen: bool) -> None:
@@ -95,6 +115,7 @@ def deeplab_v2_resnet101(
     blocks: Sequence[int] = RESNET101_BLOCKS,
     width: int = 64,
     aspp_rates: Sequence[int] = ASPP_RATES,
+    name: str = "deeplab_v2_resnet101",
 ) -> DeepLabV2:
     """DeepLab-v2 with ResNet-101 and ASPP-L, randomly initialised.
 
@@ -108,6 +129,7 @@ def deeplab_v2_resnet101(
         blocks: blocks per stage; smaller counts build a reduced-depth variant for tests.
         width: res2 bottleneck width (64 in ResNet-101).
         aspp_rates: dilation rates of the classifier branches.
+        name: the architecture's name recorded in the spec (and in weight files).
     """
     if dataset is None:
         dataset = generic_dataset(num_classes if num_classes is not None else 21)
@@ -117,22 +139,16 @@ def deeplab_v2_resnet101(
         blocks=blocks, width=width, convention=convention, frozen_bn=frozen_bn, bn_momentum=bn_momentum
     )
     classifier = ASPPClassifier(backbone.out_channels, dataset.num_classes, rates=aspp_rates, convention=convention)
-    architecture = {
-        "name": "deeplab_v2_resnet101",
-        "blocks": list(blocks),
-        "width": width,
-        "aspp_rates": list(aspp_rates),
-    }
-    return DeepLabV2(backbone, classifier, convention=convention, dataset=dataset, architecture=architecture)
+    architecture = {"name": name, "blocks": list(blocks), "width": width, "aspp_rates": list(aspp_rates)}
+    return DeepLabV2(backbone, classifier, ModelSpec(convention, dataset, architecture))
 
 
 def deeplab_v2_resnet_tiny(**kwargs) -> DeepLabV2:
     """The same code at one block per stage and width 8: for tests and quick experiments."""
     kwargs.setdefault("blocks", (1, 1, 1, 1))
     kwargs.setdefault("width", 8)
-    model = deeplab_v2_resnet101(**kwargs)
-    model.architecture["name"] = "deeplab_v2_resnet_tiny"
-    return model
+    kwargs.setdefault("name", "deeplab_v2_resnet_tiny")
+    return deeplab_v2_resnet101(**kwargs)
 
 
 MODELS = {
