@@ -165,7 +165,9 @@ def parse_size(text: str, where: str) -> tuple[int, int]:
     return h, w
 
 
-def type_name(kind: type) -> str:
+def type_name(kind: type, plural: bool = False) -> str:
+    if plural:
+        return {int: "integers", float: "numbers", str: "strings"}[kind]
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
 
 
@@ -203,7 +205,7 @@ def check_value(name: str, value: Any, where: str) -> Any:
         raise DeepLabError(f"{where} must be set (it has no 'none' value)")
     if kind is list:
         if not isinstance(value, (list, tuple)) or not value:
-            raise DeepLabError(f"{where} must be a non-empty list of {type_name(item)}s, got {value!r}")
+            raise DeepLabError(f"{where} must be a non-empty list of {type_name(item, plural=True)}, got {value!r}")
         values = [check_scalar(item, v, where) for v in value]
         for v in values:
             check_range(f, v, where)

@@ -50,7 +50,7 @@ from . import checkpoint as ckpt
 from .config import RUNTIME_KEYS, TrainConfig
 from .monitor import Monitor, summary_grid
 from .recipe import NonFiniteLoss, build_optimizer, poly_lr, train_step
-from .run_dir import claim_run_dir, new_run_id
+from .run_dir import check_run_dir, claim_run_dir, new_run_id
 
 Log = Callable[[str], None]
 
@@ -74,6 +74,10 @@ def train(cfg: TrainConfig, resume: str | None = None, *, overwrite: bool = Fals
         state, cfg = resume_state(cfg, resume, log)
     if cfg.batch_size % ddp.world_size:
         raise DeepLabError(f"--batch-size {cfg.batch_size} (global) is not divisible by {ddp.world_size} processes")
+    run_id = (state or {}).get("run_id") or new_run_id()
+    on_main_then_agree(  # before any work: a folder taken by another run is refused at once
+        ddp, lambda: check_run_dir(cfg.snapshot_dir, run_id, resuming=state is not None, overwrite=overwrite)
+    )
     torch.manual_seed(cfg.random_seed)
     np.random.seed(cfg.random_seed % 2**32)
 
@@ -81,7 +85,7 @@ def train(cfg: TrainConfig, resume: str | None = None, *, overwrite: bool = Fals
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    session = Session(cfg, ddp, device, model, model_info, state)
+    session = Session(cfg, ddp, device, model, model_info, state, run_id)
     pairs = read_list(cfg.data_dir, cfg.data_list)
     if cfg.check_data and state is None:
         on_main_then_agree(ddp, lambda: preflight_check(pairs, model, cfg, log))
@@ -332,14 +336,14 @@ class Session:
 
     def __init__(
         self, cfg: TrainConfig, ddp: DistInfo, device: str, model: DeepLabV2, model_info: dict[str, Any],
-        state: dict[str, Any] | None,
+        state: dict[str, Any] | None, run_id: str,
     ):  # fmt: skip
         self.cfg, self.ddp, self.device, self.model, self.model_info = cfg, ddp, device, model, model_info
         self.bn_trained = bn_is_trained(model)
         self.optimizer = build_optimizer(model, cfg)
         self.start = 0
         self.run_dir = Path(cfg.snapshot_dir)
-        self.run_id = (state or {}).get("run_id") or new_run_id()
+        self.run_id = run_id
         self.prior_wall_time = (state or {}).get("wall_time", 0.0)
         self.last_ckpt: Path | None = None
         if state is not None:

@@ -51,29 +51,35 @@ def aside_path(directory: Path) -> Path:
     return path
 
 
-def claim_run_dir(directory: str | Path, run_id: str, *, resuming: bool, overwrite: bool) -> Path | None:
-    """Make ``directory`` the folder of run ``run_id``; returns where an old run was moved, if any.
+def check_run_dir(directory: str | Path, run_id: str, *, resuming: bool, overwrite: bool) -> bool:
+    """Whether ``directory`` holds another run's files, which ``overwrite`` will move aside;
+    without ``overwrite`` that is an error naming ``--resume``/``--overwrite``. Changes nothing.
 
-    Another run's files are an error naming ``--resume``/``--overwrite``, unless ``overwrite``
-    (move them aside). When ``resuming``, files of the same run, or of a run without a recorded
-    id (written before runs had ids), are the run's own.
+    When ``resuming``, files of the same run, or of a run without a recorded id (written before
+    runs had ids), are the run's own.
     """
     directory = Path(directory)
     present = run_files(directory)
-    owner = recorded_run_id(directory)
-    foreign = bool(present) and not (resuming and owner in (None, run_id))
+    foreign = bool(present) and not (resuming and recorded_run_id(directory) in (None, run_id))
+    if foreign and not overwrite:
+        shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+        raise DeepLabError(
+            f"--snapshot-dir {directory} holds another run ({shown}): continue it with --resume, move it "
+            f"aside with --overwrite (to {directory.name}.old-DATE-TIME, nothing is deleted), or choose another "
+            "--snapshot-dir"
+        )
+    return foreign
+
+
+def claim_run_dir(directory: str | Path, run_id: str, *, resuming: bool, overwrite: bool) -> Path | None:
+    """Make ``directory`` the folder of run ``run_id`` (see :func:`check_run_dir`); returns where
+    another run's files were moved, if they were."""
+    directory = Path(directory)
     moved = None
-    if foreign:
-        if not overwrite:
-            shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
-            raise DeepLabError(
-                f"--snapshot-dir {directory} holds another run ({shown}): continue it with --resume, move it "
-                f"aside with --overwrite (to {directory.name}.old-DATE-TIME, nothing is deleted), or choose another "
-                "--snapshot-dir"
-            )
+    if check_run_dir(directory, run_id, resuming=resuming, overwrite=overwrite):
         moved = aside_path(directory)
         directory.rename(moved)
     directory.mkdir(parents=True, exist_ok=True)
-    if owner != run_id or moved is not None:
+    if recorded_run_id(directory) != run_id:
         atomic_write_text(directory / RUN_FILE, json.dumps({"run_id": run_id}) + "\n")
     return moved
