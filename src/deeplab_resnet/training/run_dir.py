@@ -43,6 +43,7 @@ def recorded_run_id(directory: Path) -> str | None:
 
 def aside_path(directory: Path) -> Path:
     """A free ``DIR.old-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``... if taken) next to ``directory``."""
+    directory = directory.resolve()  # "." or "runs/" have no usable name of their own
     base = directory.with_name(f"{directory.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     path, n = base, 1
     while path.exists():
@@ -65,8 +66,8 @@ def check_run_dir(directory: str | Path, run_id: str, *, resuming: bool, overwri
         shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
         raise DeepLabError(
             f"--snapshot-dir {directory} holds another run ({shown}): continue it with --resume, move it "
-            f"aside with --overwrite (to {directory.name}.old-DATE-TIME, nothing is deleted), or choose another "
-            "--snapshot-dir"
+            f"aside with --overwrite (to {directory.resolve().name}.old-DATE-TIME, nothing is deleted), or choose "
+            "another --snapshot-dir"
         )
     return foreign
 
