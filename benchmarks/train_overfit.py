@@ -54,7 +54,8 @@ def overfit(
 ) -> dict:  # fmt: skip
     from deeplab_resnet.data.lists import read_list
     from deeplab_resnet.evaluation.evaluate import evaluate_pairs
-    from deeplab_resnet.training.loop import TrainConfig, train
+    from deeplab_resnet.training.config import TrainConfig
+    from deeplab_resnet.training.loop import train
     from deeplab_resnet.weights import load_model
 
     data = workdir / "data"

@@ -24,7 +24,7 @@ def state(value: float) -> dict:
 
 def test_save_load_roundtrip_and_keep_last_k(tmp_path):
     for step in (1, 2, 3, 4, 5):
-        ckpt.save_checkpoint(tmp_path, step, state(float(step)), keep=3)
+        ckpt.save_checkpoint(tmp_path, step, state(float(step)), run_id="a", keep=3)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [3, 4, 5]
     latest = ckpt.latest_checkpoint(tmp_path)
     assert latest == tmp_path / "ckpt-00000005.pt"
@@ -52,7 +52,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_pat
         f"""
         import sys, time, torch
         from deeplab_resnet.training import checkpoint as ckpt
-        ckpt.save_checkpoint({str(tmp_path)!r}, 1, {{"model": {{"w": torch.ones(1000)}}}})
+        ckpt.save_checkpoint({str(tmp_path)!r}, 1, {{"model": {{"w": torch.ones(1000)}}}}, run_id="a")
         real_save = torch.save
         def slow_save(obj, path):
             real_save(obj, path)
@@ -61,7 +61,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_pat
             print("writing", flush=True)
             time.sleep(60)
         ckpt.torch.save = slow_save
-        ckpt.save_checkpoint({str(tmp_path)!r}, 2, {{"model": {{"w": torch.zeros(1000)}}}})
+        ckpt.save_checkpoint({str(tmp_path)!r}, 2, {{"model": {{"w": torch.zeros(1000)}}}}, run_id="a")
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -77,5 +77,20 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_pat
     loaded = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))
     assert torch.equal(loaded["model"]["w"], torch.ones(1000))
     # The next save cleans the leftover up.
-    ckpt.save_checkpoint(tmp_path, 2, {"model": {}})
+    ckpt.save_checkpoint(tmp_path, 2, {"model": {}}, run_id="a")
     assert not list(tmp_path.glob(".ckpt-*.tmp"))
+
+
+def test_pruning_deletes_only_the_saving_runs_checkpoints(tmp_path):
+    # Another run's checkpoints with higher step numbers, and one from before runs had ids.
+    for step in (10, 11, 12):
+        ckpt.save_checkpoint(tmp_path, step, state(float(step)), run_id="other", keep=0)
+    legacy = ckpt.checkpoint_path(tmp_path, 7)
+    torch.save({"format": ckpt.FORMAT, "format_version": 1, "step": 7, "model": {}}, legacy)
+    foreign = {p: p.read_bytes() for _, p in ckpt.list_checkpoints(tmp_path)}
+    for step in (1, 2, 3, 4, 5):
+        ckpt.save_checkpoint(tmp_path, step, state(float(step)), run_id="mine", keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [4, 5, 7, 10, 11, 12]
+    assert all(p.read_bytes() == data for p, data in foreign.items())
+    assert ckpt.checkpoint_run_id(ckpt.checkpoint_path(tmp_path, 5)) == "mine"
+    assert ckpt.checkpoint_run_id(legacy) is None

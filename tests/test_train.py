@@ -13,16 +13,11 @@ from conftest import tiny_model
 
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.training import checkpoint as ckpt
-from deeplab_resnet.training import loop as train_mod
-from deeplab_resnet.training.loop import (
-    TrainConfig,
-    build_model,
-    build_optimizer,
-    param_groups,
-    poly_lr,
-    seg_loss,
-    train,
-)
+from deeplab_resnet.training import recipe
+from deeplab_resnet.training.config import TrainConfig
+from deeplab_resnet.training.loop import build_model, train
+from deeplab_resnet.training.monitor import summary_grid
+from deeplab_resnet.training.recipe import build_optimizer, param_groups, poly_lr, seg_loss
 from deeplab_resnet.weights import read_weights
 
 
@@ -256,7 +251,7 @@ def test_summary_grid_panels(voc_fixture):
     x = torch.randn(3, 3, 17, 17) * 50
     labels = torch.randint(0, 21, (3, 17, 17))
     logits = torch.randn(3, 21, 3, 3)
-    grid = train_mod.summary_grid(x, labels, logits, model, 2)
+    grid = summary_grid(x, labels, logits, model, 2)
     assert grid.shape == (34, 51, 3)
     assert (grid[17:, :17] == from_input(x[1], model.mean_bgr)).all()
     assert (grid[:17, 17:34] == colorize(labels[0].numpy().astype(np.uint8), model.dataset)).all()
@@ -296,14 +291,14 @@ def test_from_scratch_trains_bn_and_says_so(tmp_path, voc_fixture):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, voc_fixture, monkeypatch):
     calls = []
-    real = train_mod.seg_loss
+    real = recipe.seg_loss
 
     def poisoned(*args, **kwargs):
         calls.append(1)
         loss, parts = real(*args, **kwargs)
         return (loss * float("nan"), parts) if len(calls) > 2 else (loss, parts)
 
-    monkeypatch.setattr(train_mod, "seg_loss", poisoned)
+    monkeypatch.setattr(recipe, "seg_loss", poisoned)
     cfg = tiny_cfg(tmp_path, voc_fixture, num_steps=5, checkpoint_every=1)
     with pytest.raises(DeepLabError, match=r"loss became nan at step 2.*ckpt-00000002\.pt"):
         train(cfg)

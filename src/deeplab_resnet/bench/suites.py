@@ -14,7 +14,6 @@ import json
 import math
 import platform
 import random
-import resource
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write_text
+from ..devices import peak_memory_mb, reset_peak_memory
 from ..models.layers import BatchNorm
 
 # --------------------------------------------------------------------------- FLOP counting
@@ -180,19 +180,6 @@ def format_table(results: Sequence[Result], peak_tflops: float | None = None) ->
     return "\n".join(line.rstrip() for line in lines)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocator peak on GPU, process peak RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def machine_info(device: torch.device) -> dict:
     info = {
         "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
@@ -306,34 +293,32 @@ def training_step_fn(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, scales: Sequence[float] = (1.0,),
     dtype: str = "float32", ignore_label: int = 255, channels_last: bool = False,
 ) -> Callable[[], float]:  # fmt: skip
-    """A closure doing one training step with the training loop's own pieces.
+    """A closure doing one step of ``deeplab train``: ``training.recipe.train_step`` itself.
 
-    Frozen BN, :func:`make_optimizer` (``train.build_optimizer``), ``train.seg_loss`` (CE at
-    stride 8 on every MSC output: each scale and the fused max, as the original).
+    The recipe's optimizer at its defaults (SGD; groups 1x/10x/20x, decay on conv weights) at the
+    step-0 learning rate, frozen BN, CE at stride 8 on every MSC output (each scale and the fused
+    max, as the original). Returns the step's loss.
     """
     from ..inference.optimize import DTYPES
     from ..models.msc import MSC
-    from ..training.loop import seg_loss
+    from ..training.config import TrainConfig
+    from ..training.recipe import build_optimizer, train_step
 
     net = MSC(model, scales) if tuple(scales) != (1.0,) else model
     if channels_last:
         model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
     model.set_bn_frozen(True)
     net.train()
-    optimizer = make_optimizer(model)
-    autocast = dtype != "float32"
-    num_classes = model.num_classes
+    cfg = TrainConfig()
+    optimizer = build_optimizer(model, cfg)
+    batch = (images, labels)
 
     def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(images.device.type, dtype=DTYPES[dtype], enabled=autocast):
-            outputs = net(images)
-            outputs = outputs if isinstance(outputs, list) else [outputs]
-            loss, _ = seg_loss(outputs, labels, num_classes, ignore_label)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        return train_step(
+            net, optimizer, iter([batch]), lr=cfg.learning_rate, num_classes=model.num_classes,
+            ignore_label=ignore_label, amp_dtype=None if dtype == "float32" else DTYPES[dtype],
+            channels_last=channels_last,
+        ).loss  # fmt: skip
 
     return step
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..devices import resolve_device as resolve_device  # one rule for every command
 from ..errors import DeepLabError
 
 
@@ -16,16 +17,6 @@ def add_model_arguments(p: argparse.ArgumentParser, *, weights_required: bool = 
     p.add_argument("--num-classes", type=int, default=None, help="expected class count (checked against the weights)")
     p.add_argument("--dataset", default=None, help="dataset description (voc12, camvid or a JSON/YAML file)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeepLabError(f"--device {name}: CUDA is not available on this machine")
-    return name
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

@@ -3,9 +3,11 @@
 A checkpoint is ``SNAPSHOT_DIR/ckpt-STEP.pt`` (``STEP`` = steps completed), a ``torch.save``
 of plain tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``. It holds the model and optimizer state, the step, the
-resolved config, what is needed to rebuild the model, and the RNG states. It is written to a
-temporary file and renamed, so a kill at any moment leaves the previous checkpoint whole (a
-half-written ``.ckpt-*.tmp`` may remain; it is ignored and cleaned up on the next save).
+resolved config, what is needed to rebuild the model, the RNG states, and the id of the run that
+wrote it. It is written to a temporary file and renamed, so a kill at any moment leaves the
+previous checkpoint whole (a half-written ``.ckpt-*.tmp`` may remain; it is ignored and cleaned
+up on the next save). Keeping the last K deletes only checkpoints of the run saving: a checkpoint
+of another run (or of no known run) is never deleted.
 """
 
 from __future__ import annotations
@@ -41,25 +43,37 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``state`` as the checkpoint of ``step`` atomically; then keep only the newest ``keep``.
+def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], *, run_id: str, keep: int = 3) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` atomically; then keep only the newest ``keep`` of this run's.
 
     Args:
         directory: the run's snapshot directory.
         step: steps completed.
         state: what to save (tensors, numbers, strings, lists, dicts).
-        keep: how many checkpoints to keep (0 or less keeps all).
+        run_id: the run saving; recorded in the checkpoint, and only checkpoints with this id are pruned.
+        keep: how many of this run's checkpoints to keep (0 or less keeps all).
     """
     path = checkpoint_path(directory, step)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step), **state}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step), **state, "run_id": run_id}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     for stale in Path(directory).glob(".ckpt-*.tmp"):  # left by an earlier kill mid-write
         stale.unlink(missing_ok=True)
     if keep > 0:
-        for _, old in list_checkpoints(directory)[:-keep]:
+        own = [p for _, p in list_checkpoints(directory) if p == path or checkpoint_run_id(p) == run_id]
+        for old in own[:-keep]:
             old.unlink(missing_ok=True)
     return path
+
+
+def checkpoint_run_id(path: str | Path) -> str | None:
+    """The id of the run that wrote the checkpoint ``path`` (``None``: unreadable, or written
+    before runs had ids). Memory-mapped: the tensors are not read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged or foreign: not ours to delete
+        return None
+    return state.get("run_id") if isinstance(state, dict) else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,269 +1,287 @@
-"""Training DeepLab-v2 with the original recipe (docs/original.md §4), in one file, top to bottom.
+"""Training DeepLab-v2 with the original recipe (docs/original.md §4), top to bottom.
 
-    config → pre-flight data check → model (restored or from scratch) → optimizer →
-    resume → data stream → loop { poly LR; forward; loss; backward (accumulated); step;
-    log; image summary; validation; checkpoint } → final weights.
+    config → resume → model (restored or from scratch) → optimizer → pre-flight data check →
+    data stream → run folder → loop { :func:`recipe.train_step`; log; image summary;
+    validation; checkpoint } → final weights.
 
-The recipe, and how it maps onto PyTorch:
+The recipe itself (poly LR, learning-rate multipliers, weight decay, the loss, gradient
+accumulation) is in ``recipe.py``; the settings in ``config.py``; progress, scalars and image
+summaries in ``monitor.py``; checkpoints in ``checkpoint.py``; who owns a run folder in
+``run_dir.py``.
 
-* SGD, momentum 0.9 (torch's SGD with ``dampening=0`` is TF's MomentumOptimizer: ``v = m v + g``,
-  ``w -= lr v``). Poly LR ``lr · (1 − step/num_steps)^power`` set before every step.
-* Learning-rate multipliers: backbone 1x, classifier weights 10x, classifier biases 20x.
-* Weight decay: the original adds ``wd · ½‖w‖²`` over the conv weights (backbone and classifier)
-  to the loss. Its gradient is ``wd · w``, which is exactly what torch's SGD adds to the
-  gradient with ``weight_decay=wd`` (before momentum, as the loss term would). So the conv-weight
-  groups get ``weight_decay=wd`` and biases and BN parameters get 0 — the same optimisation, with
-  the L2 term left out of the reported loss.
-* Loss: softmax cross-entropy on the stride-8 logits against the labels resized to the logit
-  grid by TF1 ``resize_nearest_neighbor`` (``src = floor(dst · in/out)``, see
-  ``data/transforms.py``), averaged over the valid pixels of the (global) batch; the ignore label
-  and any label ≥ num_classes do not count. With ``--msc``: the sum of the four such losses
-  (each scale, and the max-fused logits), labels resized to each output's grid.
-  ``--loss-resolution image`` (ours, not the original's) instead upsamples every output to the
-  crop size with the model's own test-time resize (``model.upsample``) and takes the
-  cross-entropy against the full-resolution labels: the logits are then trained for what the
-  evaluation scores (boundaries between logit cells), at the cost of a crop-sized softmax.
-* ``--grad-update-every K`` (Caffe ``iter_size``): K micro-batches of ``--batch-size`` each, one
-  update with the average of their gradients. As in Caffe, each micro-batch's loss is a mean over
-  its own valid pixels, so this equals one batch of K·batch-size exactly when the micro-batches
-  have equal valid-pixel counts (and only approximately otherwise).
-* Batch norm is frozen unless ``--is-training``. From scratch (no ``--restore-from``) it is
-  trained, because a frozen BN with identity statistics cannot normalise a random network.
+Batch norm is frozen unless ``--is-training``. From scratch (no ``--restore-from``) it is
+trained, because a frozen BN with identity statistics cannot normalise a random network.
 
 Distributed: launched by ``torchrun`` the run uses DDP; ``--batch-size`` is the *global* batch
 (split over the processes), the loss is normalised by the global count of valid pixels, and
 every process reads its slice of the same global batch, so N processes follow the same
-trajectory as one (up to float summation order). Rank 0 logs and writes checkpoints.
+trajectory as one (up to float summation order). Rank 0 logs and writes files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_write_text
+from ..data.check import check_pair
 from ..data.datasets import StreamBatchSampler, TrainStream
 from ..data.lists import Pair, read_list
-from ..data.transforms import TrainTransform, resize_nearest
+from ..data.transforms import TrainTransform
 from ..dataset_info import DatasetInfo, generic_dataset, load_dataset_info
+from ..devices import peak_memory_mb, resolve_device
 from ..distributed import DistInfo, dist_from_env, init_distributed
 from ..errors import DeepLabError
+from ..evaluation.evaluate import evaluate_pairs
 from ..models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
 from ..models.msc import MSC
+from ..weights import load_model, save_weights
 from . import checkpoint as ckpt
+from .config import RUNTIME_KEYS, TrainConfig
+from .monitor import Monitor, summary_grid
+from .recipe import NonFiniteLoss, build_optimizer, poly_lr, train_step
+from .run_dir import check_run_dir, claim_run_dir, new_run_id
 
-# --------------------------------------------------------------------------------------------
-# Configuration: the original flags (same names and defaults) plus ours.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Field names are the command-line flags with ``_`` for ``-``."""
-
-    data_dir: str = ""
-    data_list: str = ""
-    batch_size: int = 10
-    input_size: str = "321,321"
-    learning_rate: float = 2.5e-4
-    momentum: float = 0.9
-    num_steps: int = 20001
-    power: float = 0.9
-    random_mirror: bool = False
-    random_scale: bool = False
-    random_seed: int = 1234
-    restore_from: str | None = None
-    save_num_images: int = 2
-    save_pred_every: int = 1000
-    snapshot_dir: str = "./snapshots/"
-    weight_decay: float = 5e-4
-    num_classes: int | None = None  # the original's 21 unless --dataset says otherwise
-    ignore_label: int | None = None  # the original's 255 unless --dataset says otherwise
-    not_restore_last: bool = False
-    is_training: bool = False
-    # Ours.
-    grad_update_every: int = 1
-    msc: bool = False
-    msc_scales: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5])
-    scale_mode: str = "continuous"
-    fine_tune: bool = False
-    optimizer: str = "sgd"
-    model: str = "deeplab_v2_resnet101"
-    model_blocks: list[int] | None = None  # from scratch: blocks per stage (reduced-depth variants)
-    model_width: int | None = None  # from scratch: res2 bottleneck width
-    convention: str | None = None
-    dataset: str | None = None
-    keep_checkpoints: int = 3
-    checkpoint_every: int | None = None
-    num_workers: int = 2
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    val_list: str | None = None
-    val_data_dir: str | None = None
-    val_every: int | None = None
-    strict_labels: bool = False
-    loss_resolution: str = "logits"  # "logits": the original (stride-8 grid); "image": crop size
-    check_data: bool = True
-    progress: bool = True
-    tensorboard: bool = True
-    log_every: int = 10
-
-    @property
-    def crop_size(self) -> tuple[int, int]:
-        try:
-            h, w = (int(v) for v in str(self.input_size).split(","))
-        except ValueError as exc:
-            raise DeepLabError(f"--input-size must be 'HEIGHT,WIDTH', got {self.input_size!r}") from exc
-        if h < 1 or w < 1:
-            raise DeepLabError(f"--input-size must be positive, got {self.input_size!r}")
-        return h, w
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+Log = Callable[[str], None]
 
 
-# Settings that may change between a run and its resumption without changing the result.
-RUNTIME_KEYS = frozenset(
-    {"num_workers", "device", "progress", "tensorboard", "log_every", "check_data", "snapshot_dir"}
-)
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML mapping of flag names (``batch-size`` or ``batch_size``) to values."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeepLabError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml  # type: ignore[import-untyped]
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:
-        raise DeepLabError(f"{path}: not a valid config file ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise DeepLabError(f"{path}: a config file must be a mapping of flag names to values")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for key, value in data.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name not in known:
-            raise DeepLabError(f"{path}: unknown setting {key!r}")
-        out[name] = value
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Pieces of the recipe.
-# --------------------------------------------------------------------------------------------
-
-
-def poly_lr(base_lr: float, step: int, num_steps: int, power: float) -> float:
-    """The original's schedule: ``base_lr · (1 − step/num_steps)^power``."""
-    return base_lr * (1.0 - step / num_steps) ** power
-
-
-def label_targets(labels: torch.Tensor, size: tuple[int, int], num_classes: int, ignore_label: int) -> torch.Tensor:
-    """Labels on the logit grid (TF nearest neighbour), with every pixel not to be learnt set to -100."""
-    y = resize_nearest(labels, size)
-    valid = (y >= 0) & (y < num_classes) & (y != ignore_label)
-    return torch.where(valid, y, torch.full_like(y, -100))
-
-
-def seg_loss(
-    outputs: list[torch.Tensor],
-    labels: torch.Tensor,
-    num_classes: int,
-    ignore_label: int,
-    *,
-    world: int = 1,
-    upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None,
-):
-    """Sum over ``outputs`` of the mean cross-entropy over valid pixels of the global batch.
-
-    Each output's summed loss is divided by its valid-pixel count over all processes (times
-    ``world``, since DDP averages gradients over processes), so that the gradient equals that
-    of one process holding the whole batch.
+def train(cfg: TrainConfig, resume: str | None = None, *, overwrite: bool = False) -> Path:
+    """Run (or resume) training; returns the path of the final weight file.
 
     Args:
-        outputs: logits ``(N, C, h, w)``, one per loss term.
-        labels: ``(N, H, W)`` integer labels at crop resolution.
-        num_classes: labels in ``[0, num_classes)`` count; others are ignored.
-        ignore_label: this label is ignored too.
-        world: number of DDP processes.
-        upsample: ``None`` (the original): labels are resized to each output's grid by nearest
-            neighbour. Otherwise ``upsample(logits, (H, W))`` (e.g. ``model.upsample``) brings
-            each output to the labels' size and the loss is taken at full resolution.
-
-    Returns ``(loss, per-output mean losses as floats)``.
+        cfg: the run's settings (see :class:`TrainConfig`).
+        resume: ``"latest"`` (the newest checkpoint in ``cfg.snapshot_dir``), a checkpoint path,
+            or ``None`` to start fresh.
+        overwrite: a fresh run may take a ``snapshot_dir`` that holds another run, which is moved
+            aside (see ``run_dir.py``); without it that is an error.
     """
-    if upsample is not None:
-        outputs = [upsample(o.float(), tuple(labels.shape[-2:])) for o in outputs]
-    targets = [label_targets(labels, o.shape[-2:], num_classes, ignore_label) for o in outputs]
-    counts = torch.stack([(t >= 0).sum() for t in targets]).to(torch.float64)
-    if world > 1:
-        dist.all_reduce(counts)
-    total = outputs[0].new_zeros((), dtype=torch.float32)
-    parts = []
-    for out, target, count in zip(outputs, targets, counts):
-        summed = F.cross_entropy(out.float(), target, ignore_index=-100, reduction="sum")
-        term = summed * (world / max(float(count), 1.0))
-        total = total + term
-        parts.append(term.detach())
-    return total, parts
+    ddp = dist_from_env()
+    device = resolve_device(cfg.device, local_rank=ddp.local_rank if ddp.active else None)
+    init_distributed(ddp, device)
+    log = main_process_log(ddp)
+    state = None
+    if resume:
+        state, cfg = resume_state(cfg, resume, log)
+    if cfg.batch_size % ddp.world_size:
+        raise DeepLabError(f"--batch-size {cfg.batch_size} (global) is not divisible by {ddp.world_size} processes")
+    run_id = (state or {}).get("run_id") or new_run_id()
+    on_main_then_agree(  # before any work: a folder taken by another run is refused at once
+        ddp, lambda: check_run_dir(cfg.snapshot_dir, run_id, resuming=state is not None, overwrite=overwrite)
+    )
+    torch.manual_seed(cfg.random_seed)
+    np.random.seed(cfg.random_seed % 2**32)
+
+    model, model_info = prepare_model(cfg, state, log)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    session = Session(cfg, ddp, device, model, model_info, state, run_id)
+    pairs = read_list(cfg.data_dir, cfg.data_list)
+    if cfg.check_data and state is None:
+        on_main_then_agree(ddp, lambda: preflight_check(pairs, model, cfg, log))
+    batches = iter(make_loader(cfg, model, pairs, session.start, ddp, device))
+    net = wrap_for_training(model, cfg, ddp, device)
+    on_main_then_agree(ddp, lambda: session.open_run_dir(resuming=state is not None, overwrite=overwrite, log=log))
+    log(describe_run(session, len(pairs)))
+    monitor = Monitor(cfg, session.run_dir, session.start, ddp.main)
+    try:
+        for step in range(session.start, cfg.num_steps):
+            session.step(step, net, batches, monitor)
+    finally:
+        monitor.close()
+    return session.finish(log)
 
 
-def param_groups(model: DeepLabV2, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Backbone convs 1x (decayed), BN 1x (not decayed), classifier weights 10x (decayed), biases 20x."""
-    cls_w, cls_b = model.classifier_parameters()
-    groups = [
-        {"name": "classifier_weights", "params": cls_w, "lr_mult": 10.0, "weight_decay": cfg.weight_decay},
-        {"name": "classifier_biases", "params": cls_b, "lr_mult": 20.0, "weight_decay": 0.0},
-    ]
-    if not cfg.fine_tune:
-        convs, norms = [], []
-        for m in model.backbone.modules():
-            if isinstance(m, nn.Conv2d):
-                convs.append(m.weight)
-            elif isinstance(m, nn.BatchNorm2d) and m.weight.requires_grad:
-                norms += [m.weight, m.bias]
-        groups.insert(0, {"name": "backbone_convs", "params": convs, "lr_mult": 1.0, "weight_decay": cfg.weight_decay})
-        if norms:
-            groups.insert(1, {"name": "backbone_bn", "params": norms, "lr_mult": 1.0, "weight_decay": 0.0})
-    return groups
+def main_process_log(ddp: DistInfo) -> Log:
+    def log(msg: str) -> None:
+        if ddp.main:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
 
 
-def build_optimizer(model: DeepLabV2, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":  # the original's fine_tune.py
-        return torch.optim.Adam(groups, lr=cfg.learning_rate)
-    raise DeepLabError(f"--optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+def on_main_then_agree(ddp: DistInfo, action: Callable[[], None]) -> None:
+    """Run ``action`` on the main process only; with DDP every process learns whether it
+    failed, so that all of them stop together instead of waiting for the failed one."""
+    error = None
+    if ddp.main:
+        try:
+            action()
+        except DeepLabError as exc:
+            if not ddp.active:
+                raise
+            error = str(exc)
+    if ddp.active:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise DeepLabError(error)
 
 
-def preflight_check(pairs: list[Pair], num_classes: int, ignore_label: int, strict: bool, log) -> None:
+def resume_state(cfg: TrainConfig, resume: str, log: Log) -> tuple[dict[str, Any], TrainConfig]:
+    """The checkpoint to resume from, and the run's config: the saved one defines the run; only
+    runtime settings (``RUNTIME_KEYS``) are taken from ``cfg``."""
+    run_dir = Path(cfg.snapshot_dir)
+    path = ckpt.latest_checkpoint(run_dir) if resume == "latest" else Path(resume)
+    if path is None:
+        raise DeepLabError(f"--resume: no checkpoint in {run_dir}")
+    state = ckpt.load_checkpoint(path)
+    saved, defaults = state["config"], TrainConfig().to_dict()
+    for key, value in cfg.to_dict().items():  # tell about settings given now that the run overrides
+        if key not in RUNTIME_KEYS and key in saved and value not in (saved[key], defaults[key]):
+            log(f"note: {key} = {saved[key]!r} from the checkpoint (not {value!r})")
+    runtime = {k: v for k, v in cfg.to_dict().items() if k in RUNTIME_KEYS}
+    log(f"resuming from {path} at step {state['step']}")
+    return state, TrainConfig(**{**saved, **runtime})
+
+
+# --------------------------------------------------------------------------------------------
+# The model.
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_dataset(cfg: TrainConfig, from_weights: DatasetInfo | None) -> DatasetInfo:
+    """``--dataset`` (or the weights' dataset), with ``--num-classes``/``--ignore-label`` overriding."""
+    info = load_dataset_info(cfg.dataset) if cfg.dataset else from_weights
+    if info is None or (cfg.num_classes is not None and cfg.num_classes != info.num_classes):
+        info = generic_dataset(cfg.num_classes if cfg.num_classes is not None else 21)
+    if cfg.ignore_label is not None and cfg.ignore_label != info.ignore_label:
+        info = dataclasses.replace(info, ignore_label=int(cfg.ignore_label))
+    return info
+
+
+def prepare_model(cfg: TrainConfig, state: dict[str, Any] | None, log: Log) -> tuple[DeepLabV2, dict[str, Any]]:
+    """The network to train: from the checkpoint, from ``--restore-from``, or from scratch; with
+    ``--fine-tune`` only its classifier learns (the original's fine_tune.py)."""
+    if state is not None:
+        model = model_from_checkpoint(state)
+        model.set_bn_frozen(not state["bn_trained"])
+        model.load_state_dict(state["model"])
+        model_info = state["model_info"]
+    else:
+        model, model_info = build_model(cfg, log)
+    if cfg.fine_tune:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        model.set_bn_frozen(True)
+    return model, model_info
+
+
+def build_model(cfg: TrainConfig, log: Log) -> tuple[DeepLabV2, dict[str, Any]]:
+    """The network, restored from ``--restore-from`` or initialised from scratch."""
+    if cfg.restore_from:
+        model = restore_model(cfg)
+        how = f"restored from {cfg.restore_from}" + (" (new classifier)" if cfg.not_restore_last else "")
+    else:
+        model = model_from_scratch(cfg, log)
+        how = "from scratch"
+    info = {"architecture": model.architecture, "convention": model.convention, "dataset": model.dataset.to_dict()}
+    return model, {"how": how, **info}
+
+
+def restore_model(cfg: TrainConfig) -> DeepLabV2:
+    """``--restore-from`` through the package's one weight loader, then ``--dataset``,
+    ``--num-classes``, ``--ignore-label`` and ``--convention`` applied."""
+    frozen = not cfg.is_training
+    model = load_model(cfg.restore_from, not_restore_last=cfg.not_restore_last, frozen_bn=frozen)
+    dataset = resolve_dataset(cfg, model.dataset)
+    if dataset.num_classes != model.num_classes:
+        # Another class count: the loader builds the new classifier, or says --not-restore-last is needed.
+        model = load_model(cfg.restore_from, dataset=dataset, not_restore_last=cfg.not_restore_last, frozen_bn=frozen)
+    model.dataset = dataset
+    if cfg.convention and cfg.convention != model.convention:
+        # The convention changes the numerics (resizing, padding), not the parameters.
+        rebuilt = model_from_architecture(
+            model.architecture, convention=cfg.convention, dataset=dataset, frozen_bn=frozen
+        )  # fmt: skip
+        rebuilt.load_state_dict(model.state_dict())
+        model = rebuilt
+    return model
+
+
+def model_from_scratch(cfg: TrainConfig, log: Log) -> DeepLabV2:
+    """``--model`` (optionally ``--model-blocks``/``--model-width``), Kaiming-initialised, BN trained."""
+    frozen = not cfg.is_training
+    shape: dict[str, Any] = {}
+    if cfg.model_blocks is not None:
+        shape["blocks"] = tuple(cfg.model_blocks)
+    if cfg.model_width is not None:
+        shape["width"] = cfg.model_width
+    try:
+        model = create_model(
+            cfg.model, dataset=resolve_dataset(cfg, None), convention=cfg.convention or "caffe", frozen_bn=frozen,
+            **shape,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise DeepLabError(f"--model: {exc}") from exc
+    init_backbone_from_scratch(model)
+    if frozen:
+        model.set_bn_frozen(False)
+        log(
+            "no --restore-from: training from scratch (Kaiming-initialised convs, identity BN statistics, "
+            "zero-gamma residual branches); batch norm is trained, as with --is-training, because frozen "
+            "BN cannot normalise a random network"
+        )
+    return model
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> DeepLabV2:
+    """Rebuild the network a checkpoint was saved from (same architecture, convention, classes)."""
+    dataset = DatasetInfo.from_dict(state["model_info"]["dataset"])
+    return model_from_architecture(
+        state["model_info"]["architecture"], convention=state["model_info"]["convention"], dataset=dataset
+    )
+
+
+def bn_is_trained(model: nn.Module) -> bool:
+    return any(p.requires_grad for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+
+
+def wrap_for_training(model: DeepLabV2, cfg: TrainConfig, ddp: DistInfo, device: str) -> nn.Module:
+    """The network as trained: the multi-scale wrapper, then DDP around it (one forward per backward)."""
+    net: nn.Module = MSC(model, cfg.msc_scales) if cfg.msc else model
+    if ddp.active:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[ddp.local_rank] if device.startswith("cuda") else None
+        )
+    return net.train()
+
+
+def step_options(cfg: TrainConfig, model: DeepLabV2, world: int) -> dict[str, Any]:
+    """The settings of :func:`recipe.train_step` for this run, other than the learning rate."""
+    return {
+        "num_classes": model.num_classes,
+        "ignore_label": model.dataset.ignore_label,
+        "accumulate": cfg.grad_update_every,
+        "world": world,
+        "upsample": model.upsample if cfg.loss_resolution == "image" else None,
+        "amp_dtype": torch.bfloat16 if cfg.amp else None,
+        "channels_last": cfg.channels_last,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The data.
+# --------------------------------------------------------------------------------------------
+
+
+def preflight_check(pairs: list[Pair], model: DeepLabV2, cfg: TrainConfig, log: Log) -> None:
     """Open every pair before training: unreadable/missing files, size mismatches and colour
     masks are errors naming the file; label values outside the classes are a warning with
-    counts (an error with ``strict``)."""
-    from ..data.check import check_pair
-
+    counts (an error with ``--strict-labels``)."""
+    num_classes, ignore_label = model.num_classes, model.dataset.ignore_label
+    t0 = time.perf_counter()
     errors: list[str] = []
     bad_files: list[tuple[str, int, list[int]]] = []
     for pair in pairs:
@@ -284,406 +302,142 @@ def preflight_check(pairs: list[Pair], num_classes: int, ignore_label: int, stri
             f"{len(bad_files)} label file(s) have {total} pixel(s) outside [0, {num_classes}) other than the "
             f"ignore label {ignore_label} (they are ignored in the loss): {first}"
         )
-        if strict:
+        if cfg.strict_labels:
             raise DeepLabError(msg + " (--strict-labels)")
         log("warning: " + msg)
+    log(f"checked {len(pairs)} image/label pairs in {time.perf_counter() - t0:.1f} s")
 
 
-# --------------------------------------------------------------------------------------------
-# Model construction.
-# --------------------------------------------------------------------------------------------
-
-
-def resolve_dataset(cfg: TrainConfig, from_weights: DatasetInfo | None) -> DatasetInfo:
-    """``--dataset`` (or the weights' dataset), with ``--num-classes``/``--ignore-label`` overriding."""
-    info = load_dataset_info(cfg.dataset) if cfg.dataset else from_weights
-    if info is None or (cfg.num_classes is not None and cfg.num_classes != info.num_classes):
-        info = generic_dataset(cfg.num_classes if cfg.num_classes is not None else 21)
-    if cfg.ignore_label is not None and cfg.ignore_label != info.ignore_label:
-        info = dataclasses.replace(info, ignore_label=int(cfg.ignore_label))
-    return info
-
-
-def build_model(cfg: TrainConfig, log) -> tuple[DeepLabV2, dict[str, Any]]:
-    """The network, restored from ``--restore-from`` or initialised from scratch."""
-    frozen = not cfg.is_training
-    if cfg.restore_from:
-        from ..weights import load_state, read_weights
-
-        state, meta = read_weights(cfg.restore_from)
-        dataset = resolve_dataset(cfg, meta.dataset)
-        if dataset.num_classes != meta.num_classes and not cfg.not_restore_last:
-            raise DeepLabError(
-                f"{cfg.restore_from}: the weights have {meta.num_classes} classes but {dataset.num_classes} "
-                "were asked for (use --not-restore-last to start a new classifier)"
-            )
-        convention = cfg.convention or meta.convention
-        model = model_from_architecture(meta.architecture, convention=convention, dataset=dataset, frozen_bn=frozen)
-        load_state(model, state, skip_classifier=cfg.not_restore_last, source=cfg.restore_from)
-        how = f"restored from {cfg.restore_from}" + (" (new classifier)" if cfg.not_restore_last else "")
-    else:
-        dataset = resolve_dataset(cfg, None)
-        shape: dict[str, Any] = {}
-        if cfg.model_blocks:
-            shape["blocks"] = tuple(int(b) for b in cfg.model_blocks)
-        if cfg.model_width:
-            shape["width"] = int(cfg.model_width)
-        try:
-            model = create_model(
-                cfg.model, dataset=dataset, convention=cfg.convention or "caffe", frozen_bn=frozen, **shape
-            )
-        except ValueError as exc:
-            raise DeepLabError(f"--model: {exc}") from exc
-        init_backbone_from_scratch(model)
-        if frozen:
-            model.set_bn_frozen(False)
-            log(
-                "no --restore-from: training from scratch (Kaiming-initialised convs, identity BN statistics, "
-                "zero-gamma residual branches); batch norm is trained, as with --is-training, because frozen "
-                "BN cannot normalise a random network"
-            )
-        how = "from scratch"
-    info = {"architecture": model.architecture, "convention": model.convention, "dataset": model.dataset.to_dict()}
-    return model, {"how": how, **info}
-
-
-def model_from_checkpoint(state: dict[str, Any]) -> DeepLabV2:
-    """Rebuild the network a checkpoint was saved from (same architecture, convention, classes)."""
-    dataset = DatasetInfo.from_dict(state["model_info"]["dataset"])
-    return model_from_architecture(
-        state["model_info"]["architecture"], convention=state["model_info"]["convention"], dataset=dataset
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Monitoring.
-# --------------------------------------------------------------------------------------------
-
-
-class Monitor:
-    """Progress bar (tqdm when installed), TensorBoard (when installed), and a JSON-lines log."""
-
-    def __init__(self, cfg: TrainConfig, run_dir: Path, start: int, enabled: bool):
-        self.enabled = enabled
-        self.cfg = cfg
-        self.bar = None
-        self.writer = None
-        self.log_path = run_dir / "metrics.jsonl"
-        if not enabled:
-            return
-        if cfg.progress:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True)
-            except ImportError:
-                pass
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                self.print("TensorBoard is not installed: no event files (pip install 'deeplab_resnet[train]')")
-
-    def print(self, msg: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr, flush=True)
-
-    def record(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-
-    def progress(self, step: int, loss: float, lr: float, samples_per_s: float) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_s=f"{samples_per_s:.2f}", refresh=False)
-            self.bar.update(1)
-        elif step % self.cfg.log_every == 0 or step == self.cfg.num_steps - 1:
-            eta = (self.cfg.num_steps - step - 1) * self.cfg.batch_size * self.cfg.grad_update_every / samples_per_s
-            self.print(
-                f"step {step}/{self.cfg.num_steps}  loss {loss:.4f}  lr {lr:.3g}  {samples_per_s:.2f} samples/s  "
-                f"ETA {eta / 60:.0f} min"
-            )
-
-    def image(self, step: int, grid: np.ndarray) -> None:
-        if self.enabled and self.writer is not None:
-            self.writer.add_image("images", grid, step, dataformats="HWC")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-def summary_grid(x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, model: DeepLabV2, n: int) -> np.ndarray:
-    """The original's image summary: rows of image | ground truth | prediction, in the palette."""
-    from ..images import colorize
-    from ..preprocess import from_input
-
-    rows = []
-    size = (x.shape[-2], x.shape[-1])
-    preds = model.upsample(logits[:n].detach().float(), size).argmax(1).cpu().numpy()
-    for i in range(min(n, x.shape[0])):
-        image = from_input(x[i], model.mean_bgr)
-        gt = colorize(labels[i].cpu().numpy().astype(np.uint8), model.dataset)
-        pred = colorize(preds[i].astype(np.uint8), model.dataset)
-        rows.append(np.concatenate([image, gt, pred], axis=1))
-    return np.concatenate(rows, axis=0)
-
-
-# --------------------------------------------------------------------------------------------
-# The run.
-# --------------------------------------------------------------------------------------------
-
-
-def setup_distributed(device: str) -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (gloo on CPU, NCCL on CUDA)."""
-    info = dist_from_env()
-    init_distributed(info, device)
-    return info
-
-
-def resolve_device(name: str, ddp: DistInfo) -> str:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeepLabError(f"--device {name}: CUDA is not available on this machine")
-        if ddp.world_size > 1:
-            name = f"cuda:{ddp.local_rank}"
-    return name
-
-
-def train(cfg: TrainConfig, resume: str | None = None) -> Path:
-    """Run (or resume) training; returns the path of the final weight file.
-
-    Args:
-        cfg: the run's settings (see :class:`TrainConfig`).
-        resume: ``"latest"`` (the newest checkpoint in ``cfg.snapshot_dir``), a checkpoint path,
-            or ``None`` to start fresh.
-    """
-    base_device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
-    ddp = setup_distributed(base_device)
-    device = resolve_device(cfg.device, ddp)
-    run_dir = Path(cfg.snapshot_dir)
-
-    def log(msg: str) -> None:
-        if ddp.main:
-            print(msg, file=sys.stderr, flush=True)
-
-    # Resume: the saved config defines the run; only runtime settings may change.
-    state = None
-    if resume:
-        path = ckpt.latest_checkpoint(run_dir) if resume == "latest" else Path(resume)
-        if path is None:
-            raise DeepLabError(f"--resume: no checkpoint in {run_dir}")
-        state = ckpt.load_checkpoint(path)
-        saved, defaults = state["config"], TrainConfig().to_dict()
-        for key, value in cfg.to_dict().items():  # tell about settings given now that the run overrides
-            if key not in RUNTIME_KEYS and key in saved and value not in (saved[key], defaults[key]):
-                log(f"note: {key} = {saved[key]!r} from the checkpoint (not {value!r})")
-        runtime = {k: v for k, v in cfg.to_dict().items() if k in RUNTIME_KEYS}
-        cfg = TrainConfig(**{**saved, **runtime})
-        log(f"resuming from {path} at step {state['step']}")
-    if cfg.batch_size % ddp.world_size:
-        raise DeepLabError(f"--batch-size {cfg.batch_size} (global) is not divisible by {ddp.world_size} processes")
-    for name in ("num_steps", "batch_size", "grad_update_every"):
-        if getattr(cfg, name) < 1:
-            raise DeepLabError(f"--{name.replace('_', '-')} must be at least 1")
-    cfg.crop_size  # noqa: B018  (validates --input-size now, not after the data check)
-    if cfg.scale_mode not in ("continuous", "discrete") or cfg.optimizer not in ("sgd", "adam"):
-        raise DeepLabError("--scale-mode must be continuous/discrete and --optimizer sgd/adam")
-    if cfg.loss_resolution not in ("logits", "image"):
-        raise DeepLabError(f"--loss-resolution must be 'logits' or 'image', got {cfg.loss_resolution!r}")
-
-    torch.manual_seed(cfg.random_seed)
-    np.random.seed(cfg.random_seed % 2**32)
-
-    # Model: from the checkpoint, from --restore-from, or from scratch.
-    if state is not None:
-        model = model_from_checkpoint(state)
-        model.set_bn_frozen(not state["bn_trained"])
-        model.load_state_dict(state["model"])
-        model_info = state["model_info"]
-    else:
-        model, model_info = build_model(cfg, log)
-    bn_trained = any(p.requires_grad for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
-    if cfg.fine_tune:  # the original's fine_tune.py: only the classifier learns
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        model.set_bn_frozen(True)
-        bn_trained = False
-    num_classes, ignore_label = model.num_classes, model.dataset.ignore_label
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    start = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        ckpt.set_rng_state(state["rng"])
-        start = int(state["step"])
-
-    # Data: check the whole list first, then the endless, position-seeded stream.
-    pairs = read_list(cfg.data_dir, cfg.data_list)
-    if cfg.check_data and state is None and ddp.main:
-        t0 = time.perf_counter()
-        preflight_check(pairs, num_classes, ignore_label, cfg.strict_labels, log)
-        log(f"checked {len(pairs)} image/label pairs in {time.perf_counter() - t0:.1f} s")
+def make_loader(
+    cfg: TrainConfig, model: DeepLabV2, pairs: list[Pair], start: int, ddp: DistInfo, device: str
+) -> torch.utils.data.DataLoader:
+    """The endless, position-seeded stream of this process's share of each global batch from ``start`` on."""
     transform = TrainTransform(
-        cfg.crop_size, model.mean_bgr, ignore_label, cfg.random_scale, cfg.random_mirror, cfg.scale_mode,
-        model.convention,
+        cfg.crop_size, model.mean_bgr, model.dataset.ignore_label, cfg.random_scale, cfg.random_mirror,
+        cfg.scale_mode, model.convention,
     )  # fmt: skip
     stream = TrainStream(pairs, transform, cfg.random_seed)
     sampler = StreamBatchSampler(
         cfg.batch_size, cfg.grad_update_every, start, cfg.num_steps, ddp.rank, ddp.world_size
     )  # fmt: skip
-    loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         stream, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.startswith("cuda"),
         persistent_workers=False, prefetch_factor=4 if cfg.num_workers > 0 else None,
     )  # fmt: skip
-    batches = iter(loader)
 
-    # The network as trained: multi-scale wrapper, then DDP around it (one forward per backward).
-    net: nn.Module = MSC(model, cfg.msc_scales) if cfg.msc else model
-    if ddp.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[ddp.local_rank] if device.startswith("cuda") else None
-        )
-    net.train()
-    upsample = model.upsample if cfg.loss_resolution == "image" else None
 
-    if ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        log(
-            f"training {model.architecture['name']} (blocks {model.architecture['blocks']}, width "
-            f"{model.architecture['width']}; {model_info.get('how', 'resumed')}), {num_classes} classes, "
-            f"ignore {ignore_label}, {len(pairs)} images, batch {cfg.batch_size} x {cfg.grad_update_every}, "
-            f"crop {cfg.crop_size}, steps {start}..{cfg.num_steps}, device {device}, {ddp.world_size} process(es)"
-        )
-    monitor = Monitor(cfg, run_dir, start, ddp.main)
-    val_pairs = read_list(cfg.val_data_dir or cfg.data_dir, cfg.val_list) if cfg.val_list and ddp.main else None
-    ckpt_every = cfg.checkpoint_every or cfg.save_pred_every
-    val_every = cfg.val_every or cfg.save_pred_every
-    amp = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
-    t_start = time.perf_counter()
-    last_ckpt: Path | None = ckpt.latest_checkpoint(run_dir) if state is not None else None
+# --------------------------------------------------------------------------------------------
+# The run: its state, one step with its logging, checkpoints and the final weights.
+# --------------------------------------------------------------------------------------------
 
-    def save(step_done: int) -> Path:
+
+class Session:
+    """What a run carries from step to step: the model, its optimizer, the run folder and id."""
+
+    def __init__(
+        self, cfg: TrainConfig, ddp: DistInfo, device: str, model: DeepLabV2, model_info: dict[str, Any],
+        state: dict[str, Any] | None, run_id: str,
+    ):  # fmt: skip
+        self.cfg, self.ddp, self.device, self.model, self.model_info = cfg, ddp, device, model, model_info
+        self.bn_trained = bn_is_trained(model)
+        self.optimizer = build_optimizer(model, cfg)
+        self.start = 0
+        self.run_dir = Path(cfg.snapshot_dir)
+        self.run_id = run_id
+        self.prior_wall_time = (state or {}).get("wall_time", 0.0)
+        self.last_ckpt: Path | None = None
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            ckpt.set_rng_state(state["rng"])
+            self.start = int(state["step"])
+            self.last_ckpt = ckpt.latest_checkpoint(self.run_dir)
+        self.options = step_options(cfg, model, ddp.world_size)
+        self.val_pairs = read_list(cfg.val_data_dir or cfg.data_dir, cfg.val_list) if cfg.val_list else None
+        self.t_start = time.perf_counter()
+
+    def wall_time(self) -> float:
+        return time.perf_counter() - self.t_start + self.prior_wall_time
+
+    def open_run_dir(self, *, resuming: bool, overwrite: bool, log: Log) -> None:
+        """Claim the run folder (see ``run_dir.py``) and write the run's config into it."""
+        moved = claim_run_dir(self.run_dir, self.run_id, resuming=resuming, overwrite=overwrite)
+        if moved is not None:
+            log(f"--overwrite: the run that was in {self.run_dir} is now in {moved}")
+        atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+
+    def step(self, step: int, net: nn.Module, batches: Iterator, monitor: Monitor) -> None:
+        """One update, then whatever is due at this step: scalars, image summary, validation, checkpoint."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        lr = poly_lr(cfg.learning_rate, step, cfg.num_steps, cfg.power)
+        try:
+            result = train_step(net, self.optimizer, batches, lr=lr, **self.options)
+        except NonFiniteLoss as exc:
+            kept = (
+                f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else "no checkpoint was written yet"
+            )
+            raise DeepLabError(
+                f"the loss became {exc.loss} at step {step}; stopped before updating the weights, {kept} "
+                "(try a lower --learning-rate, or check the labels)"
+            ) from exc
+        samples_per_s = cfg.batch_size * cfg.grad_update_every / (time.perf_counter() - t0)
+        monitor.progress(step, result.loss, lr, samples_per_s)
+        last = step == cfg.num_steps - 1
+        if self.ddp.main and (step % cfg.log_every == 0 or last):
+            memory_gb = peak_memory_mb(self.device) / 1024
+            monitor.record(
+                step, {"loss": result.loss, "lr": lr, "samples_per_s": samples_per_s, "memory_gb": memory_gb}
+            )
+        if self.ddp.main and cfg.save_num_images and step % cfg.save_pred_every == 0:
+            grid = summary_grid(result.images, result.labels, result.logits, self.model, cfg.save_num_images)
+            monitor.image(step, grid, self.run_dir / "previews" / f"step_{step:08d}.png")
+        if (
+            self.val_pairs is not None
+            and self.ddp.main
+            and (step % (cfg.val_every or cfg.save_pred_every) == 0 or last)
+        ):
+            miou = validate(self.model, self.val_pairs, self.device, self.model.dataset.ignore_label)
+            net.train()
+            monitor.record(step + 1, {"val_miou": miou, "wall_time": self.wall_time()})
+            monitor.print(f"step {step + 1}: val mIoU {miou:.4f} ({self.wall_time():.0f} s)")
+        if self.ddp.main and (step % (cfg.checkpoint_every or cfg.save_pred_every) == 0 or last):
+            self.last_ckpt = self.save(step + 1)
+
+    def save(self, step_done: int) -> Path:
         payload = {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "config": cfg.to_dict(),
-            "model_info": {k: model_info[k] for k in ("architecture", "convention", "dataset")},
-            "bn_trained": bn_trained,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(),
+            "model_info": {k: self.model_info[k] for k in ("architecture", "convention", "dataset")},
+            "bn_trained": self.bn_trained,
             "rng": ckpt.rng_state(),
-            "wall_time": time.perf_counter() - t_start + (state or {}).get("wall_time", 0.0),
+            "wall_time": self.wall_time(),
         }
-        return ckpt.save_checkpoint(run_dir, step_done, payload, keep=cfg.keep_checkpoints)
+        return ckpt.save_checkpoint(
+            self.run_dir, step_done, payload, run_id=self.run_id, keep=self.cfg.keep_checkpoints
+        )
 
-    try:
-        for step in range(start, cfg.num_steps):
-            t_step = time.perf_counter()
-            lr = poly_lr(cfg.learning_rate, step, cfg.num_steps, cfg.power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            optimizer.zero_grad(set_to_none=True)
-            loss_total = torch.zeros((), dtype=torch.float64)
-            for micro in range(cfg.grad_update_every):
-                x, labels = next(batches)
-                x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                last = micro == cfg.grad_update_every - 1
-                sync = contextlib.nullcontext() if (last or ddp.world_size == 1) else net.no_sync()  # type: ignore[operator]
-                with sync:
-                    with amp:
-                        out = net(x)
-                    outputs = out if isinstance(out, list) else [out]
-                    loss, _ = seg_loss(
-                        outputs, labels, num_classes, ignore_label, world=ddp.world_size, upsample=upsample
-                    )
-                    (loss / cfg.grad_update_every).backward()
-                loss_total += loss.detach().double().cpu() / cfg.grad_update_every
-            if ddp.world_size > 1:  # every process must agree to stop on a bad loss
-                dist.all_reduce(loss_total)
-                loss_total /= ddp.world_size
-            loss_value = float(loss_total)
-            if not math.isfinite(loss_value):
-                kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                raise DeepLabError(
-                    f"the loss became {loss_value} at step {step}; stopped before updating the weights, "
-                    f"{kept} (try a lower --learning-rate, or check the labels)"
-                )
-            optimizer.step()
+    def finish(self, log: Log) -> Path:
+        """Write the final weights (main process); every process waits for it."""
+        final = self.run_dir / "model.safetensors"
+        if self.ddp.main:
+            save_weights(self.model.cpu(), final, source=f"deeplab train ({self.cfg.num_steps} steps)")
+            log(f"done: final weights in {final}")
+        if self.ddp.active:
+            dist.barrier()
+        return final
 
-            samples_per_s = cfg.batch_size * cfg.grad_update_every / (time.perf_counter() - t_step)
-            monitor.progress(step, loss_value, lr, samples_per_s)
-            if ddp.main and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
-                scalars = {"loss": loss_value, "lr": lr, "samples_per_s": samples_per_s}
-                scalars["memory_gb"] = memory_gb(device)
-                monitor.record(step, scalars)
-            if ddp.main and cfg.save_pred_every > 0 and step % cfg.save_pred_every == 0:
-                grid = summary_grid(x, labels, outputs[-1], model, cfg.save_num_images)
-                monitor.image(step, grid)
-                save_preview(run_dir / "previews" / f"step_{step:08d}.png", grid)
-            if val_pairs is not None and (step % val_every == 0 or step == cfg.num_steps - 1):
-                miou = validate(model, val_pairs, device, ignore_label)
-                net.train()
-                wall = time.perf_counter() - t_start + (state or {}).get("wall_time", 0.0)
-                monitor.record(step + 1, {"val_miou": miou, "wall_time": wall})
-                monitor.print(f"step {step + 1}: val mIoU {miou:.4f} ({wall:.0f} s)")
-            if ddp.main and (step % ckpt_every == 0 or step == cfg.num_steps - 1):
-                last_ckpt = save(step + 1)
-    finally:
-        monitor.close()
 
-    final = run_dir / "model.safetensors"
-    if ddp.main:
-        from ..weights import save_weights
-
-        save_weights(model.cpu(), final, source=f"deeplab train ({cfg.num_steps} steps)")
-        log(f"done: final weights in {final}")
-    if ddp.world_size > 1:
-        dist.barrier()
-    return final
+def describe_run(session: Session, n_images: int) -> str:
+    cfg, model, arch = session.cfg, session.model, session.model.architecture
+    return (
+        f"training {arch['name']} (blocks {arch['blocks']}, width {arch['width']}; "
+        f"{session.model_info.get('how', 'resumed')}), {model.num_classes} classes, ignore "
+        f"{model.dataset.ignore_label}, {n_images} images, batch {cfg.batch_size} x {cfg.grad_update_every}, crop "
+        f"{cfg.crop_size}, steps {session.start}..{cfg.num_steps}, device {session.device}, "
+        f"{session.ddp.world_size} process(es)"
+    )
 
 
 def validate(model: DeepLabV2, pairs: list[Pair], device: str, ignore_label: int) -> float:
-    """Full-image mIoU on ``pairs`` by the project's evaluation (see ``evaluate.py``)."""
-    from ..evaluation.evaluate import evaluate_pairs
-
+    """Full-image mIoU on ``pairs`` by the project's evaluation (see ``evaluation/evaluate.py``)."""
     return float(evaluate_pairs(model, pairs, device=device, ignore_label=ignore_label).scores().mean_iou)
-
-
-def memory_gb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    except ImportError:  # Windows
-        return float("nan")
-
-
-def save_preview(path: Path, grid: np.ndarray) -> None:
-    from PIL import Image
-
-    from ..images import save_png
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(Image.fromarray(grid), path)
