@@ -6,7 +6,7 @@ against independent code.
   the same vertex ids, neighbours and weights, through the packed-key paths (a table indexed by
   the key for small key spaces, d <= 3 here; hash tables for d = 5) and the generic path, with
   and without several images in one lattice; its filter equals the dict-based reference.
-- Its mean-field equals the torch-ops mean-field (and pydensecrf: ``test_crf_torch.py`` runs the
+- Its mean-field equals the torch-ops mean-field (and pydensecrf: ``test_crf_builtin.py`` runs the
   agreement tests for both kernels); it does not depend on the number of threads (bit for bit);
   pruning labels changes nothing that matters.
 - Compilation: the library is cached and reused; without a compiler ``auto`` falls back to torch
