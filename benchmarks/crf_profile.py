@@ -1,6 +1,6 @@
 """Where our dense CRF's time goes on one image, side by side with pydensecrf's setup and inference.
 
-Ours is the C kernel (``crf/native.py``, what ``--crf-backend torch`` runs on CPU): position
+Ours is the C kernel (``crf/kernel_c.py``, what ``--crf-backend builtin`` runs on CPU): position
 lattice (built here every repeat; a dataset run caches it per image size), bilateral lattice, normalisation, 10 mean-field
 iterations; and, for comparison, the same iterations as torch ops. Every step runs on the same
 image and probabilities, one after the other, ``--repeats`` times; medians are printed.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeplab_resnet.crf import PRESETS, native, native_backend, permutohedral, torch_backend
+from deeplab_resnet.crf import PRESETS, c_meanfield, kernel_c, permutohedral, torch_meanfield
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fixture"
 
@@ -56,18 +56,18 @@ def main() -> None:
         t1 = time.perf_counter()
         crf.inference(params.iterations)
         t2 = time.perf_counter()
-        gauss = native.NativeLattice(pos)
-        norm_g, _ = native_backend._norm(gauss)
+        gauss = kernel_c.CLattice(pos)
+        norm_g, _ = c_meanfield.normalisation(gauss)
         t3 = time.perf_counter()
-        bilateral = native.NativeLattice(bil)
+        bilateral = kernel_c.CLattice(bil)
         t4 = time.perf_counter()
-        norm_b, _ = native_backend._norm(bilateral)
+        norm_b, _ = c_meanfield.normalisation(bilateral)
         t5 = time.perf_counter()
-        native.mean_field(
+        kernel_c.mean_field(
             [gauss, bilateral], [norm_g, norm_b], [params.pos_w, params.bi_w], probs.reshape(21, -1), params.iterations
         )
         t6 = time.perf_counter()
-        mf = torch_backend.MeanField(torch.from_numpy(img)[None], params, prune=False)
+        mf = torch_meanfield.MeanField(torch.from_numpy(img)[None], params, prune=False)
         t7 = time.perf_counter()
         mf.infer(torch.from_numpy(unary.T.copy()), params.iterations)
         t8 = time.perf_counter()

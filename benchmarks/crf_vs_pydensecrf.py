@@ -1,9 +1,9 @@
 """Our dense CRF against pydensecrf, side by side on the same images and unaries.
 
-For each preset and each fixture image: pydensecrf, ours with its C kernel (``kernel="native"``,
-what ``--crf-backend torch``/``auto`` run on CPU) and ours as torch ops (``kernel="torch"``, the
+For each preset and each fixture image: pydensecrf, ours with its C kernel (``kernel="c"``,
+what ``--crf-backend builtin``/``auto`` run on CPU) and ours as torch ops (``kernel="torch"``, the
 fallback without a C compiler, and the CUDA path) on the same image and probabilities, one after
-the other (so machine load hits all alike); label agreement and max |dQ| of the native kernel
+the other (so machine load hits all alike); label agreement and max |dQ| of the C kernel
 against pydensecrf, mIoU after CRF from one confusion matrix per backend, and per-image times
 (everything included: lattices, normalisation, 10 iterations; the position kernel's lattice is
 cached per image size, as in a dataset run). A second table repeats the timings for the images of
@@ -12,7 +12,7 @@ the issue's size alone (500x375 or 375x500), the size most VOC images have.
 Unaries: the ground truth as one-hot, blurred (sigma 6 px), times ``--scale`` plus N(0, 0.5)
 noise, softmaxed. ``--scale 6`` leaves every one of the 21 labels at >= ~1e-3 somewhere (all
 labels are filtered); a larger scale is closer to a trained network's peaked output, where
-labels absent from the image are pruned (see torch_backend.MeanField.active_labels).
+labels absent from the image are pruned (see crf/meanfield_rules.py).
 
     PYTHONPATH=src python benchmarks/crf_vs_pydensecrf.py --threads 1 --scale 6
 """
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from deeplab_resnet.crf import PRESETS, pydensecrf_backend, torch_backend
+from deeplab_resnet.crf import PRESETS, builtin, pydensecrf_adapter
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.evaluation.metrics import ConfusionMeter
 from deeplab_resnet.images import read_image, read_label
@@ -76,8 +76,8 @@ def main() -> None:
         img, lab = read_image(pair.image), read_label(pair.label)
         data.append((img, lab, blurred_probs(lab, args.scale)))
         voc_size.append(sorted(img.shape[:2]) == [375, 500])
-    for kernel in ("native", "torch"):  # warm-up (and compiles the C kernel on a first run)
-        torch_backend.run(
+    for kernel in ("c", "torch"):  # warm-up (and compiles the C kernel on a first run)
+        builtin.refine(
             data[0][0][:64, :64].copy(), data[0][2][:, :64, :64].copy(), PRESETS["deeplab-resnet"], "cpu", kernel=kernel
         )
     sized = []
@@ -88,12 +88,12 @@ def main() -> None:
         agree, same, total, maxdiff = 1.0, 0, 0, 0.0
         for img, lab, probs in data:
             t0 = time.perf_counter()
-            ref = pydensecrf_backend.run(img, probs, params)  # tested equal to a direct DenseCRF2D call
+            ref = pydensecrf_adapter.refine(img, probs, params)  # tested equal to a direct DenseCRF2D call
             t1 = time.perf_counter()
-            ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
+            ours = builtin.refine(img, probs, params, device="cpu", kernel="c")
             t2 = time.perf_counter()
             if not args.no_torch_ops:
-                torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+                builtin.refine(img, probs, params, device="cpu", kernel="torch")
             t3 = time.perf_counter()
             times["pyd"].append(t1 - t0)
             times["ours"].append(t2 - t1)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO, shared_path
 
-from deeplab_resnet.crf import BACKENDS, PRESETS, CRFParams
-from deeplab_resnet.crf import pydensecrf_backend as backend
+from deeplab_resnet.crf import BACKENDS, PRESETS, CRFParams, dense_crf, pydensecrf_available
+from deeplab_resnet.crf import pydensecrf_adapter as backend
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.images import read_image, read_label
 
@@ -58,7 +58,7 @@ def first_val(voc_fixture):
     image = read_image(voc / "JPEGImages" / f"{name}.jpg")
     gt = read_label(voc / "SegmentationClassAug" / f"{name}.png")
     probs = blurred_prediction(gt)
-    return image, gt, probs, backend.run(image, probs, PRESETS["deeplab-resnet"])
+    return image, gt, probs, backend.refine(image, probs, PRESETS["deeplab-resnet"])
 
 
 def test_matches_direct_pydensecrf_call(first_val):
@@ -89,7 +89,7 @@ def test_crf_sharpens_blurred_predictions_near_edges(first_val, voc_fixture):
         img = read_image(voc_fixture / "JPEGImages" / f"{name}.jpg")
         g = read_label(voc_fixture / "SegmentationClassAug" / f"{name}.png")
         pr = blurred_prediction(g)
-        cases.append((img, g, pr, backend.run(img, pr, PRESETS["deeplab-resnet"])))
+        cases.append((img, g, pr, backend.refine(img, pr, PRESETS["deeplab-resnet"])))
     for _, g, pr, out in cases:
         band = boundary_band(g)
         correct_before += int((pr.argmax(0) == g)[band].sum())
@@ -108,27 +108,31 @@ def test_parameters_reach_pydensecrf(first_val):
     image, _, probs, ours = first_val
     crop = (slice(None), slice(0, 96), slice(0, 96))
     img = np.ascontiguousarray(image[:96, :96])
-    base = backend.run(img, np.ascontiguousarray(probs[crop]), PRESETS["deeplab-resnet"])
+    base = backend.refine(img, np.ascontiguousarray(probs[crop]), PRESETS["deeplab-resnet"])
     for change in ({"bi_w": 20.0}, {"iterations": 1}, {"pos_w": 20.0, "pos_xy": 5.0}):
-        other = backend.run(
+        other = backend.refine(
             img, np.ascontiguousarray(probs[crop]), CRFParams(**{**PRESETS["deeplab-resnet"].__dict__, **change})
         )
         assert not np.allclose(other, base), change
 
 
 def test_bad_shapes_are_clear_errors():
-    with pytest.raises(DeepLabError, match="do not match"):
-        backend.run(np.zeros((4, 5, 3), np.uint8), np.ones((2, 5, 4), np.float32) / 2, PRESETS["deeplab-resnet"])
+    pytest.importorskip("pydensecrf")
+    with pytest.raises(DeepLabError, match="at the image's size"):
+        dense_crf(np.zeros((4, 5, 3), np.uint8), np.ones((2, 5, 4), np.float32) / 2, backend="pydensecrf")
     with pytest.raises(DeepLabError, match="uint8 RGB"):
-        backend.run(np.zeros((4, 5), np.float32), np.ones((2, 4, 5), np.float32) / 2, PRESETS["deeplab-resnet"])
+        dense_crf(np.zeros((4, 5), np.float32), np.ones((2, 4, 5), np.float32) / 2, backend="pydensecrf")
 
 
 def test_missing_pydensecrf_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydensecrf", None)
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
-    assert not backend.available()
-    with pytest.raises(DeepLabError, match=r'pip install "deeplab_resnet\[crf\]"'):
-        backend.run(np.zeros((4, 5, 3), np.uint8), np.ones((2, 4, 5), np.float32) / 2, PRESETS["deeplab-resnet"])
+    assert not backend.available() and not pydensecrf_available()
+    hint = r'pip install "deeplab_resnet\[crf\]"'
+    with pytest.raises(DeepLabError, match=hint):
+        backend.refine(np.zeros((4, 5, 3), np.uint8), np.ones((2, 4, 5), np.float32) / 2, PRESETS["deeplab-resnet"])
+    with pytest.raises(DeepLabError, match=hint):  # the dispatcher asks the same function
+        dense_crf(np.zeros((4, 5, 3), np.uint8), np.ones((2, 4, 5), np.float32) / 2, backend="pydensecrf")
 
 
 def test_cli_without_pydensecrf_one_line_install_hint(tmp_path, tiny_weights, voc_fixture):
@@ -166,7 +170,7 @@ def test_crf_sharpens_blurred_predictions_over_all_val_images(voc_fixture):
         img = read_image(voc_fixture / "JPEGImages" / f"{name}.jpg")
         g = read_label(voc_fixture / "SegmentationClassAug" / f"{name}.png")
         pr = blurred_prediction(g)
-        out = backend.run(img, pr, PRESETS["deeplab-resnet"])
+        out = backend.refine(img, pr, PRESETS["deeplab-resnet"])
         band = boundary_band(g)
         correct_before += int((pr.argmax(0) == g)[band].sum())
         correct_after += int((out.argmax(0) == g)[band].sum())

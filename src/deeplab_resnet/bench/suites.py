@@ -545,13 +545,13 @@ def bench_eval(model, config: BenchmarkConfig, device: torch.device) -> list[Res
 
 
 def bench_crf(config: BenchmarkConfig) -> tuple[list[Result], list[str]]:
-    """The dense CRF on one image: ours (``--crf-backend torch``; its C kernel on CPU, torch ops on
+    """The dense CRF on one image: ours (``--crf-backend builtin``; its C kernel on CPU, torch ops on
     CUDA or without a compiler) and, when installed, pydensecrf, interleaved; their label agreement
     and speed-up go in the notes."""
     import numpy as np
 
     from ..crf import dense_crf, pydensecrf_available
-    from ..crf.torch_backend import resolve_kernel
+    from ..crf.builtin import resolve_kernel
     from ..images import read_image
 
     if config.images:
@@ -562,7 +562,7 @@ def bench_crf(config: BenchmarkConfig) -> tuple[list[Result], list[str]]:
     probs /= probs.sum(0, keepdims=True)
     h, w = image.shape[:2]
     kernel = resolve_kernel("auto", torch.device("cpu"))
-    cases = {f"ours ({'C kernel' if kernel == 'native' else 'torch ops'})": "torch"}
+    cases = {f"ours ({'C kernel' if kernel == 'c' else 'torch ops'})": "builtin"}
     if pydensecrf_available():
         cases["pydensecrf"] = "pydensecrf"
     outputs = {name: dense_crf(image, probs, backend=backend) for name, backend in cases.items()}  # also warms up

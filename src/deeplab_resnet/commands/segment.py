@@ -18,9 +18,10 @@ DESCRIPTION = (
 )
 LIST_SUFFIXES = (".txt", ".lst")
 # Copies of crf.PRESETS' names and crf.BACKENDS (a test checks them), so that building the
-# parser imports nothing heavy.
+# parser imports nothing heavy. The backend is checked by crf.check_backend (one-line errors; it
+# also takes the old name torch), so argparse gets no choices for it.
 CRF_PRESETS = ("deeplab-resnet", "deeplab-vgg", "tf-branch")
-CRF_BACKENDS = ("auto", "torch", "pydensecrf")
+CRF_BACKENDS = ("auto", "builtin", "pydensecrf")
 
 
 def add_crf_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,19 +39,22 @@ def add_crf_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf-bi-xy", type=float, default=None, help="bilateral kernel std in pixels")
     g.add_argument("--crf-bi-rgb", type=float, default=None, help="bilateral kernel std in colour levels")
     g.add_argument(
-        "--crf-backend", choices=CRF_BACKENDS, default="auto",
-        help="torch (ours: a C kernel on CPU, compiled on first use; torch ops on CUDA), pydensecrf "
-        '(pip install "deeplab_resnet[crf]") or auto (ours, unless on CPU without a C compiler and '
-        "pydensecrf is installed); default: %(default)s",
+        "--crf-backend", default="auto", metavar="{" + ",".join(CRF_BACKENDS) + "}",
+        help="builtin (ours: a C kernel on CPU, compiled on first use; torch ops on CUDA or without a "
+        'C compiler), pydensecrf (pip install "deeplab_resnet[crf]") or auto (ours, unless on CPU '
+        "without a C compiler and pydensecrf is installed); torch is the old name of builtin; "
+        "default: %(default)s",
     )  # fmt: skip
 
 
 def crf_params_from_args(args: argparse.Namespace):
-    """The CRF parameters asked for (``None`` without ``--crf``); checks the backend is installed."""
+    """The CRF parameters asked for (``None`` without ``--crf``). Checks ``--crf-backend`` (known,
+    installed) and puts its current name in ``args.crf_backend`` (``torch`` becomes ``builtin``)."""
     import dataclasses
 
-    from ..crf import PRESETS
+    from ..crf import PRESETS, check_backend
 
+    args.crf_backend = check_backend(args.crf_backend)
     overrides = {
         "iterations": args.crf_iterations, "pos_w": args.crf_pos_w, "pos_xy": args.crf_pos_xy,
         "bi_w": args.crf_bi_w, "bi_xy": args.crf_bi_xy, "bi_rgb": args.crf_bi_rgb,
@@ -62,11 +66,6 @@ def crf_params_from_args(args: argparse.Namespace):
         return None
     if given.get("iterations", 1) < 1 or any(v <= 0 for k, v in given.items() if k != "iterations"):
         raise DeepLabError("CRF iterations, weights and standard deviations must be positive")
-    if args.crf_backend == "pydensecrf":
-        from ..crf import pydensecrf_backend
-
-        if not pydensecrf_backend.available():
-            raise DeepLabError(pydensecrf_backend.INSTALL_HINT)
     return dataclasses.replace(PRESETS[args.crf_preset], **given)
 
 

@@ -1,15 +1,16 @@
-"""The C dense-CRF kernel (``crf/dense_crf.c`` through ``crf/native.py``) against independent code.
+"""The C dense-CRF kernel (``crf/dense_crf.c`` through ``crf/kernel_c.py`` and ``crf/c_meanfield.py``)
+against independent code.
 
 - Its lattice is the torch lattice (``crf/permutohedral.py``, itself checked against a dict-based
   splat/blur/slice and a brute-force Gaussian in ``test_permutohedral.py``) vertex for vertex:
   the same vertex ids, neighbours and weights, through the packed-key paths (a table indexed by
   the key for small key spaces, d <= 3 here; hash tables for d = 5) and the generic path, with
   and without several images in one lattice; its filter equals the dict-based reference.
-- Its mean-field equals the torch-ops mean-field (and pydensecrf: ``test_crf_torch.py`` runs the
+- Its mean-field equals the torch-ops mean-field (and pydensecrf: ``test_crf_builtin.py`` runs the
   agreement tests for both kernels); it does not depend on the number of threads (bit for bit);
   pruning labels changes nothing that matters.
 - Compilation: the library is cached and reused; without a compiler ``auto`` falls back to torch
-  ops with a warning, and asking for the native kernel is a clear error.
+  ops with a warning, and asking for the C kernel is a clear error.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_crf_torch import NAMES, _pair, blurred_probs
+from test_crf_builtin import NAMES, _pair, blurred_probs
 from test_permutohedral import _reference_filter
 
-from deeplab_resnet.crf import PRESETS, dense_crf, native, native_backend, resolve_backend, torch_backend
+from deeplab_resnet.crf import PRESETS, builtin, c_meanfield, dense_crf, kernel_c, resolve_backend
 from deeplab_resnet.crf import permutohedral as P
+from deeplab_resnet.crf.meanfield_rules import gain_lower_bound
+from deeplab_resnet.errors import DeepLabError
 
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled():
-    if not native.available():
+    if not kernel_c.available():
         pytest.fail("the C kernel did not compile (gcc is on every machine this project runs on)")
 
 
@@ -41,7 +44,7 @@ def test_lattice_is_the_torch_lattice(d, images, packed):
     f = _random_features(d, 900, seed=d)
     index = np.repeat(np.arange(images), 300).astype(np.int32) if images > 1 else None
     ref = P.build_lattice(torch.from_numpy(f), None if index is None else torch.from_numpy(index).long())
-    lat = native.NativeLattice(f, index, threads=2, packed=packed)
+    lat = kernel_c.CLattice(f, index, threads=2, packed=packed)
     vertex, weight, neighbours = lat.export()
     assert lat.num_vertices == ref.num_vertices
     np.testing.assert_array_equal(vertex, ref.vertex.numpy())
@@ -59,8 +62,8 @@ def test_simplex_of_eight_points_at_once_equals_one_at_a_time(d):
     rng = np.random.default_rng(d)
     f = np.concatenate([_random_features(d, 500, seed=d), rng.integers(-40, 40, (300, d)) / 4.0]).astype(np.float32)
     f = np.concatenate([f, f[:3] * 0.5]).astype(np.float32)  # 803 points: 3 in the scalar tail
-    a_vertex, a_weight, _ = native.NativeLattice(f).export()
-    b = native.NativeLattice(np.concatenate([f[-3:], f]))
+    a_vertex, a_weight, _ = kernel_c.CLattice(f).export()
+    b = kernel_c.CLattice(np.concatenate([f[-3:], f]))
     b_vertex, b_weight, _ = b.export()
     np.testing.assert_array_equal(b_weight[3:], a_weight)
     # the same simplices: vertex ids differ only by numbering, so compare corner-by-corner identity
@@ -76,7 +79,7 @@ def test_filter_equals_dict_based_reference(d):
     f = rng.normal(0, 1.5, size=(60, d)).astype(np.float32)
     v = rng.random((60, 11))  # 11 columns: one full row of 8 and a padded one
     expected = _reference_filter(torch.from_numpy(f), v)
-    got = native.NativeLattice(f).filter(v.astype(np.float32))
+    got = kernel_c.CLattice(f).filter(v.astype(np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -86,7 +89,7 @@ def test_one_column_filter_is_the_general_filter(d):
     as that column filtered among others, and the dict-based reference's."""
     f = _random_features(d, 700, seed=10 + d)
     v = np.random.default_rng(d).random((700, 9)).astype(np.float32)
-    lat = native.NativeLattice(f, threads=2)
+    lat = kernel_c.CLattice(f, threads=2)
     wide = lat.filter(v)
     for c in (0, 4, 8):
         np.testing.assert_array_equal(lat.filter(v[:, c].copy()), wide[:, c])
@@ -99,7 +102,7 @@ def test_filter_on_a_real_image_equals_torch(voc_fixture):
     f = P.image_features(h, w, 30.0, torch.from_numpy(img)[None], 5.0)
     v = np.random.default_rng(0).random((h * w, 21)).astype(np.float32)
     expected = P.build_lattice(f).filter(torch.from_numpy(v)).numpy()
-    got = native.NativeLattice(f.numpy()).filter(v)
+    got = kernel_c.CLattice(f.numpy()).filter(v)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
 
 
@@ -109,8 +112,8 @@ def test_mean_field_equals_torch_ops(voc_fixture, preset):
     for name in NAMES:
         img, lab = _pair(voc_fixture, name)
         probs = blurred_probs(lab)
-        ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
-        ref = torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+        ours = builtin.refine(img, probs, params, device="cpu", kernel="c")
+        ref = builtin.refine(img, probs, params, device="cpu", kernel="torch")
         assert ours.shape == ref.shape and ours.dtype == np.float32
         assert np.abs(ours - ref).max() < 1e-4
         assert (ours.argmax(0) == ref.argmax(0)).mean() >= 0.9999
@@ -125,9 +128,9 @@ def test_result_does_not_depend_on_thread_count(voc_fixture):
     probs = blurred_probs(lab).reshape(21, -1)
     runs = []
     for threads in (1, 2, 3):
-        lat = native.NativeLattice(f, threads=threads)
+        lat = kernel_c.CLattice(f, threads=threads)
         norm = 1 / np.sqrt(lat.filter(np.ones(h * w, np.float32), threads) + 1e-20)
-        runs.append(native.mean_field([lat], [norm], [4.0], probs, 5, threads=threads))
+        runs.append(kernel_c.mean_field([lat], [norm], [4.0], probs, 5, threads=threads))
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
 
@@ -140,14 +143,14 @@ def test_lattices_are_shared_by_threads(voc_fixture):
     img, lab = _pair(voc_fixture, NAMES[1])
     h, w, _ = img.shape
     params = PRESETS["deeplab-resnet"]
-    gauss = native.NativeLattice(P.image_features(h, w, params.pos_xy).numpy())
-    bil = native.NativeLattice(P.image_features(h, w, params.bi_xy, torch.from_numpy(img)[None], params.bi_rgb).numpy())
-    norms = [native_backend._norm(lat)[0] for lat in (gauss, bil)]
+    gauss = kernel_c.CLattice(P.image_features(h, w, params.pos_xy).numpy())
+    bil = kernel_c.CLattice(P.image_features(h, w, params.bi_xy, torch.from_numpy(img)[None], params.bi_rgb).numpy())
+    norms = [c_meanfield.normalisation(lat)[0] for lat in (gauss, bil)]
     probs = blurred_probs(lab).reshape(21, -1)
     values = np.random.default_rng(1).random((h * w, 21)).astype(np.float32)
 
     def both(_):
-        q = native.mean_field([gauss, bil], norms, [3.0, 4.0], probs, 3, threads=1)
+        q = kernel_c.mean_field([gauss, bil], norms, [3.0, 4.0], probs, 3, threads=1)
         return q, bil.filter(values, threads=1)
 
     q_alone, f_alone = both(None)
@@ -165,72 +168,74 @@ def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
     probs[:3] += 1e-3
     probs /= probs.sum(axis=0)
     params = PRESETS["deeplab-resnet"]
-    pruned = native_backend.run(img, probs, params)
-    full = native_backend.run(img, probs, params, prune=False)
+    pruned = c_meanfield.refine(img, probs, params)
+    full = c_meanfield.refine(img, probs, params, prune=False)
     np.testing.assert_allclose(pruned, full, rtol=1e-3, atol=1e-6)
 
 
 def test_library_is_compiled_once_and_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the user's cache stays as it was
-    path = native._compile(native.SOURCE.read_bytes(), native._compiler())
-    assert path is not None and path.parent == native.cache_dir()
+    path = kernel_c._compile(kernel_c.SOURCE.read_bytes(), kernel_c._compiler())
+    assert path is not None and path.parent == kernel_c.cache_dir()
     stamp = path.stat().st_mtime_ns
-    assert native._compile(native.SOURCE.read_bytes(), native._compiler()) == path
+    assert kernel_c._compile(kernel_c.SOURCE.read_bytes(), kernel_c._compiler()) == path
     assert path.stat().st_mtime_ns == stamp  # reused, not rebuilt
-    edited = native.SOURCE.read_bytes() + b"\n/* an edit */\n"
-    assert native._compile(edited, native._compiler()) != path  # a changed source gets its own build
+    edited = kernel_c.SOURCE.read_bytes() + b"\n/* an edit */\n"
+    assert kernel_c._compile(edited, kernel_c._compiler()) != path  # a changed source gets its own build
 
 
 def test_without_a_compiler_auto_falls_back_to_torch_ops(voc_fixture, monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    native.library.cache_clear()
+    kernel_c.library.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="could not compile the CPU CRF kernel"):
-            assert not native.available()
-        assert torch_backend.resolve_kernel("auto", torch.device("cpu")) == "torch"
-        with pytest.raises(ValueError, match="could not be compiled"):
-            torch_backend.resolve_kernel("native", torch.device("cpu"))
+            assert not kernel_c.available()
+        assert builtin.resolve_kernel("auto", torch.device("cpu")) == "torch"
+        with pytest.raises(DeepLabError, match="could not be compiled"):
+            builtin.resolve_kernel("c", torch.device("cpu"))
         img, lab = _pair(voc_fixture, NAMES[0], (40, 60))
         probs = blurred_probs(lab)
         params = PRESETS["deeplab-resnet"]
-        out = dense_crf(img, probs, params, backend="torch")  # runs, on torch ops
-        np.testing.assert_allclose(out, torch_backend.run(img, probs, params, "cpu", kernel="torch"), atol=1e-6)
-        assert resolve_backend("auto", device="cpu") in ("torch", "pydensecrf")
+        out = dense_crf(img, probs, params, backend="builtin")  # runs, on torch ops
+        np.testing.assert_allclose(out, builtin.refine(img, probs, params, "cpu", kernel="torch"), atol=1e-6)
+        assert resolve_backend("auto", device="cpu") in ("builtin", "pydensecrf")
     finally:
         monkeypatch.undo()
-        native.library.cache_clear()
-    assert native.available()
-    assert resolve_backend("auto", device="cpu") == "torch"  # with the C kernel, ours on CPU too
+        kernel_c.library.cache_clear()
+    assert kernel_c.available()
+    assert resolve_backend("auto", device="cpu") == "builtin"  # with the C kernel, ours on CPU too
 
 
 def test_unwritable_cache_and_damaged_library_still_give_a_kernel(monkeypatch, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # the cache directory cannot be created
-    native.library.cache_clear()
+    kernel_c.library.cache_clear()
     try:
-        assert native.available()  # compiled into a temporary directory instead
+        assert kernel_c.available()  # compiled into a temporary directory instead
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-        native.library.cache_clear()
-        good = native._compile(native.SOURCE.read_bytes(), native._compiler())
+        kernel_c.library.cache_clear()
+        good = kernel_c._compile(kernel_c.SOURCE.read_bytes(), kernel_c._compiler())
         good.write_bytes(b"not a shared library")  # a damaged cached file
-        native.library.cache_clear()
-        assert native.available()  # rebuilt
+        kernel_c.library.cache_clear()
+        assert kernel_c.available()  # rebuilt
         assert good.stat().st_size > 1000
     finally:
         monkeypatch.undo()
-        native.library.cache_clear()
+        kernel_c.library.cache_clear()
 
 
-def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setenv("DEEPLAB_CRF_NATIVE", "0")
-    native.library.cache_clear()
+@pytest.mark.parametrize("variable", ["DEEPLAB_CRF_C_KERNEL", "DEEPLAB_CRF_NATIVE"])
+def test_disabled_by_environment(monkeypatch, variable):
+    monkeypatch.setenv(variable, "0")
+    kernel_c.library.cache_clear()
     try:
-        assert native.library() is None
+        assert kernel_c.library() is None
+        assert builtin.resolve_kernel("auto", torch.device("cpu")) == "torch"
     finally:
         monkeypatch.undo()
-        native.library.cache_clear()
+        kernel_c.library.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -244,8 +249,8 @@ def test_odd_sizes_and_label_counts_equal_torch_ops(shape, classes):
     probs = rng.random((classes, *shape), dtype=np.float32) + 1e-3
     probs /= probs.sum(axis=0)
     for params in (PRESETS["deeplab-vgg"], PRESETS["tf-branch"]):
-        ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
-        ref = torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+        ours = builtin.refine(img, probs, params, device="cpu", kernel="c")
+        ref = builtin.refine(img, probs, params, device="cpu", kernel="torch")
         assert ours.shape == (classes, *shape) and np.isfinite(ours).all()
         np.testing.assert_allclose(ours, ref, atol=2e-5)
 
@@ -257,8 +262,8 @@ def test_repulsive_weights_equal_torch_ops(voc_fixture):
     params = PRESETS["deeplab-resnet"].__class__(
         iterations=5, pos_w=-1.0, pos_xy=2.0, bi_w=-2.0, bi_xy=20.0, bi_rgb=8.0
     )
-    ours = torch_backend.run(img, probs, params, device="cpu", kernel="native")
-    ref = torch_backend.run(img, probs, params, device="cpu", kernel="torch")
+    ours = builtin.refine(img, probs, params, device="cpu", kernel="c")
+    ref = builtin.refine(img, probs, params, device="cpu", kernel="torch")
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
 
@@ -268,10 +273,10 @@ def test_gain_lower_bound_holds(voc_fixture):
     h, w, _ = img.shape
     for sxy, srgb in ((67.0, 3.0), (20.0, 13.0), (3.0, 80.0)):
         f = P.image_features(h, w, sxy, torch.from_numpy(img)[None], srgb).numpy()
-        for lattice in (native.NativeLattice(f), native.NativeLattice(f[:, :2].copy())):
-            norm, k1_min = native_backend._norm(lattice)
-            exact = native_backend._gain(lattice, norm, 4.0)
-            lower = native_backend._gain_lower_bound(lattice, k1_min, 4.0)
+        for lattice in (kernel_c.CLattice(f), kernel_c.CLattice(f[:, :2].copy())):
+            norm, k1_min = c_meanfield.normalisation(lattice)
+            exact = c_meanfield.gain(lattice, norm, 4.0)
+            lower = gain_lower_bound(lattice.dim, k1_min, 4.0)
             assert 0 < lower <= exact
 
 
@@ -281,7 +286,7 @@ def test_lattice_of_a_real_image_is_the_torch_lattice(voc_fixture, threads):
     img, _ = _pair(voc_fixture, NAMES[1], (150, 200))
     f = P.image_features(150, 200, 20.0, torch.from_numpy(img)[None], 6.0)
     ref = P.build_lattice(f)
-    vertex, weight, neighbours = native.NativeLattice(f.numpy(), threads=threads).export()
+    vertex, weight, neighbours = kernel_c.CLattice(f.numpy(), threads=threads).export()
     np.testing.assert_array_equal(vertex, ref.vertex.numpy())
     np.testing.assert_array_equal(neighbours, ref.neighbours.numpy())
 
@@ -298,42 +303,40 @@ def test_lattice_of_a_real_image_is_the_torch_lattice(voc_fixture, threads):
 def test_degenerate_parameters_are_a_clear_error_not_a_crash(change, message):
     from dataclasses import replace
 
-    from deeplab_resnet.errors import DeepLabError
-
     img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     probs = np.full((3, 20, 30), 1 / 3, np.float32)
     with pytest.raises(DeepLabError, match=message):
-        dense_crf(img, probs, replace(PRESETS["deeplab-resnet"], **change), backend="torch")
+        dense_crf(img, probs, replace(PRESETS["deeplab-resnet"], **change), backend="builtin")
 
 
 def test_bad_arguments_to_the_kernel_are_value_errors():
     f = _random_features(2, 50)
     with pytest.raises(ValueError, match="finite"):
-        native.NativeLattice(np.where(np.arange(100).reshape(50, 2) == 7, np.nan, f))
+        kernel_c.CLattice(np.where(np.arange(100).reshape(50, 2) == 7, np.nan, f))
     with pytest.raises(ValueError, match="finite"):
-        native.NativeLattice(f * 1e7)
+        kernel_c.CLattice(f * 1e7)
     with pytest.raises(ValueError, match="image_index"):
-        native.NativeLattice(f, np.zeros(49, np.int32))
+        kernel_c.CLattice(f, np.zeros(49, np.int32))
     with pytest.raises(ValueError, match="d <= 14"):
-        native.NativeLattice(np.zeros((5, 15), np.float32))
-    lat = native.NativeLattice(f)
+        kernel_c.CLattice(np.zeros((5, 15), np.float32))
+    lat = kernel_c.CLattice(f)
     with pytest.raises(ValueError, match="values"):
         lat.filter(np.zeros((49, 2), np.float32))
     probs = np.full((4, 50), 0.25, np.float32)
     norm = np.ones(50, np.float32)
     with pytest.raises(ValueError, match="active"):
-        native.mean_field([lat], [norm], [1.0], probs, 2, active=np.array([0, 4]))
+        kernel_c.mean_field([lat], [norm], [1.0], probs, 2, active=np.array([0, 4]))
     with pytest.raises(ValueError, match="one norm and one weight"):
-        native.mean_field([lat], [norm], [1.0, 2.0], probs, 2)
+        kernel_c.mean_field([lat], [norm], [1.0, 2.0], probs, 2)
 
 
 def test_the_c_build_refuses_points_it_cannot_hold():
     # memory safety below the Python checks: huge or NaN coordinates make the build fail cleanly
-    lib = native.library()
+    lib = kernel_c.library()
     for bad in (np.float32(3e8), np.float32(np.nan)):
         f = _random_features(5, 100)
         f[17, 2] = bad
-        handle = lib.dcrf_lattice_new(native._ptr(f, native._f32), 100, 5, None, 1, 2)
+        handle = lib.dcrf_lattice_new(kernel_c._ptr(f, kernel_c._f32), 100, 5, None, 1, 2)
         assert not handle
 
 
@@ -342,6 +345,6 @@ def test_high_dimensional_lattice_is_numbered_by_first_touch_in_both(d):
     # keys too wide for the one-sort trick: the torch lattice's argsort must be stable
     f = _random_features(d, 3000, seed=d)
     ref = P.build_lattice(torch.from_numpy(f))
-    vertex, _, neighbours = native.NativeLattice(f).export()
+    vertex, _, neighbours = kernel_c.CLattice(f).export()
     np.testing.assert_array_equal(vertex, ref.vertex.numpy())
     np.testing.assert_array_equal(neighbours, ref.neighbours.numpy())

@@ -1,4 +1,8 @@
-"""The CPU dense CRF kernel (``dense_crf.c``): compiled on first use, loaded with ctypes.
+"""The C kernel of our dense CRF (``dense_crf.c``): compiled on first use, loaded with ctypes.
+
+This module is the kernel's loader and its Python face: :func:`library` compiles and loads it,
+:class:`CLattice` builds and applies its permutohedral lattice, :func:`mean_field` runs its fused
+iterations. :mod:`.c_meanfield` puts them together into a CRF.
 
 The C file is plain C99 with optional OpenMP and needs no Python, numpy or torch headers, so any C
 compiler builds it in about a second. It is compiled once per machine into
@@ -8,7 +12,12 @@ atomically, and loaded with :mod:`ctypes`, which releases the GIL during the cal
 
 When no compiler works, :func:`library` returns ``None`` and the CRF runs on the pure-PyTorch
 lattice instead (slower on CPU, the same results up to rounding; a warning says so once). Set
-``DEEPLAB_CRF_NATIVE=0`` to force that path, ``CC`` to choose the compiler.
+``DEEPLAB_CRF_C_KERNEL=0`` to force that path (the older name ``DEEPLAB_CRF_NATIVE=0`` works too),
+``CC`` to choose the compiler.
+
+Arguments are not validated here beyond what keeps the C code inside its arrays (shapes and sizes
+that must agree with the counts passed to C); :func:`deeplab_resnet.crf.dense_crf` checks the
+user's input once, and ``dense_crf.c`` refuses coordinates it cannot place on its lattice.
 """
 
 from __future__ import annotations
@@ -27,8 +36,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import MAX_FEATURE  # lattice coordinates beyond ~1e6 lose float32's integer grid (dense_crf.c)
+from ..weights.registry import cache_dir as package_cache_dir
+from .params import MAX_FEATURE
 
 SOURCE = Path(__file__).with_name("dense_crf.c")
 # Tried in order; -ffp-contract=off keeps the lattice's float32 arithmetic exactly densecrf's.
@@ -44,9 +55,8 @@ _i32 = ctypes.POINTER(ctypes.c_int32)
 
 
 def cache_dir() -> Path:
-    from ..weights.registry import cache_dir as base
-
-    return base() / "kernels"
+    """Where compiled kernels are kept: ``kernels/`` in the package's cache directory."""
+    return package_cache_dir() / "kernels"
 
 
 def _cpu_id() -> str:
@@ -117,7 +127,7 @@ def _load(path: Path) -> ctypes.CDLL | None:
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled kernel, compiling it on first use; ``None`` when disabled or no compiler works."""
-    if os.environ.get("DEEPLAB_CRF_NATIVE", "1") == "0":
+    if "0" in (os.environ.get("DEEPLAB_CRF_C_KERNEL"), os.environ.get("DEEPLAB_CRF_NATIVE")):
         return None
     cc = _compiler()
     path = _compile(SOURCE.read_bytes(), cc) if cc else None
@@ -139,7 +149,6 @@ def library() -> ctypes.CDLL | None:
     lib.dcrf_lattice_vertices.restype = ctypes.c_int64
     lib.dcrf_lattice_vertices.argtypes = [ctypes.c_void_p]
     lib.dcrf_lattice_export.argtypes = [ctypes.c_void_p, _i32, _f32, _i32]
-    lib.dcrf_release_memory.argtypes = []
     lib.dcrf_lattice_filter.argtypes = [ctypes.c_void_p, _f32, _f32, ctypes.c_int, ctypes.c_int]
     lib.dcrf_meanfield.argtypes = [
         ctypes.c_int,
@@ -163,31 +172,27 @@ def available() -> bool:
     return library() is not None
 
 
-def release_memory() -> None:
-    """Give the kernel's cached buffers back to the system.
-
-    Large buffers (hundreds of MB for a big image) are kept after a call, up to 384 MB unused, so
-    that the next image reuses memory that is already mapped (on 2 MB pages); call this when no
-    more CRF work is coming and the memory is wanted elsewhere.
-    """
-    lib = library()
-    if lib is not None:
-        lib.dcrf_release_memory()
-
-
 def _threads(threads: int | None) -> int:
     if threads is not None:
         return max(1, int(threads))
-    import torch
-
     return torch.get_num_threads()
+
+
+def _build_failure(features: np.ndarray) -> Exception:
+    """Why ``dcrf_lattice_new`` refused ``features``: it rejects coordinates it cannot place exactly
+    on its float32 grid, else it ran out of memory. Looked at only after a refusal."""
+    if not np.isfinite(features).all() or np.abs(features).max() > MAX_FEATURE:
+        return ValueError(f"lattice features must be finite and at most {MAX_FEATURE:.0f} in magnitude")
+    return MemoryError(
+        f"could not build a lattice of {features.shape[0]} points in {features.shape[1]}-D (out of memory)"
+    )
 
 
 def _ptr(a: np.ndarray, kind):
     return a.ctypes.data_as(kind)
 
 
-class NativeLattice:
+class CLattice:
     """A permutohedral lattice built and applied by the C kernel.
 
     Args:
@@ -208,13 +213,11 @@ class NativeLattice:
     ):
         lib = library()
         if lib is None:
-            raise RuntimeError("the native CRF kernel is not available")
+            raise RuntimeError("the C CRF kernel is not available")
         self._lib = lib
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         if self.features.ndim != 2 or self.features.shape[0] == 0 or not 1 <= self.features.shape[1] <= 14:
             raise ValueError(f"features must be P x d with P >= 1 and 1 <= d <= 14, got {self.features.shape}")
-        if not np.isfinite(self.features).all() or np.abs(self.features).max() > MAX_FEATURE:
-            raise ValueError(f"features must be finite and at most {MAX_FEATURE:.0f} in magnitude")
         if self.features.shape[0] * (self.features.shape[1] + 1) > 2**31 - 1:
             raise ValueError(f"too many points for one lattice: {self.features.shape[0]}")
         self.num_points, self.dim = self.features.shape
@@ -230,7 +233,7 @@ class NativeLattice:
             _threads(threads),
         )
         if not handle:
-            raise MemoryError(f"could not build a lattice of {self.num_points} points in {self.dim}-D (out of memory?)")
+            raise _build_failure(self.features)
         self.handle = ctypes.c_void_p(handle)
         # read-only once built: filter and mean_field may use it from several threads at once
         self.num_vertices = int(lib.dcrf_lattice_vertices(self.handle))
@@ -267,7 +270,7 @@ class NativeLattice:
 
 
 def mean_field(
-    lattices: list[NativeLattice],
+    lattices: list[CLattice],
     norms: list[np.ndarray],
     weights: list[float],
     probs: np.ndarray,
@@ -292,7 +295,7 @@ def mean_field(
     """
     lib = library()
     if lib is None:
-        raise RuntimeError("the native CRF kernel is not available")
+        raise RuntimeError("the C CRF kernel is not available")
     pr = np.ascontiguousarray(probs, dtype=np.float32)
     if pr.ndim != 2 or pr.shape[0] == 0:
         raise ValueError(f"probs must be L x P with L >= 1, got {pr.shape}")

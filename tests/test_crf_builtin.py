@@ -1,5 +1,5 @@
-"""Our dense CRF (``crf/torch_backend.py``, both its kernels: the C one and torch ops) against
-``pydensecrf`` called directly, and the dispatch.
+"""Our dense CRF (the ``builtin`` backend, ``crf/builtin.py``, both its kernels: the C one and
+torch ops) against ``pydensecrf`` called directly, and the dispatch.
 
 The unaries are real-looking: the ground truth of a real fixture image as one-hot, blurred and
 scaled into logits with noise, softmaxed - confident inside objects, unsure near boundaries,
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from deeplab_resnet.crf import BACKENDS, PRESETS, CRFParams, dense_crf, resolve_backend, torch_backend
+from deeplab_resnet.crf import BACKENDS, PRESETS, CRFParams, builtin, dense_crf, resolve_backend, torch_meanfield
+from deeplab_resnet.crf.meanfield_rules import UNARY_CLIP
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.images import read_image, read_label
 
@@ -76,7 +77,7 @@ def _pair(voc_fixture, name, size=(120, 180)):
     return img, lab
 
 
-KERNELS = ["native", "torch"]
+KERNELS = ["c", "torch"]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -88,7 +89,7 @@ def test_matches_pydensecrf_on_fixture_images(voc_fixture, preset, kernel):
         img, lab = _pair(voc_fixture, name)
         probs = blurred_probs(lab)
         ref = pydensecrf_reference(img, probs, params)
-        ours = torch_backend.run(img, probs, params, device="cpu", kernel=kernel)
+        ours = builtin.refine(img, probs, params, device="cpu", kernel=kernel)
         assert ours.shape == ref.shape and ours.dtype == np.float32
         agree = (ours.argmax(0) == ref.argmax(0)).mean()
         assert agree >= 0.995, f"{name}: label agreement {agree:.4f}"
@@ -109,7 +110,7 @@ def test_matches_pydensecrf_full_images(voc_fixture, preset, kernel):
     for name in names:
         img, lab = _pair(voc_fixture, name, size=None)
         probs = blurred_probs(lab)
-        ours = torch_backend.run(img, probs, params, device="cpu", kernel=kernel)
+        ours = builtin.refine(img, probs, params, device="cpu", kernel=kernel)
         ref = pydensecrf_reference(img, probs, params)
         assert (ours.argmax(0) == ref.argmax(0)).mean() >= 0.995
 
@@ -119,11 +120,11 @@ def test_batch_equals_one_by_one(voc_fixture, kernel):
     params = PRESETS["tf-branch"]
     pairs = [_pair(voc_fixture, n, (60, 90)) for n in NAMES]
     probs = [blurred_probs(lab, seed=i) for i, (_, lab) in enumerate(pairs)]
-    batch = torch_backend.run_batch(
+    batch = builtin.refine_batch(
         torch.from_numpy(np.stack([img for img, _ in pairs])), torch.from_numpy(np.stack(probs)), params, kernel=kernel
     ).numpy()
     for i, (img, _) in enumerate(pairs):
-        one = torch_backend.run(img, probs[i], params, device="cpu", kernel=kernel)
+        one = builtin.refine(img, probs[i], params, device="cpu", kernel=kernel)
         np.testing.assert_allclose(batch[i], one, atol=1e-5)
 
 
@@ -135,11 +136,11 @@ def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
     probs[:3] += 1e-3
     probs /= probs.sum(axis=0)
     params = PRESETS["deeplab-resnet"]
-    u = -torch.log(torch.from_numpy(probs).clamp(torch_backend.UNARY_CLIP, 1)).permute(1, 2, 0).reshape(-1, 21)
+    u = -torch.log(torch.from_numpy(probs).clamp(UNARY_CLIP, 1)).permute(1, 2, 0).reshape(-1, 21)
     images = torch.from_numpy(img)[None]
-    pruned = torch_backend.MeanField(images, params)
+    pruned = torch_meanfield.MeanField(images, params)
     assert pruned.active_labels(torch.softmax(-u, dim=1)).tolist() == [0, 1, 2]
-    full = torch_backend.MeanField(images, params, prune=False)
+    full = torch_meanfield.MeanField(images, params, prune=False)
     assert full.active_labels(torch.softmax(-u, dim=1)) is None
     torch.testing.assert_close(pruned.infer(u, 10), full.infer(u, 10), rtol=1e-4, atol=1e-6)
 
@@ -148,7 +149,7 @@ def test_pruning_labels_that_cannot_matter_changes_nothing(voc_fixture):
 def test_zero_iterations_is_the_clipped_input(voc_fixture, kernel):
     img, lab = _pair(voc_fixture, NAMES[0], (60, 90))
     probs = blurred_probs(lab)
-    out = torch_backend.run(img, probs, CRFParams(iterations=0), device="cpu", kernel=kernel)
+    out = builtin.refine(img, probs, CRFParams(iterations=0), device="cpu", kernel=kernel)
     clipped = np.clip(probs, 1e-5, 1.0)
     np.testing.assert_allclose(out, clipped / clipped.sum(axis=0), atol=1e-6)
 
@@ -157,20 +158,16 @@ def test_dense_crf_dispatch(voc_fixture):
     img, lab = _pair(voc_fixture, NAMES[0], (40, 60))
     probs = blurred_probs(lab)
     params = PRESETS["deeplab-resnet"]
-    ours = dense_crf(img, probs, params, backend="torch")
-    np.testing.assert_allclose(ours, torch_backend.run(img, probs, params), atol=1e-6)
-    assert set(BACKENDS) == {"auto", "torch", "pydensecrf"}
-    assert resolve_backend("torch") == "torch"
-    assert resolve_backend("auto", device="cuda") == "torch"
-    assert resolve_backend("auto", device="cpu") in ("torch", "pydensecrf")
+    ours = dense_crf(img, probs, params, backend="builtin")
+    np.testing.assert_allclose(ours, builtin.refine(img, probs, params), atol=1e-6)
+    assert set(BACKENDS) == {"auto", "builtin", "pydensecrf"}
+    assert resolve_backend("builtin") == "builtin"
+    assert resolve_backend("auto", device="cuda") == "builtin"
+    assert resolve_backend("auto", device="cpu") in ("builtin", "pydensecrf")
 
 
 def test_pydensecrf_backend_through_dispatch(voc_fixture):
-    import importlib.util
-
     _pydensecrf()
-    if importlib.util.find_spec("deeplab_resnet.crf.pydensecrf_backend") is None:
-        pytest.skip("the pydensecrf adapter (crf/pydensecrf_backend.py) is not in this tree")
     img, lab = _pair(voc_fixture, NAMES[1], (40, 60))
     probs = blurred_probs(lab)
     params = PRESETS["deeplab-vgg"]
@@ -184,9 +181,11 @@ def test_pydensecrf_backend_through_dispatch(voc_fixture):
     "image, probs, backend",
     [
         (np.zeros((8, 9, 3), np.uint8), np.full((3, 8, 9), 1 / 3, np.float32), "magic"),
-        (np.zeros((8, 9), np.uint8), np.full((3, 8, 9), 1 / 3, np.float32), "torch"),
-        (np.zeros((8, 9, 3), np.float32), np.full((3, 8, 9), 1 / 3, np.float32), "torch"),
-        (np.zeros((8, 9, 3), np.uint8), np.full((3, 9, 8), 1 / 3, np.float32), "torch"),
+        (np.zeros((8, 9), np.uint8), np.full((3, 8, 9), 1 / 3, np.float32), "builtin"),
+        (np.zeros((8, 9, 3), np.float32), np.full((3, 8, 9), 1 / 3, np.float32), "builtin"),
+        (np.zeros((8, 9, 3), np.uint8), np.full((3, 9, 8), 1 / 3, np.float32), "builtin"),
+        (np.zeros((8, 9), np.uint8), np.full((3, 8, 9), 1 / 3, np.float32), "pydensecrf"),
+        (np.zeros((8, 9, 3), np.uint8), np.full((3, 9, 8), 1 / 3, np.float32), "pydensecrf"),
     ],
 )
 def test_bad_input_is_a_clear_error(image, probs, backend):
