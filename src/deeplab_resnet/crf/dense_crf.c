@@ -92,7 +92,7 @@ typedef struct {
    misses the TLB and every first touch page-faults. Getting fresh huge pages can be slow when memory
    is fragmented (other work between two CRF calls: measured 20% slower per image), so freed large
    blocks are kept in a small process-wide cache (at most CACHE_BYTES unused) and reused by the
-   next image; dcrf_release_memory() gives them back. Every buffer is initialised before use. */
+   next image. Every buffer is initialised before use. */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define CACHE_SLOTS 512 /* 8 cached position lattices, a bilateral one, a mean-field call: ~80 blocks at once */
 #define CACHE_BYTES ((size_t)384 << 20)
@@ -171,13 +171,6 @@ static void big_free(void *p) {
         }
     pthread_mutex_unlock(&blocks_lock);
     free(p);
-}
-
-/* Give every unused cached block back to the system. */
-void dcrf_release_memory(void) {
-    pthread_mutex_lock(&blocks_lock);
-    trim_cache(0);
-    pthread_mutex_unlock(&blocks_lock);
 }
 
 /* ---------------------------------------------------------------- hash table of integer keys */

@@ -100,7 +100,7 @@ def evaluate_pairs(
         ignore_label: ground-truth value not scored; defaults to the model's dataset's.
         flip: average the logits with those of the mirrored image.
         crf: dense-CRF parameters (``None``: no CRF).
-        crf_backend: ``auto``, ``torch`` or ``pydensecrf``.
+        crf_backend: ``auto``, ``builtin`` (ours) or ``pydensecrf``; see :func:`deeplab_resnet.crf.resolve_backend`.
         crf_workers: processes running the CRF while the network goes on; 0 runs it inline.
         outputs: per-image files to write.
         progress: called after every image.

@@ -131,7 +131,7 @@ class Segmenter:
         flip: also run the mirrored image and average the two upsampled logits (not in the
             original; a common test-time augmentation).
         crf: dense-CRF parameters to refine every result with (``None``: no CRF).
-        crf_backend: ``auto``, ``torch`` or ``pydensecrf``.
+        crf_backend: ``auto``, ``builtin`` (ours) or ``pydensecrf``; see :func:`deeplab_resnet.crf.resolve_backend`.
         tile: run the network on overlapping ``tile x tile`` windows of the (possibly
             ``max_size``-shrunk) image instead of the whole image at once, bounding memory for
             very large images; ``None`` runs whole images.
