@@ -63,6 +63,7 @@ from ..distributed import DistInfo, dist_from_env, init_distributed
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
 from ..models.msc import MSC
+from ..progress import Progress
 from . import checkpoint as ckpt
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ def model_from_checkpoint(state: dict[str, Any]) -> DeepLabV2:
 
 
 class Monitor:
-    """Progress bar (tqdm when installed), TensorBoard (when installed), and a JSON-lines log."""
+    """Progress line, TensorBoard (when installed), and a JSON-lines log."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, start: int, enabled: bool):
         self.enabled = enabled
@@ -371,13 +372,9 @@ class Monitor:
         self.log_path = run_dir / "metrics.jsonl"
         if not enabled:
             return
-        if cfg.progress:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True)
-            except ImportError:
-                pass
+        if cfg.progress:  # hidden off a terminal: the log_every lines below are the log then
+            bar = Progress("training", cfg.num_steps, unit="steps", initial=start)
+            self.bar = bar if bar.visible else None
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -390,7 +387,7 @@ class Monitor:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
+            self.bar.write(msg)
         else:
             print(msg, file=sys.stderr, flush=True)
 
@@ -407,8 +404,7 @@ class Monitor:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_s=f"{samples_per_s:.2f}", refresh=False)
-            self.bar.update(1)
+            self.bar.update(1, note=f"loss {loss:.4f}, lr {lr:.3g}, {samples_per_s:.2f} samples/s")
         elif step % self.cfg.log_every == 0 or step == self.cfg.num_steps - 1:
             eta = (self.cfg.num_steps - step - 1) * self.cfg.batch_size * self.cfg.grad_update_every / samples_per_s
             self.print(
