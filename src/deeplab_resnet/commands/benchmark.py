@@ -65,10 +65,7 @@ def _find_data(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ..
         if args.data_dir:
             raise DeepLabError(f"--data-dir {data_dir}: not a directory")
         return (), ()
-    list_path = data_dir / args.list
-    if not list_path.is_file():
-        raise DeepLabError(f"list file not found: {list_path}")
-    pairs = read_list(data_dir, list_path)
+    pairs = read_list(data_dir, data_dir / args.list)
     return tuple(str(p.image) for p in pairs), tuple(str(p.label) for p in pairs)
 
 

@@ -127,15 +127,11 @@ def with_backend(args: argparse.Namespace, model, device: str):
 
 
 def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:
-    from ..data.lists import join
+    from ..data.lists import join, list_entries
 
     base = data_dir if data_dir is not None else list_file.parent
     paths = []
-    for raw in list_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        first = line.split()[0]
+    for _, (first, *_labels) in list_entries(list_file):
         path = Path(first)
         paths.append(path if path.is_absolute() and path.exists() else join(base, first))
     if not paths:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...atomic import atomic_write, atomic_write_text
 from ...errors import DeepLabError
+from ..lists import list_entries
 from .archives import extract_archive, is_archive
 from .parallel import parallel_map
 
@@ -76,10 +77,7 @@ def _source_dir(spec: str | Path, extract_to: Path | None, locate) -> Path:
 
 def read_ids(path: str | Path) -> list[str]:
     """The image IDs of a split file (one ID per line; SBD and VOC use the same format)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeepLabError(f"split file not found: {path}")
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [fields[0] for _, fields in list_entries(path, what="split file")]
 
 
 def derive_splits(
