@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .data.lists import Pair
 from .dataset_info import DatasetInfo
 from .errors import DeepLabError
 
@@ -71,6 +72,27 @@ def read_label(path: str | Path) -> np.ndarray:
             "'deeplab data convert-masks'"
         )
     raise DeepLabError(f"{path}: unsupported label image mode {img.mode!r} (expected palette or greyscale)")
+
+
+def size_mismatch(
+    path: str | Path, size_hw: tuple[int, ...], expected_hw: tuple[int, ...], of: str = "its image"
+) -> str | None:
+    """The error message when a label map's ``(height, width)`` differs from what it labels, else ``None``."""
+    if tuple(size_hw[:2]) == tuple(expected_hw[:2]):
+        return None
+    (h, w), (eh, ew) = size_hw[:2], expected_hw[:2]
+    return f"{path}: size {w}x{h} differs from {of} ({ew}x{eh})"
+
+
+def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """The RGB image and the label map of a list entry, checked to be the same size."""
+    if pair.label is None:
+        raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
+    image, label = read_image(pair.image), read_label(pair.label)
+    mismatch = size_mismatch(pair.label, label.shape, image.shape)
+    if mismatch:
+        raise DeepLabError(mismatch)
+    return image, label
 
 
 def label_image(labels: np.ndarray, dataset: DatasetInfo) -> Image.Image:

@@ -25,7 +25,7 @@ from ..crf import CRFParams
 from ..data.lists import Pair
 from ..distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
 from ..errors import DeepLabError
-from ..images import label_image, read_image, read_label, save_png
+from ..images import label_image, load_pair, read_label, save_png, size_mismatch
 from ..inference.segmenter import Segmenter, refine_with_crf
 from ..models.deeplab import DeepLabV2
 from .metrics import ConfusionMeter
@@ -40,16 +40,6 @@ class EvalOutputs:
 
     predictions: Path | None = None  # palette PNGs NAME.png
     logits: Path | None = None  # float32 H x W x C NAME.npy at the image's size
-
-
-def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """Image and ground truth of a list entry, checked to have the same size."""
-    if pair.label is None:
-        raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
-    image, label = read_image(pair.image), read_label(pair.label)
-    if image.shape[:2] != label.shape:
-        raise DeepLabError(f"{pair.label}: size {label.shape[::-1]} differs from its image {image.shape[1::-1]}")
-    return image, label
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -226,8 +216,8 @@ def evaluate_prediction_dir(
         if pair.label is None:
             raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
         pred, gt = read_label(path), read_label(pair.label)
-        if pred.shape != gt.shape:
-            raise DeepLabError(f"{path}: size {pred.shape[::-1]} differs from the ground truth {gt.shape[::-1]}")
+        if mismatch := size_mismatch(path, pred.shape, gt.shape, of="the ground truth"):
+            raise DeepLabError(mismatch)
         if pred.max(initial=0) >= num_classes:
             raise DeepLabError(f"{path}: predicted class {int(pred.max())} but there are {num_classes} classes")
         meter.update(pred, gt)
