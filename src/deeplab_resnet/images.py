@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_write
 from .data.lists import Pair
 from .dataset_info import DatasetInfo
 from .errors import DeepLabError
@@ -115,9 +116,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, dataset: DatasetInfo, alpha: 
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def save_png(img: Image.Image, path: str | Path) -> None:
+def save_image(img: Image.Image, path: str | Path) -> None:
     """Save atomically (PNG or JPEG by suffix)."""
-    from .atomic import atomic_write
-
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
     atomic_write(path, lambda tmp: img.save(tmp, format=fmt))

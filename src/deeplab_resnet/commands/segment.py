@@ -171,14 +171,14 @@ def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
     from PIL import Image
 
     from ..evaluation.evaluate import save_npy
-    from ..images import colorize, label_image, overlay, save_png
+    from ..images import colorize, label_image, overlay, save_image
 
     written = [out_dir / f"{path.stem}.png", out_dir / f"{path.stem}_overlay.jpg"]
-    save_png(label_image(result.labels, result.dataset), written[0])
-    save_png(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), written[1])
+    save_image(label_image(result.labels, result.dataset), written[0])
+    save_image(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), written[1])
     if args.save_mask:
         written.append(out_dir / f"{path.stem}_mask.png")
-        save_png(Image.fromarray(colorize(result.labels, result.dataset)), written[-1])
+        save_image(Image.fromarray(colorize(result.labels, result.dataset)), written[-1])
     if args.save_probs:
         written.append(out_dir / f"{path.stem}_probs.npy")
         save_npy(written[-1], result.probs)

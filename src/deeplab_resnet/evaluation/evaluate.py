@@ -25,7 +25,7 @@ from ..crf import CRFParams
 from ..data.lists import Pair
 from ..distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
 from ..errors import DeepLabError
-from ..images import label_image, load_pair, read_label, save_png, size_mismatch
+from ..images import label_image, load_pair, read_label, save_image, size_mismatch
 from ..inference.segmenter import Segmenter, refine_with_crf
 from ..models.deeplab import DeepLabV2
 from .metrics import ConfusionMeter
@@ -120,7 +120,7 @@ def evaluate_pairs(
         nonlocal done
         meter.update(labels, gt)
         if outputs.predictions is not None:
-            save_png(label_image(labels, model.dataset), outputs.predictions / f"{pair.name}.png")
+            save_image(label_image(labels, model.dataset), outputs.predictions / f"{pair.name}.png")
         done += 1
         if progress is not None:
             progress(done, len(pairs), time.perf_counter() - start)

@@ -679,7 +679,7 @@ def memory_gb(device: str) -> float:
 def save_preview(path: Path, grid: np.ndarray) -> None:
     from PIL import Image
 
-    from ..images import save_png
+    from ..images import save_image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(Image.fromarray(grid), path)
+    save_image(Image.fromarray(grid), path)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...dataset_info import VOC, VOID_COLOUR, DatasetInfo, load_dataset_info, voc_palette
 from ...errors import DeepLabError
+from ...images import IMAGE_SUFFIXES, _open, label_image, read_label, save_image, to_rgb_array
 from ..lists import read_text_lines
 from .parallel import parallel_map
 
@@ -210,8 +211,6 @@ def _indices_are_labels(img, table: ColourTable) -> bool:
 def convert_mask(task: MaskTask) -> MaskResult:
     """Convert one mask file. Greyscale masks, and palette masks whose indices already are the
     labels (see :func:`_indices_are_labels`), are kept as they are."""
-    from ...images import _open, label_image, read_label, save_png, to_rgb_array
-
     try:
         img = _open(task.source)
         if img.mode == "L" or (img.mode == "P" and _indices_are_labels(img, task.table)):
@@ -229,7 +228,7 @@ def convert_mask(task: MaskTask) -> MaskResult:
                 return MaskResult(task.source, "unchanged", missing)
         except DeepLabError:
             pass
-    save_png(out, task.output)
+    save_image(out, task.output)
     return MaskResult(task.source, "written", missing)
 
 
@@ -243,8 +242,6 @@ class ConvertResult:
 
 
 def find_masks(source: Path) -> list[Path]:
-    from ...images import IMAGE_SUFFIXES
-
     if source.is_file():
         return [source]
     if not source.is_dir():

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ...atomic import atomic_write, atomic_write_text
+from ...dataset_info import VOC
 from ...errors import DeepLabError
+from ...images import label_image, read_label, save_image
 from ..lists import list_entries
 from .archives import extract_archive, is_archive
 from .parallel import parallel_map
@@ -162,8 +165,6 @@ class LabelTask:
 
 
 def _labels_of(source: Path) -> np.ndarray:
-    from ...images import read_label
-
     labels = read_sbd_mat(source) if source.suffix == ".mat" else read_label(source)
     bad = (labels >= NUM_CLASSES) & (labels != IGNORE)
     if bad.any():
@@ -173,8 +174,6 @@ def _labels_of(source: Path) -> np.ndarray:
 
 def _is_current(output: Path, labels: np.ndarray, palette: list[int]) -> bool:
     """True when ``output`` already holds exactly these labels with the VOC palette."""
-    from PIL import Image
-
     if not output.is_file():
         return False
     try:
@@ -189,14 +188,11 @@ def _is_current(output: Path, labels: np.ndarray, palette: list[int]) -> bool:
 
 def build_label(task: LabelTask) -> tuple[str, str]:
     """Write one label PNG unless an identical one is there. Returns (id, 'written'|'unchanged'|error)."""
-    from ...dataset_info import VOC
-    from ...images import label_image, save_png
-
     try:
         labels = _labels_of(task.source)
         if _is_current(task.output, labels, VOC.palette_bytes()):
             return task.image_id, "unchanged"
-        save_png(label_image(labels, VOC), task.output)
+        save_image(label_image(labels, VOC), task.output)
         return task.image_id, "written"
     except DeepLabError as exc:
         return task.image_id, f"error: {exc}"
