@@ -198,7 +198,7 @@ def agreement(reference: torch.Tensor, output: torch.Tensor) -> dict[str, float]
 
 
 def meets_target(stats: dict[str, float], dtype: str) -> bool:
-    """The issue's targets: rel-L2 <= 1e-4 for float32 paths, argmax agreement >= 99.5% otherwise."""
+    """The agreement tolerance of a fast path: rel-L2 <= 1e-4 for float32 paths, argmax agreement >= 99.5% otherwise."""
     if dtype == "float32":
         return stats["rel_l2"] <= 1e-4
     return stats["argmax_agreement"] >= 0.995
