@@ -310,16 +310,7 @@ def prepare_voc(
     needed = sorted(set(splits["trainval_aug"]))
     result.images_copied = _ensure_images(voc_root, sbd_root, needed)
     tasks = [LabelTask(i, sources[i], voc_root / LABEL_DIR / f"{i}.png") for i in needed]
-    errors = []
-    for image_id, status in parallel_map(build_label, tasks, workers=workers, desc=LABEL_DIR, progress=progress):
-        if status == "written":
-            result.written += 1
-        elif status == "unchanged":
-            result.unchanged += 1
-        else:
-            errors.append(f"{image_id}: {status}")
-    if errors:
-        raise DeepLabError(f"{len(errors)} labels could not be built; first: {errors[0]}")
+    _build_labels(result, tasks, workers, progress)
 
     for name, ids in splits.items():
         result.counts[name] = len(ids)
@@ -331,6 +322,20 @@ def prepare_voc(
             result.lists_written.append("test")
     _compare_with_standard(result, len(voc_train), len(voc_val))
     return result
+
+
+def _build_labels(result: PrepareResult, tasks: list[LabelTask], workers: int | None, progress: bool) -> None:
+    """Write the label PNGs in parallel, counting written and unchanged ones; any failure is an error."""
+    errors = []
+    for image_id, status in parallel_map(build_label, tasks, workers=workers, desc=LABEL_DIR, progress=progress):
+        if status == "written":
+            result.written += 1
+        elif status == "unchanged":
+            result.unchanged += 1
+        else:
+            errors.append(f"{image_id}: {status}")
+    if errors:
+        raise DeepLabError(f"{len(errors)} labels could not be built; first: {errors[0]}")
 
 
 def _compare_with_standard(result: PrepareResult, n_train: int, n_val: int) -> None:
