@@ -170,7 +170,7 @@ def expand_inputs(inputs: list[str], data_dir: str | None = None) -> list[Path]:
 def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
     from PIL import Image
 
-    from ..evaluation.evaluate import save_npy
+    from ..atomic import save_npy
     from ..images import colorize, label_image, overlay, save_image
 
     written = [out_dir / f"{path.stem}.png", out_dir / f"{path.stem}_overlay.jpg"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import save_npy
 from ..crf import CRFParams
 from ..data.lists import Pair
 from ..distributed import DistInfo, dist_from_env, init_distributed  # noqa: F401  (re-exported)
@@ -40,16 +40,6 @@ class EvalOutputs:
 
     predictions: Path | None = None  # palette PNGs NAME.png
     logits: Path | None = None  # float32 H x W x C NAME.npy at the image's size
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file (``np.save`` on a path would append ``.npy`` to it)."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    atomic_write(path, write)
 
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str) -> np.ndarray:

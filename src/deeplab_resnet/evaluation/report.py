@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..atomic import atomic_write, atomic_write_text
+from ..atomic import atomic_write, atomic_write_text, save_npy
 from .metrics import Scores
 
 
@@ -92,12 +92,7 @@ def write_reports(out_dir: str | Path, report: dict, matrix: np.ndarray, class_n
     out = Path(out_dir)
     paths = [out / "report.json", out / "confusion.npy", out / "confusion.png"]
     atomic_write_text(paths[0], json.dumps(report, indent=2) + "\n")
-
-    def write_npy(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(matrix, dtype=np.int64))
-
-    atomic_write(paths[1], write_npy)
+    save_npy(paths[1], np.asarray(matrix, dtype=np.int64))
     image = confusion_image(matrix, class_names)
     atomic_write(paths[2], lambda tmp: image.save(tmp, format="PNG"))
     return paths
