@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU target of issue 7: 513x513 batch-1 inference, eager fp32 NCHW against the fast paths
+# CPU inference speed: 513x513 batch-1 inference, eager fp32 NCHW against the fast paths
 # and onnxruntime, interleaved repeats, on ResNet-101 with random weights and realistic BN
 # statistics (calibrated on the VOC fixture images). Run from the repository root.
 #   benchmarks/cpu_inference.sh [extra deeplab benchmark arguments]

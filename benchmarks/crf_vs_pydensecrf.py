@@ -7,7 +7,7 @@ the other (so machine load hits all alike); label agreement and max |dQ| of the 
 against pydensecrf, mIoU after CRF from one confusion matrix per backend, and per-image times
 (everything included: lattices, normalisation, 10 iterations; the position kernel's lattice is
 cached per image size, as in a dataset run). A second table repeats the timings for the images of
-the issue's size alone (500x375 or 375x500), the size most VOC images have.
+one size alone (500x375 or 375x500), the size most VOC images have.
 
 Unaries: the ground truth as one-hot, blurred (sigma 6 px), times ``--scale`` plus N(0, 0.5)
 noise, softmaxed. ``--scale 6`` leaves every one of the 21 labels at >= ~1e-3 somewhere (all
@@ -34,7 +34,7 @@ from scipy.ndimage import gaussian_filter
 from deeplab_resnet.crf import PRESETS, builtin, pydensecrf_adapter
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.evaluation.metrics import ConfusionMeter
-from deeplab_resnet.images import read_image, read_label
+from deeplab_resnet.images import load_pair
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fixture"
 
@@ -73,7 +73,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     data, voc_size = [], []
     for pair in pairs:
-        img, lab = read_image(pair.image), read_label(pair.label)
+        img, lab = load_pair(pair)
         data.append((img, lab, blurred_probs(lab, args.scale)))
         voc_size.append(sorted(img.shape[:2]) == [375, 500])
     for kernel in ("c", "torch"):  # warm-up (and compiles the C kernel on a first run)

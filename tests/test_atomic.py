@@ -51,3 +51,14 @@ def test_each_module_imports_first(module):
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", f"import deeplab_resnet.{module}"], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()[-500:]
+
+
+def test_save_npy_writes_exactly_the_given_path(tmp_path):
+    import numpy as np
+
+    from deeplab_resnet.atomic import save_npy
+
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    save_npy(tmp_path / "x.bin", array)  # np.save(path) would have written x.bin.npy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+    np.testing.assert_array_equal(np.load(tmp_path / "x.bin"), array)

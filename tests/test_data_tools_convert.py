@@ -128,3 +128,26 @@ def test_palette_masks_keep_label_indices_and_convert_arbitrary_ones(tmp_path: P
     assert result.written == 2 and not result.unknown and not result.errors
     for name in ("voc_style", "editor"):
         np.testing.assert_array_equal(read_label(tmp_path / "out" / f"{name}.png"), labels, err_msg=name)
+
+
+def test_convert_masks_reads_a_csv_written_with_a_byte_order_mark(tmp_path: Path, capsys) -> None:
+    """Excel saves "CSV UTF-8" with a BOM; the header's first column must still read as ``r``."""
+    labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    colours = np.array([(10, 20, 30), (200, 0, 0), (0, 0, 0)], np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(colours[labels]).save(tmp_path / "in" / "m.png")
+    (tmp_path / "t.csv").write_bytes(b"\xef\xbb\xbfr,g,b,label\r\n10,20,30,0\r\n200,0,0,1\r\n0,0,0,2\r\n")
+    args = ["data", "convert-masks", str(tmp_path / "in"), str(tmp_path / "out"), "--colours", str(tmp_path / "t.csv")]
+    assert main(args + ["--workers", "1", "--quiet"]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "m.png"), labels)
+
+
+def test_convert_masks_names_the_line_of_a_non_utf8_csv(tmp_path: Path, capsys) -> None:
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "in" / "m.png")
+    (tmp_path / "t.csv").write_bytes(b"name,r,g,b\nbackground,0,0,0\ncaf\xe9,1,2,3\n")  # Latin-1 e-acute
+    args = ["data", "convert-masks", str(tmp_path / "in"), str(tmp_path / "out"), "--colours", str(tmp_path / "t.csv")]
+    assert main(args + ["--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{tmp_path / 't.csv'}:3: byte 0xe9 is not UTF-8" in err
+    assert "Traceback" not in err

@@ -169,7 +169,7 @@ def test_evaluate_cli_end_to_end_on_voc_fixture(tmp_path, tiny_weights, voc_fixt
         "--weights", tiny_weights, "--device", "cpu", "-o", tmp_path / "ev", "--save-predictions", tmp_path / "pred",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "mean IoU" in result.stdout and "tvmonitor" in result.stdout and "images/s" in result.stderr
+    assert "mean IoU" in result.stdout and "tvmonitor" in result.stdout and "images/s" in result.stdout
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["images"] == 11 and report["images_per_second"] > 0
     pairs = read_list(voc_fixture, voc_fixture / "list_val.txt")

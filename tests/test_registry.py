@@ -73,7 +73,7 @@ def test_download_verify_convert_cache_then_offline(tmp_path, release, server, c
     assert main(["weights", "download", "voc12"]) == 0
     out, err = capsys.readouterr()
     target = cache / "voc12.safetensors"
-    assert str(target) in out and "downloading prototxt_and_model.zip" in err and "(100%)" in err
+    assert str(target) in out and "downloading" not in err  # the progress line is hidden off a terminal
     state, meta = read_native(target)
     assert meta.convention == "caffe" and meta.dataset.name == "voc12" and "train_iter_20000" in meta.source
     for name, a in release[1].items():

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_write
+from .data.lists import Pair
 from .dataset_info import DatasetInfo
 from .errors import DeepLabError
 
@@ -73,6 +75,27 @@ def read_label(path: str | Path) -> np.ndarray:
     raise DeepLabError(f"{path}: unsupported label image mode {img.mode!r} (expected palette or greyscale)")
 
 
+def size_mismatch(
+    path: str | Path, size_hw: tuple[int, ...], expected_hw: tuple[int, ...], of: str = "its image"
+) -> str | None:
+    """The error message when a label map's ``(height, width)`` differs from what it labels, else ``None``."""
+    if tuple(size_hw[:2]) == tuple(expected_hw[:2]):
+        return None
+    (h, w), (eh, ew) = size_hw[:2], expected_hw[:2]
+    return f"{path}: size {w}x{h} differs from {of} ({ew}x{eh})"
+
+
+def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """The RGB image and the label map of a list entry, checked to be the same size."""
+    if pair.label is None:
+        raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
+    image, label = read_image(pair.image), read_label(pair.label)
+    mismatch = size_mismatch(pair.label, label.shape, image.shape)
+    if mismatch:
+        raise DeepLabError(mismatch)
+    return image, label
+
+
 def label_image(labels: np.ndarray, dataset: DatasetInfo) -> Image.Image:
     """A palette-mode PIL image whose pixel values are the class indices."""
     img = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
@@ -93,9 +116,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, dataset: DatasetInfo, alpha: 
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def save_png(img: Image.Image, path: str | Path) -> None:
+def save_image(img: Image.Image, path: str | Path) -> None:
     """Save atomically (PNG or JPEG by suffix)."""
-    from .atomic import atomic_write
-
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
     atomic_write(path, lambda tmp: img.save(tmp, format=fmt))

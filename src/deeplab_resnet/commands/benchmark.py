@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-images", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the fraction column")
+    p.add_argument(
+        "--min-speedup", type=float, default=None, metavar="X",
+        help="say whether the fastest path within its agreement tolerance is at least X times eager fp32",
+    )  # fmt: skip
     p.add_argument("--fp64-reference", action="store_true", help="also report eager fp32 against float64")
     p.add_argument("--compile-cache", default=None, help="torch.compile cache directory")
     p.add_argument("--json", default=None, help="write the results here (atomically)")
@@ -65,17 +69,15 @@ def _find_data(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ..
         if args.data_dir:
             raise DeepLabError(f"--data-dir {data_dir}: not a directory")
         return (), ()
-    list_path = data_dir / args.list
-    if not list_path.is_file():
-        raise DeepLabError(f"list file not found: {list_path}")
-    pairs = read_list(data_dir, list_path)
+    pairs = read_list(data_dir, data_dir / args.list)
     return tuple(str(p.image) for p in pairs), tuple(str(p.label) for p in pairs)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench.suites import SECTIONS, BenchmarkConfig, format_table, machine_info, run_benchmark, write_json
+    from ..bench.suites import SECTIONS, BenchmarkConfig, run_benchmark
+    from ..bench.timing import format_table, machine_info, write_json
     from .common import resolve_device
 
     device = resolve_device(args.device)
@@ -88,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise DeepLabError(f"--sections: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     if args.repeats < 1 or args.warmup < 0 or args.size < 16:
         raise DeepLabError("--repeats must be >= 1, --warmup >= 0 and --size >= 16")
+    if args.min_speedup is not None and args.min_speedup <= 0:
+        raise DeepLabError(f"--min-speedup must be positive, got {args.min_speedup:g}")
     default_paths = "eager,default,fold+cl+bf16+graphs" if cuda else "eager,default,onnxruntime"
     images, labels = _find_data(args)
     config = BenchmarkConfig(
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         train_dtype=args.train_dtype or ("bfloat16" if cuda else "float32"),
         data_samples=args.data_samples, eval_images=args.eval_images, onnx_threads=args.threads,
         peak_tflops=args.peak_tflops, images=images, labels=labels, reference_fp64=args.fp64_reference,
-        compile_cache_dir=args.compile_cache,
+        compile_cache_dir=args.compile_cache, min_speedup=args.min_speedup,
     )  # fmt: skip
     model = None
     if args.weights:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from ..errors import DeepLabError
+from ..progress import Progress
 from .common import (
     add_model_arguments,
     int_at_least,
@@ -63,26 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_argument(p)
 
 
-class ProgressLine:
-    """``12/1449 images, 3.1 images/s`` on stderr: rewritten in place on a terminal, else every 10%."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_tenth = -1
-
-    def __call__(self, done: int, total: int, elapsed: float) -> None:
-        if not self.enabled:
-            return
-        rate = done / elapsed if elapsed > 0 else 0.0
-        text = f"{done}/{total} images, {rate:.2f} images/s"
-        if self.tty:
-            print(f"\r{text}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-        elif done * 10 // total != self.last_tenth or done == total:
-            self.last_tenth = done * 10 // total
-            print(text, file=sys.stderr, flush=True)
-
-
 def _scales(args: argparse.Namespace) -> tuple[float, ...]:
     from ..models.msc import DEFAULT_SCALES
 
@@ -124,7 +104,8 @@ def _score_model(args, pairs, dist):
     meter = evaluate_pairs(
         network, dist.shard(pairs), spec=model.spec, device=device, scales=_scales(args), ignore_label=args.ignore_label,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
-        progress=ProgressLine(not args.quiet and dist.rank == 0), batch_size=args.batch_size,
+        progress=Progress("evaluating", unit="images", enabled=not args.quiet and dist.rank == 0).callback,
+        batch_size=args.batch_size,
     )  # fmt: skip
     loop_seconds = time.perf_counter() - start
     options = {"scales": list(_scales(args)), "flip": args.flip, "crf": crf.__dict__ if crf else None}

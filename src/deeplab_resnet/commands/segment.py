@@ -129,15 +129,11 @@ def with_backend(args: argparse.Namespace, model, device: str):
 
 
 def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:
-    from ..data.lists import join
+    from ..data.lists import join, list_entries
 
     base = data_dir if data_dir is not None else list_file.parent
     paths = []
-    for raw in list_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        first = line.split()[0]
+    for _, (first, *_labels) in list_entries(list_file):
         path = Path(first)
         paths.append(path if path.is_absolute() and path.exists() else join(base, first))
     if not paths:
@@ -177,12 +173,12 @@ def _write_outputs(args, rgb, result, plan: dict[str, Path]) -> list[str]:
     from PIL import Image
 
     from ..atomic import save_npy
-    from ..images import colorize, label_image, overlay, save_png
+    from ..images import colorize, label_image, overlay, save_image
 
-    save_png(label_image(result.labels, result.dataset), plan["labels"])
-    save_png(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), plan["overlay"])
+    save_image(label_image(result.labels, result.dataset), plan["labels"])
+    save_image(Image.fromarray(overlay(rgb, result.labels, result.dataset, alpha=args.alpha)), plan["overlay"])
     if "mask" in plan:
-        save_png(Image.fromarray(colorize(result.labels, result.dataset)), plan["mask"])
+        save_image(Image.fromarray(colorize(result.labels, result.dataset)), plan["mask"])
     if "probs" in plan:
         save_npy(plan["probs"], result.probs)
     if "logits" in plan:

@@ -9,7 +9,7 @@
  * permutohedral.py's, up to float summation order. Compile with -ffp-contract=off: a fused
  * multiply-add in the elevation would move points across simplex boundaries.
  *
- * Where the time goes and what makes it faster than pydensecrf (BENCHMARKS.md, issue 8):
+ * Where the time goes and what makes it faster than pydensecrf (BENCHMARKS.md):
  * - the lattice build: one-word packed keys, numbered through a table indexed by the key when the
  *   key space is small (the position kernel's grid) and else through hash tables filled on all
  *   threads (one cache line per look-up), prefetched one-sided neighbour look-ups, runs by a

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
-from ..images import _open, read_label
+from ..images import _open, read_label, size_mismatch
 from .lists import Pair, read_list
 
 
@@ -68,9 +68,8 @@ def check_pair(pair: Pair) -> PairCheck:
         result.errors.append(str(exc))
         return result
     result.histogram = np.bincount(label.ravel(), minlength=256)
-    if result.image_size is not None and (label.shape[1], label.shape[0]) != result.image_size:
-        w, h = result.image_size
-        result.errors.append(f"{pair.label}: size {label.shape[1]}x{label.shape[0]} differs from its image ({w}x{h})")
+    if result.image_size is not None and (mismatch := size_mismatch(pair.label, label.shape, result.image_size[::-1])):
+        result.errors.append(mismatch)
     return result
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..images import read_image, read_label
+from ..images import load_pair
 from .lists import Pair
 from .transforms import TrainTransform
 
@@ -57,11 +57,7 @@ class TrainStream(Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         pair = self.pair_at(position)
-        image, label = read_image(pair.image), read_label(pair.label)  # type: ignore[arg-type]
-        if image.shape[:2] != label.shape:
-            from ..errors import DeepLabError
-
-            raise DeepLabError(f"{pair.label}: size {label.shape[::-1]} differs from its image {image.shape[1::-1]}")
+        image, label = load_pair(pair)
         rng = np.random.default_rng([self.seed, int(position)])
         return self.transform(image, label, rng)
 

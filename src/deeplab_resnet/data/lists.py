@@ -7,6 +7,7 @@ path is an image without ground truth.
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +33,44 @@ def join(data_dir: str | Path, rel: str) -> Path:
     return Path(base + ("" if rel.startswith("/") else "/") + rel)
 
 
+def read_text_lines(path: str | Path, *, what: str = "file") -> list[str]:
+    """The lines of a UTF-8 text file (a list, a split, a CSV colour table).
+
+    A leading byte-order mark is dropped: Notepad and Excel write one, and it would otherwise
+    glue itself to the first entry. Bytes that are not UTF-8 are a :class:`DeepLabError` naming
+    the file and the line, since a path with a mangled character cannot be found anyway.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DeepLabError(f"{what} not found: {path}")
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DeepLabError(
+            f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8; save the {what} as UTF-8"
+        ) from None
+
+
+def list_entries(path: str | Path, *, what: str = "list file") -> list[tuple[int, list[str]]]:
+    """``(line number, whitespace-separated fields)`` of every line that is not blank or a ``#`` comment."""
+    entries = []
+    for number, raw in enumerate(read_text_lines(path, what=what), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            entries.append((number, line.split()))
+    return entries
+
+
 def read_list(data_dir: str | Path, list_path: str | Path, *, require_labels: bool = True) -> list[Pair]:
     """Parse a list file into :class:`Pair` entries (files are not opened here)."""
     list_path = Path(list_path)
-    if not list_path.is_file():
-        raise DeepLabError(f"list file not found: {list_path}")
+    entries = list_entries(list_path)
     if not Path(data_dir).is_dir():
         raise DeepLabError(f"data directory not found: {data_dir}")
     pairs = []
-    for number, raw in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
+    for number, parts in entries:
         if len(parts) > 2:
             raise DeepLabError(f"{list_path}:{number}: expected 'IMAGE [LABEL]', got {len(parts)} fields")
         if len(parts) == 1 and require_labels:

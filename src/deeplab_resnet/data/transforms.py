@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import models as _models  # noqa: F401  (resize.py needs models/ imported first)
 from ..preprocess import to_input
 from ..resize import interp_matrix
 

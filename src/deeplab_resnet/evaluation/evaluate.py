@@ -25,7 +25,7 @@ from ..atomic import save_npy
 from ..crf import CRFParams, dense_crf
 from ..data.lists import Pair
 from ..errors import DeepLabError
-from ..images import label_image, read_image, read_label, save_png
+from ..images import label_image, load_pair, read_label, save_image, size_mismatch
 from ..inference.segmenter import Network, Segmenter
 from ..models.spec import ModelSpec
 from .metrics import ConfusionMeter
@@ -40,16 +40,6 @@ class EvalOutputs:
 
     predictions: Path | None = None  # palette PNGs NAME.png
     logits: Path | None = None  # float32 H x W x C NAME.npy at the image's size
-
-
-def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """Image and ground truth of a list entry, checked to have the same size."""
-    if pair.label is None:
-        raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
-    image, label = read_image(pair.image), read_label(pair.label)
-    if image.shape[:2] != label.shape:
-        raise DeepLabError(f"{pair.label}: size {label.shape[::-1]} differs from its image {image.shape[1::-1]}")
-    return image, label
 
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend: str) -> np.ndarray:
@@ -127,7 +117,7 @@ def evaluate_pairs(
         nonlocal done
         meter.update(labels, gt)
         if outputs.predictions is not None:
-            save_png(label_image(labels, dataset), outputs.predictions / f"{pair.name}.png")
+            save_image(label_image(labels, dataset), outputs.predictions / f"{pair.name}.png")
         done += 1
         if progress is not None:
             progress(done, len(pairs), time.perf_counter() - start)
@@ -223,8 +213,8 @@ def evaluate_prediction_dir(
         if pair.label is None:
             raise DeepLabError(f"{pair.image}: no ground truth in the list (line {pair.line})")
         pred, gt = read_label(path), read_label(pair.label)
-        if pred.shape != gt.shape:
-            raise DeepLabError(f"{path}: size {pred.shape[::-1]} differs from the ground truth {gt.shape[::-1]}")
+        if mismatch := size_mismatch(path, pred.shape, gt.shape, of="the ground truth"):
+            raise DeepLabError(mismatch)
         if pred.max(initial=0) >= num_classes:
             raise DeepLabError(f"{path}: predicted class {int(pred.max())} but there are {num_classes} classes")
         meter.update(pred, gt)

@@ -169,8 +169,10 @@ def create_model(name: str = "deeplab_v2_resnet101", **kwargs) -> DeepLabV2:
 
 
 def model_from_architecture(architecture: dict, **kwargs) -> DeepLabV2:
-    """Rebuild a model from the ``architecture`` dict stored with its weights."""
-    return deeplab_v2_resnet101(
+    """Rebuild a model from the ``architecture`` dict stored with its weights, by the factory
+    :func:`create_model` uses for its ``name`` (files without one hold ResNet-101)."""
+    return create_model(
+        architecture.get("name", "deeplab_v2_resnet101"),
         blocks=tuple(architecture.get("blocks", RESNET101_BLOCKS)),
         width=int(architecture.get("width", 64)),
         aspp_rates=tuple(architecture.get("aspp_rates", ASPP_RATES)),

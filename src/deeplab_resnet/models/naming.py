@@ -30,6 +30,11 @@ _BN_LAYER = re.compile(r"^bn(\d[a-z]\d*)_(branch\w+)$")  # bn4b22_branch2b
 _CONV_LAYER = re.compile(r"^(res\d[a-z]\d*)_(branch\w+)$")  # res4b22_branch2b
 
 
+def _is_bn(module: str) -> bool:
+    """BN modules are the ones named ``bn*`` (``bn_conv1``, ``bn_branch2b``)."""
+    return module.rsplit(".", 1)[-1].startswith("bn")
+
+
 def original_layer_to_module(layer: str) -> str:
     """``res4b22_branch2b`` → ``backbone.res4b22.branch2b``; ``bn4b22_branch2b`` → ``...bn_branch2b``."""
     if layer in ("conv1", "bn_conv1"):
@@ -47,8 +52,7 @@ def original_to_state_key(name: str) -> str:
     """A TF variable name (``layer/param``) → this package's state-dict key."""
     layer, _, param = name.partition("/")
     module = original_layer_to_module(layer)
-    is_bn = module.rsplit(".", 1)[-1].startswith("bn")
-    table = BN_PARAMS if is_bn else CONV_PARAMS
+    table = BN_PARAMS if _is_bn(module) else CONV_PARAMS
     if param not in table:
         raise KeyError(f"unexpected parameter {param!r} of layer {layer!r}")
     return f"{module}.{table[param]}"
@@ -68,6 +72,5 @@ def module_to_original_layer(module: str) -> str:
 def state_key_to_original(key: str) -> str:
     """A state-dict key → the TF variable name (``layer/param``)."""
     module, _, attr = key.rpartition(".")
-    is_bn = module.rsplit(".", 1)[-1].startswith("bn")
-    param = (_BN_BY_KEY if is_bn else _CONV_BY_KEY)[attr]
+    param = (_BN_BY_KEY if _is_bn(module) else _CONV_BY_KEY)[attr]
     return f"{module_to_original_layer(module)}/{param}"

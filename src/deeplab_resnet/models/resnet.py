@@ -22,12 +22,12 @@ from torch import nn
 
 from .layers import BN_EPS, BatchNorm, Conv, Convention, MaxPool, check_convention
 
-# (stage, blocks in ResNet-101, bottleneck width, stride, dilation)
-STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (2, 3, 64, 1, 1),
-    (3, 4, 128, 2, 1),
-    (4, 23, 256, 1, 2),
-    (5, 3, 512, 1, 4),
+# (stage, bottleneck width in ResNet-101, stride, dilation); the block counts are RESNET101_BLOCKS.
+STAGES: tuple[tuple[int, int, int, int], ...] = (
+    (2, 64, 1, 1),
+    (3, 128, 2, 1),
+    (4, 256, 1, 2),
+    (5, 512, 1, 4),
 )
 RESNET101_BLOCKS: tuple[int, int, int, int] = (3, 4, 23, 3)
 
@@ -96,7 +96,7 @@ class ResNetBackbone(nn.Module):
         self.pool1 = MaxPool(convention)
         self.block_names: list[str] = []
         in_ch = width
-        for (stage, _, base, stride, dilation), count in zip(STAGES, blocks):
+        for (stage, base, stride, dilation), count in zip(STAGES, blocks):
             stage_width = base * width // 64
             for i, name in enumerate(block_names(stage, count)):
                 block = Bottleneck(

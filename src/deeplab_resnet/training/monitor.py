@@ -10,14 +10,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..images import colorize, save_png
+from ..images import colorize, save_image
 from ..models.deeplab import DeepLabV2
 from ..preprocess import from_input
+from ..progress import Progress
 from .config import TrainConfig
 
 
 class Monitor:
-    """Progress bar (tqdm when installed), TensorBoard (when installed), and a JSON-lines log.
+    """Progress line, TensorBoard (when installed), and a JSON-lines log.
 
     Only the main process (``enabled``) shows or writes anything.
     """
@@ -30,13 +31,9 @@ class Monitor:
         self.log_path = run_dir / "metrics.jsonl"
         if not enabled:
             return
-        if cfg.progress:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True)
-            except ImportError:
-                pass
+        if cfg.progress:  # hidden off a terminal: the log_every lines below are the log then
+            bar = Progress("training", cfg.num_steps, unit="steps", initial=start)
+            self.bar = bar if bar.visible else None
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -49,7 +46,7 @@ class Monitor:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
+            self.bar.write(msg)
         else:
             print(msg, file=sys.stderr, flush=True)
 
@@ -66,8 +63,7 @@ class Monitor:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_s=f"{samples_per_s:.2f}", refresh=False)
-            self.bar.update(1)
+            self.bar.update(1, note=f"loss {loss:.4f}, lr {lr:.3g}, {samples_per_s:.2f} samples/s")
         elif step % self.cfg.log_every == 0 or step == self.cfg.num_steps - 1:
             eta = (self.cfg.num_steps - step - 1) * self.cfg.batch_size * self.cfg.grad_update_every / samples_per_s
             self.print(
@@ -105,4 +101,4 @@ def summary_grid(x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, mo
 
 def save_preview(path: Path, grid: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(Image.fromarray(grid), path)
+    save_image(Image.fromarray(grid), path)

@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -31,6 +30,7 @@ from ..atomic import atomic_path
 from ..dataset_info import VOC, DatasetInfo
 from ..errors import DeepLabError
 from ..models.resnet import RESNET101_BLOCKS
+from ..progress import Progress
 from .native import WeightsMeta, read_native
 
 RELEASE_URL = "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip"
@@ -110,49 +110,19 @@ def manual_steps(entry: WeightsEntry, url: str) -> str:
     )
 
 
-class _Progress:
-    """A one-line progress display on stderr (redrawn on a terminal, every 10% otherwise)."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.tty = sys.stderr.isatty()
-        self.last_step, self.last_time = -1, 0.0
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        mb = done / 1e6
-        if self.total:
-            pct = int(100 * done / self.total)
-            text = f"{self.label}: {mb:.1f} / {self.total / 1e6:.1f} MB ({pct}%)"
-            step = pct // 10
-        else:
-            text, step = f"{self.label}: {mb:.1f} MB", int(mb // 50)
-        now = time.monotonic()
-        if self.tty and now - self.last_time > 0.2:
-            print("\r" + text, end="", file=sys.stderr, flush=True)
-            self.last_time = now
-        elif not self.tty and step != self.last_step:
-            print(text, file=sys.stderr, flush=True)
-        self.last_step = step
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
-
-
 def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 30.0) -> None:
     """Stream ``url`` to ``dest`` (atomically: a failed download leaves nothing)."""
     with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(dest) as tmp:
         total = int(response.headers.get("Content-Length") or 0) or None
-        bar = _Progress(f"downloading {dest.name}", total, progress)
         done = 0
-        with open(tmp, "wb") as out:
+        with (
+            open(tmp, "wb") as out,
+            Progress(f"downloading {dest.name}", total, unit="MB", scale=1e6, enabled=progress) as bar,
+        ):
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 done += len(chunk)
-                bar.update(done)
-        bar.close()
+                bar.set(done)
         if total is not None and done != total:
             raise DeepLabError(f"download of {url} stopped after {done} of {total} bytes; run the command again")
 

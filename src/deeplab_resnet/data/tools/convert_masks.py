@@ -19,6 +19,8 @@ import numpy as np
 
 from ...dataset_info import VOC, VOID_COLOUR, DatasetInfo, load_dataset_info, voc_palette
 from ...errors import DeepLabError
+from ...images import IMAGE_SUFFIXES, _open, label_image, read_label, save_image, to_rgb_array
+from ..lists import read_text_lines
 from .parallel import parallel_map
 
 Colour = tuple[int, int, int]
@@ -119,23 +121,22 @@ def _int(value, where) -> int:
 
 
 def _table_from_csv(path: Path, ignore_label: int) -> ColourTable:
-    if not path.is_file():
-        raise DeepLabError(f"colour table not found: {path}")
-    rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    rows = [[c.strip() for c in r] for r in rows if r and not r[0].startswith("#")]
+    lines = read_text_lines(path, what="colour table")
+    rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(lines), start=1)]
+    rows = [(n, r) for n, r in rows if r and not r[0].startswith("#")]
     if not rows:
         raise DeepLabError(f"{path}: empty colour table")
-    header = [c.lower() for c in rows[0]]
+    header = [c.lower() for c in rows[0][1]]
     if not {"r", "g", "b"} <= set(header):
         raise DeepLabError(f"{path}: the first row must name the columns, with r, g, b (and optionally label)")
     label_col = next((header.index(c) for c in ("label", "index", "class", "id") if c in header), None)
     colours: dict[Colour, int] = {}
-    for number, row in enumerate(rows[1:], start=2):
+    for index, (number, row) in enumerate(rows[1:]):
         where = f"{path}:{number}"
         if len(row) != len(header):
             raise DeepLabError(f"{where}: {len(row)} fields, the header has {len(header)}")
         rgb = _parse_colour([row[header.index(c)] for c in "rgb"], where)
-        colours[rgb] = _int(row[label_col], where) if label_col is not None else number - 2
+        colours[rgb] = _int(row[label_col], where) if label_col is not None else index
     return _table_from_mapping(colours, str(path), ignore_label)
 
 
@@ -210,8 +211,6 @@ def _indices_are_labels(img, table: ColourTable) -> bool:
 def convert_mask(task: MaskTask) -> MaskResult:
     """Convert one mask file. Greyscale masks, and palette masks whose indices already are the
     labels (see :func:`_indices_are_labels`), are kept as they are."""
-    from ...images import _open, label_image, read_label, save_png, to_rgb_array
-
     try:
         img = _open(task.source)
         if img.mode == "L" or (img.mode == "P" and _indices_are_labels(img, task.table)):
@@ -229,7 +228,7 @@ def convert_mask(task: MaskTask) -> MaskResult:
                 return MaskResult(task.source, "unchanged", missing)
         except DeepLabError:
             pass
-    save_png(out, task.output)
+    save_image(out, task.output)
     return MaskResult(task.source, "written", missing)
 
 
@@ -243,8 +242,6 @@ class ConvertResult:
 
 
 def find_masks(source: Path) -> list[Path]:
-    from ...images import IMAGE_SUFFIXES
-
     if source.is_file():
         return [source]
     if not source.is_dir():

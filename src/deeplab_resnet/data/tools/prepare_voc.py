@@ -21,9 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ...atomic import atomic_write, atomic_write_text
+from ...dataset_info import VOC
 from ...errors import DeepLabError
+from ...images import label_image, read_label, save_image
+from ..lists import list_entries
 from .archives import extract_archive, is_archive
 from .parallel import parallel_map
 
@@ -76,10 +80,7 @@ def _source_dir(spec: str | Path, extract_to: Path | None, locate) -> Path:
 
 def read_ids(path: str | Path) -> list[str]:
     """The image IDs of a split file (one ID per line; SBD and VOC use the same format)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeepLabError(f"split file not found: {path}")
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [fields[0] for _, fields in list_entries(path, what="split file")]
 
 
 def derive_splits(
@@ -164,8 +165,6 @@ class LabelTask:
 
 
 def _labels_of(source: Path) -> np.ndarray:
-    from ...images import read_label
-
     labels = read_sbd_mat(source) if source.suffix == ".mat" else read_label(source)
     bad = (labels >= NUM_CLASSES) & (labels != IGNORE)
     if bad.any():
@@ -175,8 +174,6 @@ def _labels_of(source: Path) -> np.ndarray:
 
 def _is_current(output: Path, labels: np.ndarray, palette: list[int]) -> bool:
     """True when ``output`` already holds exactly these labels with the VOC palette."""
-    from PIL import Image
-
     if not output.is_file():
         return False
     try:
@@ -191,14 +188,11 @@ def _is_current(output: Path, labels: np.ndarray, palette: list[int]) -> bool:
 
 def build_label(task: LabelTask) -> tuple[str, str]:
     """Write one label PNG unless an identical one is there. Returns (id, 'written'|'unchanged'|error)."""
-    from ...dataset_info import VOC
-    from ...images import label_image, save_png
-
     try:
         labels = _labels_of(task.source)
         if _is_current(task.output, labels, VOC.palette_bytes()):
             return task.image_id, "unchanged"
-        save_png(label_image(labels, VOC), task.output)
+        save_image(label_image(labels, VOC), task.output)
         return task.image_id, "written"
     except DeepLabError as exc:
         return task.image_id, f"error: {exc}"
@@ -316,16 +310,7 @@ def prepare_voc(
     needed = sorted(set(splits["trainval_aug"]))
     result.images_copied = _ensure_images(voc_root, sbd_root, needed)
     tasks = [LabelTask(i, sources[i], voc_root / LABEL_DIR / f"{i}.png") for i in needed]
-    errors = []
-    for image_id, status in parallel_map(build_label, tasks, workers=workers, desc=LABEL_DIR, progress=progress):
-        if status == "written":
-            result.written += 1
-        elif status == "unchanged":
-            result.unchanged += 1
-        else:
-            errors.append(f"{image_id}: {status}")
-    if errors:
-        raise DeepLabError(f"{len(errors)} labels could not be built; first: {errors[0]}")
+    _build_labels(result, tasks, workers, progress)
 
     for name, ids in splits.items():
         result.counts[name] = len(ids)
@@ -337,6 +322,20 @@ def prepare_voc(
             result.lists_written.append("test")
     _compare_with_standard(result, len(voc_train), len(voc_val))
     return result
+
+
+def _build_labels(result: PrepareResult, tasks: list[LabelTask], workers: int | None, progress: bool) -> None:
+    """Write the label PNGs in parallel, counting written and unchanged ones; any failure is an error."""
+    errors = []
+    for image_id, status in parallel_map(build_label, tasks, workers=workers, desc=LABEL_DIR, progress=progress):
+        if status == "written":
+            result.written += 1
+        elif status == "unchanged":
+            result.unchanged += 1
+        else:
+            errors.append(f"{image_id}: {status}")
+    if errors:
+        raise DeepLabError(f"{len(errors)} labels could not be built; first: {errors[0]}")
 
 
 def _compare_with_standard(result: PrepareResult, n_train: int, n_val: int) -> None:

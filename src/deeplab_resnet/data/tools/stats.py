@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DeepLabError
+from ...images import read_image
 from .parallel import parallel_map
 
 
@@ -37,8 +38,6 @@ class ImageSums:
 
 def image_sums(path: Path) -> ImageSums:
     """Sums of one image, read as the training pipeline reads it (RGB, EXIF orientation applied)."""
-    from ...images import read_image
-
     rgb = read_image(path).reshape(-1, 3).astype(np.int64)
     sums = rgb.sum(axis=0)
     squares = (rgb * rgb).sum(axis=0)
