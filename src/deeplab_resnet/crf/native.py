@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import cache_dir as user_cache_dir
 from . import MAX_FEATURE  # lattice coordinates beyond ~1e6 lose float32's integer grid (dense_crf.c)
 
 SOURCE = Path(__file__).with_name("dense_crf.c")
@@ -44,9 +45,7 @@ _i32 = ctypes.POINTER(ctypes.c_int32)
 
 
 def cache_dir() -> Path:
-    from ..weights.registry import cache_dir as base
-
-    return base() / "kernels"
+    return user_cache_dir("kernels")
 
 
 def _cpu_id() -> str:

@@ -13,7 +13,6 @@ stride-8 logits ``N x C x h x w`` as a float32 tensor on the CPU or the backend'
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import cache_dir as user_cache_dir
 from ..errors import DeepLabError
 from .optimize import REFERENCE, FastInference, InferenceOptions
 
@@ -150,8 +150,7 @@ def make_backend(
         if onnx_path is None:
             if model is None:
                 raise DeepLabError("the onnxruntime backend needs a model or an ONNX file")
-            default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeplab_resnet" / "onnx"
-            cache = Path(cache_dir) if cache_dir else default
+            cache = Path(cache_dir) if cache_dir else user_cache_dir("onnx")
             try:
                 cache.mkdir(parents=True, exist_ok=True)
             except OSError:

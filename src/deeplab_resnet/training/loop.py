@@ -58,7 +58,7 @@ from ..atomic import atomic_write_text
 from ..data.datasets import StreamBatchSampler, TrainStream
 from ..data.lists import Pair, read_list
 from ..data.transforms import TrainTransform, resize_nearest
-from ..dataset_info import DatasetInfo, generic_dataset, load_dataset_info
+from ..dataset_info import DatasetInfo, resolve_dataset_info
 from ..distributed import DistInfo, dist_from_env, init_distributed
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
@@ -295,13 +295,10 @@ def preflight_check(pairs: list[Pair], num_classes: int, ignore_label: int, stri
 
 
 def resolve_dataset(cfg: TrainConfig, from_weights: DatasetInfo | None) -> DatasetInfo:
-    """``--dataset`` (or the weights' dataset), with ``--num-classes``/``--ignore-label`` overriding."""
-    info = load_dataset_info(cfg.dataset) if cfg.dataset else from_weights
-    if info is None or (cfg.num_classes is not None and cfg.num_classes != info.num_classes):
-        info = generic_dataset(cfg.num_classes if cfg.num_classes is not None else 21)
-    if cfg.ignore_label is not None and cfg.ignore_label != info.ignore_label:
-        info = dataclasses.replace(info, ignore_label=int(cfg.ignore_label))
-    return info
+    """``--dataset``, the weights' dataset, ``--num-classes`` and ``--ignore-label``, combined as every command does."""
+    return resolve_dataset_info(
+        cfg.dataset, from_weights=from_weights, num_classes=cfg.num_classes, ignore_label=cfg.ignore_label
+    )
 
 
 def build_model(cfg: TrainConfig, log) -> tuple[DeepLabV2, dict[str, Any]]:
