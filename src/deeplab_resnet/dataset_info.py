@@ -271,7 +271,7 @@ def resolve_dataset_info(
             raise DeepLabError(f"--ignore-label {ignore_label}: must be 0..255 (labels are 8-bit PNG values)")
         if ignore_label < info.num_classes:
             raise DeepLabError(
-                f"--ignore-label {ignore_label} is class {info.class_names[ignore_label]!r} of {info.num_classes}; "
+                f"--ignore-label {ignore_label} is class {info.class_names[ignore_label]!r} (of {info.num_classes}); "
                 f"use a value >= {info.num_classes}, e.g. 255"
             )
         info = replace(info, ignore_label=int(ignore_label))
