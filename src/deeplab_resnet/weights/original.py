@@ -257,7 +257,7 @@ def to_state(weights: OriginalWeights, where: str, *, skip_classifier: bool = Fa
         if skip_classifier and name.startswith("fc"):
             continue
         if array.dtype.kind != "f":
-            raise DeepLabError(f"{where}: {weights.origin.get(name, name)} has dtype {array.dtype}, not floating point")
+            raise DeepLabError(f"{where}: tensor {name!r} has dtype {array.dtype}, not floating point")
         state[original_to_state_key(name)] = torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True))
     check_state(state, where)
     return state
