@@ -255,7 +255,7 @@ def resolve_dataset_info(
         DeepLabError: naming the option (or the description) that is wrong.
     """
     start = dataset if isinstance(dataset, DatasetInfo) else None
-    if dataset is not None and start is None:
+    if dataset not in (None, "") and start is None:  # an empty value (e.g. in a config file) means none given
         start = load_dataset_info(dataset)
     base = start or from_weights or VOC
     info = base
