@@ -32,13 +32,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.deeplab-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates the file 0600; give it the permissions a plain open() would (0666 & ~umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         try:
             yield tmp_path
+            # mkstemp creates the file 0600, and some writers (safetensors) replace the file with their
+            # own 0600 one: give the result the permissions a plain open() would (0666 & ~umask).
+            os.chmod(tmp_path, 0o666 & ~_umask())
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
         except OSError as exc:
@@ -51,6 +50,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it; put it back at once
+    os.umask(umask)
+    return umask
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:

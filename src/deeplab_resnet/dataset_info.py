@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import DeepLabError
+
+# Labels are 8-bit PNG values and one value is kept for "ignore": at most 255 classes.
+MAX_CLASSES = 255
+# A PIL palette holds 256 colours; a longer one can only be a mistake.
+MAX_PALETTE = 256
 
 # The original's IMG_MEAN, in B, G, R order (docs/original.md §2).
 IMG_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
@@ -123,9 +128,13 @@ class DatasetInfo:
             raise DeepLabError(f"dataset {name!r}: needs a list 'class_names'") from exc
         if isinstance(d["class_names"], str):
             raise DeepLabError(f"dataset {name!r}: 'class_names' must be a list of names, not one string")
+        if not 1 <= len(class_names) <= MAX_CLASSES:
+            raise DeepLabError(f"dataset {name!r}: {len(class_names)} class_names; give 1..{MAX_CLASSES}")
         if "num_classes" in d and _as_int(d["num_classes"], "num_classes", name) != len(class_names):
             raise DeepLabError(f"dataset {name!r}: num_classes={d['num_classes']} but {len(class_names)} class_names")
         palette = d.get("palette")
+        if isinstance(palette, list) and len(palette) > MAX_PALETTE:
+            raise DeepLabError(f"dataset {name!r}: palette has {len(palette)} colours; at most {MAX_PALETTE}")
         if palette is None:
             palette = voc_palette(len(class_names))
         try:
@@ -146,7 +155,7 @@ class DatasetInfo:
             extra={k: d[k] for k in OPTIONAL_NOTES if k in d},
         )
         if strict:
-            _validate_values(info)
+            check_dataset_values(info)
         return info
 
 
@@ -171,11 +180,17 @@ def _validate_keys(d: dict, name: str) -> None:
         )
 
 
-def _validate_values(info: DatasetInfo) -> None:
-    """What a training run needs: labels are uint8 PNG values, the ignore label is no class."""
+def check_dataset_values(info: DatasetInfo) -> None:
+    """What a run needs: labels are uint8 PNG values, the ignore label is no class, colours are bytes.
+
+    Description files (:func:`load_dataset_info`), weight-file metadata and the result of
+    :func:`resolve_dataset_info` all pass through here.
+    """
     where = f"dataset {info.name!r}"
-    if info.num_classes > 255:
+    if info.num_classes > MAX_CLASSES:
         raise DeepLabError(f"{where}: {info.num_classes} classes; label PNGs hold at most 255 classes besides ignore")
+    if len(info.palette) > MAX_PALETTE:
+        raise DeepLabError(f"{where}: palette has {len(info.palette)} colours; at most {MAX_PALETTE}")
     duplicates = sorted({c for c in info.class_names if info.class_names.count(c) > 1})
     if duplicates or any(not c.strip() for c in info.class_names):
         raise DeepLabError(f"{where}: class names must be non-empty and distinct (repeated: {', '.join(duplicates)})")
@@ -206,6 +221,76 @@ def generic_dataset(num_classes: int) -> DatasetInfo:
         f"{num_classes}-classes",
         tuple(f"class_{i}" for i in range(num_classes)),
         tuple(voc_palette(num_classes)),
+    )
+
+
+def resolve_dataset_info(
+    dataset: str | Path | DatasetInfo | None = None,
+    *,
+    from_weights: DatasetInfo | None = None,
+    num_classes: int | None = None,
+    ignore_label: int | None = None,
+) -> DatasetInfo:
+    """Which classes, ignore label, mean and palette a run uses: the one rule every command follows.
+
+    ``train``, ``evaluate`` (also ``--predictions``), ``data check``, ``convert`` and
+    :func:`~deeplab_resnet.weights.load_model` all call this, so the same options mean the same
+    thing everywhere:
+
+    1. **Start** from ``dataset`` (``--dataset``: a built-in name, a description file or a
+       :class:`DatasetInfo`) when given: an explicit description wins over the weights' metadata
+       for what the labels mean. Without it, from the weights' metadata (``from_weights``);
+       without weights, from VOC (the original's dataset, docs/original.md §7).
+    2. **--num-classes** equal to the start's count changes nothing. A different count keeps the
+       start's ignore label and mean (they describe the label files and the images, which have
+       not changed) but makes the class names generic (``class_0``, ``class_1``, ...) and the
+       palette the VOC colour map: the start's names and colours belonged to other classes.
+    3. **--ignore-label** replaces the ignore label.
+
+    The result is checked as description files are (1..255 classes, ignore label 0..255 and not a
+    class index, colours 0..255, a finite mean). For example ``--dataset camvid --num-classes 12``
+    is refused: CamVid's ignore label 11 would be a class; add ``--ignore-label 255``.
+
+    Raises:
+        DeepLabError: naming the option (or the description) that is wrong.
+    """
+    start = dataset if isinstance(dataset, DatasetInfo) else None
+    if dataset not in (None, "") and start is None:  # an empty value (e.g. in a config file) means none given
+        start = load_dataset_info(dataset)
+    base = start or from_weights or VOC
+    info = base
+    if num_classes is not None and num_classes != base.num_classes:
+        info = _with_generic_classes(base, num_classes)
+        if ignore_label is None and 0 <= info.ignore_label < num_classes:
+            raise DeepLabError(
+                f"--num-classes {num_classes} makes the ignore label {info.ignore_label} of dataset {base.name!r} "
+                "a class; give --ignore-label (e.g. 255)"
+            )
+    if ignore_label is not None:
+        if isinstance(ignore_label, bool) or not 0 <= ignore_label <= 255:
+            raise DeepLabError(f"--ignore-label {ignore_label}: must be 0..255 (labels are 8-bit PNG values)")
+        if ignore_label < info.num_classes:
+            raise DeepLabError(
+                f"--ignore-label {ignore_label} is class {info.class_names[ignore_label]!r} (of {info.num_classes}); "
+                f"use a value >= {info.num_classes}, e.g. 255"
+            )
+        info = replace(info, ignore_label=int(ignore_label))
+    check_dataset_values(info)
+    return info
+
+
+def _with_generic_classes(info: DatasetInfo, num_classes: int) -> DatasetInfo:
+    """``info``'s ignore label and mean with ``num_classes`` generic classes in VOC colours."""
+    if isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        raise DeepLabError(
+            f"--num-classes {num_classes}: must be 1..{MAX_CLASSES} (labels are 8-bit PNG values, one kept for ignore)"
+        )
+    return DatasetInfo(
+        f"{info.name}-{num_classes}-classes",
+        tuple(f"class_{i}" for i in range(num_classes)),
+        tuple(voc_palette(num_classes)),
+        mean_bgr=info.mean_bgr,
+        ignore_label=info.ignore_label,
     )
 
 

@@ -29,18 +29,13 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def load_dataset_arg(spec: str | None):
-    if spec is None:
-        return None
-    from ..dataset_info import load_dataset_info
-
-    return load_dataset_info(spec)
-
-
 def load_model_from_args(args: argparse.Namespace, device: str):
     from ..weights import load_model
 
-    return load_model(args.weights, num_classes=args.num_classes, dataset=load_dataset_arg(args.dataset), device=device)
+    return load_model(
+        args.weights, num_classes=args.num_classes, dataset=args.dataset,
+        ignore_label=getattr(args, "ignore_label", None), device=device,
+    )  # fmt: skip
 
 
 def int_at_least(minimum: int):

@@ -21,15 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: the file's)")
     p.add_argument("--dataset", default=None, help="class names/palette to store (voc12, camvid or a JSON/YAML file)")
+    p.add_argument("--ignore-label", type=int, default=None, help="ignore label to store (default: the dataset's)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..weights.convert import convert
-    from .common import load_dataset_arg
 
     report = convert(
         args.src, args.dst, not_restore_last=args.not_restore_last, num_classes=args.num_classes,
-        dataset=load_dataset_arg(args.dataset),
+        dataset=args.dataset, ignore_label=args.ignore_label,
     )  # fmt: skip
     print(f"{args.src} → {args.dst}: {report.summary()}")
     return 0

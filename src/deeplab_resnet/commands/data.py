@@ -72,8 +72,11 @@ def _add_check(sub) -> None:
     )
     p.add_argument("--data-dir", required=True, help="directory the list paths are relative to")
     p.add_argument("--data-list", required=True, action="append", help="list file (repeat for several lists)")
-    p.add_argument("--dataset", default="voc12", help="voc12, camvid or a description file (default: voc12)")
-    p.add_argument("--num-classes", type=int, default=None, help="override the description's class count")
+    p.add_argument("--dataset", default=None, help="voc12, camvid or a description file (default: voc12)")
+    p.add_argument(
+        "--num-classes", type=int, default=None,
+        help="another class count: generic class names, the description's ignore label and mean",
+    )  # fmt: skip
     p.add_argument("--ignore-label", type=int, default=None, help="override the description's ignore label")
     p.add_argument("--max-errors", type=int, default=50, help="errors to print (default: %(default)s)")
     p.add_argument("--report", default=None, help="also write the full result as JSON here")
@@ -176,19 +179,9 @@ def _run_convert_masks(args: argparse.Namespace) -> int:
 
 
 def _check_dataset_info(args: argparse.Namespace):
-    from dataclasses import replace
+    from ..dataset_info import resolve_dataset_info
 
-    from ..dataset_info import generic_dataset, load_dataset_info
-
-    info = load_dataset_info(args.dataset)
-    if args.num_classes is not None and args.num_classes != info.num_classes:
-        if args.num_classes < 1:
-            raise DeepLabError(f"--num-classes must be positive, got {args.num_classes}")
-        base = generic_dataset(args.num_classes)
-        info = replace(base, ignore_label=info.ignore_label, mean_bgr=info.mean_bgr)
-    if args.ignore_label is not None:
-        info = replace(info, ignore_label=args.ignore_label)
-    return info
+    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
 def _run_check(args: argparse.Namespace) -> int:

@@ -8,14 +8,7 @@ from pathlib import Path
 
 from ..errors import DeepLabError
 from ..progress import Progress
-from .common import (
-    add_model_arguments,
-    int_at_least,
-    load_dataset_arg,
-    load_model_from_args,
-    parse_scales,
-    resolve_device,
-)
+from .common import add_model_arguments, int_at_least, load_model_from_args, parse_scales, resolve_device
 from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
@@ -72,14 +65,9 @@ def _scales(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def _dataset_for_predictions(args: argparse.Namespace):
-    from ..dataset_info import generic_dataset, load_dataset_info
+    from ..dataset_info import resolve_dataset_info
 
-    dataset = load_dataset_arg(args.dataset)
-    if dataset is None:
-        dataset = generic_dataset(args.num_classes) if args.num_classes else load_dataset_info("voc12")
-    if args.num_classes is not None and args.num_classes != dataset.num_classes:
-        raise DeepLabError(f"--num-classes {args.num_classes} but the dataset has {dataset.num_classes} classes")
-    return dataset
+    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
 def _score_model(args, pairs, dist):

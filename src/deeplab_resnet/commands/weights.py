@@ -6,7 +6,8 @@ import argparse
 
 DESCRIPTION = (
     "The known pretrained weights (the DeepLab-v2 release). 'download NAME' fetches the release zip, "
-    "converts the model once and caches it under $XDG_CACHE_HOME/deeplab_resnet; afterwards "
+    "converts the model once and caches it under $XDG_CACHE_HOME/deeplab_resnet (default "
+    "~/.cache/deeplab_resnet); afterwards "
     "'--weights NAME' works offline anywhere."
 )
 
@@ -24,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cache import cache_dir
     from ..errors import DeepLabError
-    from ..weights.registry import REGISTRY, cache_dir, cached_path, fetch, get_entry
+    from ..weights.registry import REGISTRY, cached_path, fetch, get_entry
 
     action = getattr(args, "action", None) or "list"
     if action == "list":

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..weights.registry import cache_dir as package_cache_dir
+from ..cache import cache_dir as user_cache_dir
 from .params import MAX_FEATURE
 
 SOURCE = Path(__file__).with_name("dense_crf.c")
@@ -56,7 +56,7 @@ _i32 = ctypes.POINTER(ctypes.c_int32)
 
 def cache_dir() -> Path:
     """Where compiled kernels are kept: ``kernels/`` in the package's cache directory."""
-    return package_cache_dir() / "kernels"
+    return user_cache_dir("kernels")
 
 
 def _cpu_id() -> str:

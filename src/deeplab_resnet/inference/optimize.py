@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..cache import cache_dir as user_cache_dir
 from ..errors import DeepLabError
 from .fold import fold_batchnorm
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeplab_resnet" / "inductor"
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class FastInference:
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
     def _compile(self, net: nn.Module):
-        cache = Path(self.options.compile_cache_dir or DEFAULT_COMPILE_CACHE)
+        cache = Path(self.options.compile_cache_dir or user_cache_dir("inductor"))
         cache.mkdir(parents=True, exist_ok=True)
         # Inductor reads its cache location from the environment; FX graph and autotune caches
         # then persist across processes, so only the first run pays the full compile time.

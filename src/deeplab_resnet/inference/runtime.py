@@ -16,7 +16,6 @@ together with the model's spec, ``Segmenter(backend, model.spec)``.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import cache_dir as user_cache_dir
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2
 from ..models.spec import ModelSpec
@@ -159,8 +159,7 @@ def make_backend(
         if onnx_path is None:
             if model is None:
                 raise DeepLabError("the onnxruntime backend needs a model or an ONNX file")
-            default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeplab_resnet" / "onnx"
-            cache = Path(cache_dir) if cache_dir else default
+            cache = Path(cache_dir) if cache_dir else user_cache_dir("onnx")
             try:
                 cache.mkdir(parents=True, exist_ok=True)
             except OSError:

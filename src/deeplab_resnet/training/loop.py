@@ -20,7 +20,6 @@ trajectory as one (up to float summation order). Rank 0 logs and writes files.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -38,7 +37,7 @@ from ..data.check import check_pair
 from ..data.datasets import StreamBatchSampler, TrainStream
 from ..data.lists import Pair, read_list
 from ..data.transforms import TrainTransform
-from ..dataset_info import DatasetInfo, generic_dataset, load_dataset_info
+from ..dataset_info import DatasetInfo, resolve_dataset_info
 from ..devices import peak_memory_mb, resolve_device
 from ..distributed import DistInfo, dist_from_env, init_distributed
 from ..errors import DeepLabError
@@ -152,13 +151,10 @@ def resume_state(cfg: TrainConfig, resume: str, log: Log) -> tuple[dict[str, Any
 
 
 def resolve_dataset(cfg: TrainConfig, from_weights: DatasetInfo | None) -> DatasetInfo:
-    """``--dataset`` (or the weights' dataset), with ``--num-classes``/``--ignore-label`` overriding."""
-    info = load_dataset_info(cfg.dataset) if cfg.dataset else from_weights
-    if info is None or (cfg.num_classes is not None and cfg.num_classes != info.num_classes):
-        info = generic_dataset(cfg.num_classes if cfg.num_classes is not None else 21)
-    if cfg.ignore_label is not None and cfg.ignore_label != info.ignore_label:
-        info = dataclasses.replace(info, ignore_label=int(cfg.ignore_label))
-    return info
+    """``--dataset``, the weights' dataset, ``--num-classes`` and ``--ignore-label``, combined as every command does."""
+    return resolve_dataset_info(
+        cfg.dataset, from_weights=from_weights, num_classes=cfg.num_classes, ignore_label=cfg.ignore_label
+    )
 
 
 def prepare_model(cfg: TrainConfig, state: dict[str, Any] | None, log: Log) -> tuple[DeepLabV2, dict[str, Any]]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dataset_info import DatasetInfo
+from ..dataset_info import DatasetInfo, generic_dataset, resolve_dataset_info
 from ..errors import DeepLabError
 from ..models.deeplab import model_from_architecture
-from .loading import load_state
 from .native import WeightsMeta, save_state, save_weights
-from .original import check_tensors, dataset_for, infer_architecture, read_original, to_state
+from .original import check_tensors, infer_architecture, read_original, to_state
+from .state import check_classifier_fits, load_state
 
 
 @dataclass(frozen=True)
@@ -47,24 +47,30 @@ def convert(
     *,
     not_restore_last: bool = False,
     num_classes: int | None = None,
-    dataset: DatasetInfo | None = None,
+    dataset: DatasetInfo | str | None = None,
+    ignore_label: int | None = None,
     source: str | None = None,
     expect_architecture: dict | None = None,
     expect_convention: str | None = None,
 ) -> ConvertReport:
     """Convert an original ``.caffemodel`` / TF checkpoint / ``.npy`` dictionary to ``dst``.
 
-    Every source tensor must map onto the model with the right shape (errors name it);
-    nothing is written unless all of them do. The result carries the source's convention.
+    Every source tensor must map onto the model with the right shape and hold finite float
+    values (errors name it); nothing is written unless all of them do. The result carries the
+    source's convention.
 
     Args:
         src: the file (a V2 checkpoint: its prefix, ``.index`` or directory).
         dst: the ``.safetensors`` file to write (atomically).
         not_restore_last: skip the classifier (the original's ``--not-restore-last``): it
-            is initialised afresh for ``num_classes``.
+            is initialised afresh for the class count asked for.
         num_classes: expected class count; a different count in the file needs
             ``not_restore_last``.
-        dataset: class names/palette to store (default: VOC for 21 classes, else generic).
+        dataset: the description to store. ``dataset``, ``num_classes`` and ``ignore_label``
+            combine as in every command (:func:`~deeplab_resnet.dataset_info.resolve_dataset_info`);
+            the original files carry no class names, so the file's own are VOC's for 21 classes,
+            generic otherwise.
+        ignore_label: replaces the dataset's ignore label.
         source: text for the file's ``source`` metadata (default: the file name).
         expect_architecture: keys (``blocks``, ``width``) the file must match (the registry's check).
         expect_convention: the convention the file must have.
@@ -79,32 +85,23 @@ def convert(
             raise DeepLabError(f"{where}: {key} is {architecture.get(key)}, expected {value} (not the expected model)")
     if expect_convention is not None and weights.convention != expect_convention:
         raise DeepLabError(f"{where}: a {weights.kind} file, expected one in the {expect_convention} convention")
-    if dataset is not None and num_classes is not None and dataset.num_classes != num_classes:
-        raise DeepLabError(f"the dataset has {dataset.num_classes} classes but --num-classes is {num_classes}")
-    classes = num_classes or (dataset.num_classes if dataset else None) or file_classes
-    if not not_restore_last:
-        if file_classes is None:
-            raise DeepLabError(
-                f"{where}: has no classifier (fc1_voc12_c0..c3); use --not-restore-last to start a new one"
-            )
-        if classes != file_classes:
-            raise DeepLabError(
-                f"{where}: the classifier has {file_classes} classes but {classes} were asked for "
-                "(use --not-restore-last to start a new classifier)"
-            )
-    classes = classes or 21
-    check_tensors(weights, architecture, classes, where, skip_classifier=not_restore_last)
-    state = to_state(weights, skip_classifier=not_restore_last)
+    info = resolve_dataset_info(
+        dataset,
+        from_weights=generic_dataset(file_classes) if file_classes else None,
+        num_classes=num_classes,
+        ignore_label=ignore_label,
+    )
+    check_classifier_fits(file_classes, info.num_classes, not_restore_last, where)
+    check_tensors(weights, architecture, info.num_classes, where, skip_classifier=not_restore_last)
+    state = to_state(weights, where, skip_classifier=not_restore_last)
     source = source or f"{weights.kind}:{Path(src).name}"
     if not_restore_last:  # the new classifier needs the model's initialisation
-        model = model_from_architecture(
-            architecture, convention=weights.convention, dataset=dataset or dataset_for(classes)
-        )
+        model = model_from_architecture(architecture, convention=weights.convention, dataset=info)
         load_state(model, state, skip_classifier=True, source=where)
         save_weights(model, dst, source=source)
     else:  # every tensor was checked above: write them as they are (no model to build)
-        meta = WeightsMeta(architecture, weights.convention, dataset or dataset_for(classes), source)
-        save_state(state, meta, dst)
+        save_state(state, WeightsMeta(architecture, weights.convention, info, source), dst)
     return ConvertReport(
-        weights.kind, weights.convention, len(state), classes, architecture, tuple(weights.ignored), not_restore_last
-    )
+        weights.kind, weights.convention, len(state), info.num_classes, architecture, tuple(weights.ignored),
+        not_restore_last,
+    )  # fmt: skip

@@ -3,7 +3,8 @@
 Metadata (all strings, as safetensors requires): ``format`` = ``deeplab_resnet``,
 ``format_version``, ``architecture`` (JSON), ``convention`` (``caffe``/``tf``), ``dataset``
 (JSON: class names, palette, mean in BGR, ignore label), ``channel_order`` (``BGR``) and
-``source`` (where the weights came from).
+``source`` (where the weights came from). Reading checks all of it, and the tensors, before
+anything is built from them (:mod:`.validate`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_write
-from ..dataset_info import DatasetInfo
+from ..dataset_info import DatasetInfo, check_dataset_values
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2
+from .validate import check_architecture, check_convention, check_state
 
 FORMAT = "deeplab_resnet"
 FORMAT_VERSION = "1"
@@ -51,18 +53,47 @@ class WeightsMeta:
 
     @classmethod
     def from_strings(cls, meta: dict[str, str], path: str = "") -> WeightsMeta:
+        """Parse and check the metadata (see :mod:`.validate`): errors name ``path`` and the field."""
         if meta.get("format") != FORMAT:
             raise DeepLabError(f"{path}: a safetensors file, but not a deeplab_resnet weight file")
-        try:
-            dataset = DatasetInfo.from_dict(json.loads(meta["dataset"]))
-            return cls(
-                architecture=json.loads(meta["architecture"]),
-                convention=meta["convention"],
-                dataset=dataset,
-                source=meta.get("source", ""),
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DeepLabError(
+                f"{path}: format_version {meta.get('format_version')!r}; this deeplab_resnet reads version "
+                f"{FORMAT_VERSION} (a newer release wrote it? upgrade deeplab_resnet)"
             )
-        except (KeyError, ValueError) as exc:
-            raise DeepLabError(f"{path}: damaged deeplab_resnet metadata ({exc})") from exc
+        for key in ("architecture", "convention", "dataset"):
+            if key not in meta:
+                raise DeepLabError(f"{path}: damaged deeplab_resnet metadata (no {key!r})")
+        dataset = _parse_dataset(meta["dataset"], path)
+        return cls(
+            architecture=check_architecture(_json_field(meta, "architecture", path), dataset.num_classes, path),
+            convention=check_convention(meta["convention"], path),
+            dataset=dataset,
+            source=meta.get("source", ""),
+        )
+
+
+def _json_field(meta: dict[str, str], key: str, path: str) -> object:
+    try:
+        return json.loads(meta[key])
+    except (ValueError, RecursionError) as exc:
+        raise DeepLabError(f"{path}: metadata {key!r} is not valid JSON ({exc.__class__.__name__})") from exc
+
+
+def _parse_dataset(text: str, path: str) -> DatasetInfo:
+    """The dataset metadata, held to the same value checks as a description file.
+
+    Unknown keys are allowed (a newer release may add notes); values are not let through.
+    """
+    data = _json_field({"dataset": text}, "dataset", path)
+    if not isinstance(data, dict):
+        raise DeepLabError(f"{path}: metadata 'dataset' must be a JSON object")
+    try:
+        info = DatasetInfo.from_dict(data)
+        check_dataset_values(info)
+    except DeepLabError as exc:
+        raise DeepLabError(f"{path}: metadata 'dataset': {exc}") from exc
+    return info
 
 
 def meta_of(model: DeepLabV2, source: str = "") -> WeightsMeta:
@@ -90,15 +121,19 @@ def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]
     path = Path(path)
     if not path.is_file():
         raise DeepLabError(f"weight file not found: {path}")
+    # The metadata is checked before the tensors are read: it bounds what gets built from them.
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DeepLabError(f"{path}: not a readable safetensors file ({exc})") from exc
+    meta = WeightsMeta.from_strings(raw_meta, str(path))
+    try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise DeepLabError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return state, WeightsMeta.from_strings(raw_meta, str(path))
+    check_state(state, str(path))
+    return state, meta
 
 
 def is_native(path: str | Path) -> bool:

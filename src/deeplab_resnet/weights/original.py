@@ -30,13 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..dataset_info import VOC, DatasetInfo, generic_dataset
+from ..dataset_info import VOC, generic_dataset
 from ..errors import DeepLabError
 from ..models.aspp import ASPP_RATES
 from ..models.deeplab import model_from_architecture
 from ..models.naming import original_to_state_key, state_key_to_original
 from ..models.resnet import block_names
+from .caffe import looks_like_caffemodel, read_caffemodel
 from .native import WeightsMeta
+from .npy_dict import is_npy, read_npy_dict
+from .tf_checkpoint import is_v1, read_v1, read_v2, v2_prefix
+from .validate import check_architecture, check_state
 
 NPY_BN_PARAMS = {"scale": "gamma", "offset": "beta", "mean": "moving_mean", "variance": "moving_variance"}
 _TRAINING_STATE = re.compile(r"(^|/)(global_step|beta[12]_power)$|/(Momentum|Adam(_\d+)?|ExponentialMovingAverage)$")
@@ -58,10 +62,6 @@ class OriginalWeights:
 
 def detect(spec: str | Path) -> str | None:
     """Which original format ``spec`` is (``caffe``, ``tf-v1``, ``tf-v2``, ``npy``), or None."""
-    from .caffe import looks_like_caffemodel
-    from .npy_dict import is_npy
-    from .tf_checkpoint import is_v1, v2_prefix
-
     path = Path(spec)
     if v2_prefix(path) is not None:
         return "tf-v2"
@@ -151,20 +151,12 @@ def read_original(spec: str | Path) -> OriginalWeights:
     kind = detect(spec)
     where = str(spec)
     if kind == "tf-v2":
-        from .tf_checkpoint import read_v2, v2_prefix
-
         return _from_tf(read_v2(v2_prefix(spec)), kind, where)  # type: ignore[arg-type]
     if kind == "tf-v1":
-        from .tf_checkpoint import read_v1
-
         return _from_tf(read_v1(spec), kind, where)
     if kind == "npy":
-        from .npy_dict import read_npy_dict
-
         return _from_npy(read_npy_dict(spec), where)
     if kind == "caffe":
-        from .caffe import read_caffemodel
-
         return _from_caffe(read_caffemodel(spec), where)
     if not Path(spec).exists():
         raise DeepLabError(f"weight file not found: {spec}")
@@ -214,7 +206,7 @@ def infer_architecture(weights: OriginalWeights, where: str) -> tuple[dict, int 
             raise DeepLabError(f"{where}: classifier branches fc1_voc12_c{branches}, expected c0..c3 (ASPP-L)")
         num_classes = int(weights.tensors.get("fc1_voc12_c0/weights", np.zeros((0,))).shape[0]) or None
     arch = {"name": "deeplab_v2_resnet101", "blocks": blocks, "width": int(conv1.shape[0]), "aspp_rates": rates}
-    return arch, num_classes
+    return check_architecture(arch, num_classes or VOC.num_classes, where), num_classes
 
 
 def expected_shapes(architecture: dict, num_classes: int) -> dict[str, tuple[int, ...]]:
@@ -254,18 +246,21 @@ def check_tensors(
             )
 
 
-def to_state(weights: OriginalWeights, *, skip_classifier: bool = False) -> dict[str, torch.Tensor]:
-    """TF-named arrays → state dict of float32 tensors (copies, so the file can be closed)."""
+def to_state(weights: OriginalWeights, where: str, *, skip_classifier: bool = False) -> dict[str, torch.Tensor]:
+    """TF-named arrays → state dict of float32 tensors (copies, so the file can be closed).
+
+    Refuses non-float arrays (which would turn into garbage weights), NaN/infinite values and
+    negative BN variances, naming the tensor.
+    """
     state = {}
     for name, array in weights.tensors.items():
         if skip_classifier and name.startswith("fc"):
             continue
+        if array.dtype.kind != "f":
+            raise DeepLabError(f"{where}: tensor {name!r} has dtype {array.dtype}, not floating point")
         state[original_to_state_key(name)] = torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True))
+    check_state(state, where)
     return state
-
-
-def dataset_for(num_classes: int) -> DatasetInfo:
-    return VOC if num_classes == VOC.num_classes else generic_dataset(num_classes)
 
 
 def read_original_weights(spec: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
@@ -278,11 +273,11 @@ def read_original_weights(spec: str | Path) -> tuple[dict[str, torch.Tensor], We
     weights = read_original(spec)
     architecture, num_classes = infer_architecture(weights, where)
     check_tensors(weights, architecture, num_classes or VOC.num_classes, where, skip_classifier=num_classes is None)
-    state = to_state(weights)
+    state = to_state(weights, where)
     meta = WeightsMeta(
         architecture,
         weights.convention,
-        dataset_for(num_classes or VOC.num_classes),
+        generic_dataset(num_classes or VOC.num_classes),
         f"{weights.kind}:{Path(spec).name}",
     )
     return state, meta

@@ -2,9 +2,10 @@
 
 ``fetch("voc12")`` downloads the authors' release zip (with progress), verifies it, extracts
 only the needed ``.caffemodel`` (after rejecting any archive with unsafe member names),
-converts it, and caches the result under ``$XDG_CACHE_HOME/deeplab_resnet`` (default
-``~/.cache/deeplab_resnet``). Later calls use the cache and need no network. The zip is kept
-there too, so the other entries (same zip) convert offline.
+converts it, and caches the result in the package's cache folder (``$XDG_CACHE_HOME/deeplab_resnet``,
+by default ``~/.cache/deeplab_resnet``; see :mod:`deeplab_resnet.cache`). Later calls use the
+cache and need no network. The zip is kept there too, so the other entries (same zip) convert
+offline.
 
 The release publishes no checksum and none is invented here: an entry's ``sha256`` is
 ``None`` and verification is structural: a valid zip whose member passes its CRC-32, and a
@@ -14,7 +15,6 @@ caffemodel that holds exactly the ResNet-101 DeepLab-v2 tensors with the expecte
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sys
 import tempfile
@@ -27,10 +27,12 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from ..atomic import atomic_path
+from ..cache import cache_dir
 from ..dataset_info import VOC, DatasetInfo
 from ..errors import DeepLabError
 from ..models.resnet import RESNET101_BLOCKS
 from ..progress import Progress
+from .convert import convert
 from .native import WeightsMeta, read_native
 
 RELEASE_URL = "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip"
@@ -81,12 +83,6 @@ REGISTRY: dict[str, WeightsEntry] = {
         ),
     )
 }  # fmt: skip
-
-
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/deeplab_resnet`` (``~/.cache/deeplab_resnet`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "deeplab_resnet"
 
 
 def get_entry(name: str) -> WeightsEntry:
@@ -151,8 +147,6 @@ def _sha256(path: Path) -> str:
 
 def install_from_zip(entry: WeightsEntry, zip_path: Path, target: Path, source: str) -> None:
     """Verify the zip, extract the entry's member to a temporary file, convert it to ``target``."""
-    from .convert import convert
-
     where = str(zip_path)
     if entry.sha256 is not None and _sha256(zip_path) != entry.sha256:
         raise DeepLabError(f"{where}: SHA-256 does not match the registry's; the file is damaged or not the release")
