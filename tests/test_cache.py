@@ -19,7 +19,7 @@ from deeplab_resnet import DeepLabError, save_weights
 from deeplab_resnet import cache as cache_module
 from deeplab_resnet.atomic import atomic_write
 from deeplab_resnet.cache import cache_dir
-from deeplab_resnet.crf import native
+from deeplab_resnet.crf import kernel_c
 from deeplab_resnet.weights import registry
 from deeplab_resnet.weights.convert import convert
 
@@ -38,7 +38,7 @@ def test_xdg_cache_home_when_absolute(tmp_path, monkeypatch, fresh) -> None:
     assert cache_dir("onnx") == tmp_path / "xdg" / "deeplab_resnet" / "onnx"
     assert cache_dir() == tmp_path / "xdg" / "deeplab_resnet"
     # Every cache of the package follows it.
-    assert native.cache_dir() == tmp_path / "xdg" / "deeplab_resnet" / "kernels"
+    assert kernel_c.cache_dir() == tmp_path / "xdg" / "deeplab_resnet" / "kernels"
     assert registry.cached_path("voc12") == tmp_path / "xdg" / "deeplab_resnet" / "voc12.safetensors"
 
 
@@ -81,7 +81,7 @@ def _unused_uid() -> int:
 CHILD = """
 import os, pwd, sys
 from deeplab_resnet import cache
-from deeplab_resnet.crf import native
+from deeplab_resnet.crf import kernel_c
 from deeplab_resnet.inference import optimize, runtime
 from deeplab_resnet.weights import registry
 # Imports first: after dropping root, the interpreter's own files may be unreadable.
@@ -90,7 +90,7 @@ os.setgroups([])
 os.setgid(uid)
 os.setuid(uid)
 print(cache.cache_dir("onnx"))
-print(native.cache_dir())
+print(kernel_c.cache_dir())
 print(registry.cached_path("voc12").parent)
 print(cache.cache_dir("inductor"))
 """

@@ -71,9 +71,11 @@ class TrainConfig:
     )
     snapshot_dir: str = setting("./snapshots/", "run directory (one run per directory)", group=ORIGINAL)
     weight_decay: float = setting(5e-4, "L2 weight decay of the conv weights", minimum=0, group=ORIGINAL)
-    num_classes: int | None = setting(None, "classes (default: 21, or the --dataset's)", minimum=1, group=ORIGINAL)
+    num_classes: int | None = setting(
+        None, "classes (default: 21, or the --dataset's; checked by the dataset rule)", group=ORIGINAL
+    )
     ignore_label: int | None = setting(
-        None, "label not trained on (default: 255, or the --dataset's)", minimum=0, maximum=255, group=ORIGINAL
+        None, "label not trained on (default: 255, or the --dataset's; checked by the dataset rule)", group=ORIGINAL
     )
     not_restore_last: bool = setting(False, "do not restore the classifier (new class count)", group=ORIGINAL)
     is_training: bool = setting(False, "train batch norm (default: frozen)", group=ORIGINAL)

@@ -87,7 +87,7 @@ def model_bytes(architecture: dict, num_classes: int) -> int:
     width = architecture["width"]
     values = 3 * width * 49 + 4 * width
     in_ch = width
-    for (_, _, base, _, _), count in zip(STAGES, architecture["blocks"]):
+    for (_, base, _, _), count in zip(STAGES, architecture["blocks"]):
         mid = base * width // 64
         out = 4 * mid
         values += in_ch * out + 4 * out  # the projection shortcut of the stage's first block
