@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .data.descriptions import builtin_description, builtin_description_names
 from .errors import DeepLabError
 
 # The original's IMG_MEAN, in B, G, R order (docs/original.md §2).
@@ -221,11 +222,13 @@ def load_dataset_info(spec: str | Path) -> DatasetInfo:
     key = str(spec)
     if key.lower() in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[key.lower()]
+    shipped = builtin_description(key)
+    if shipped is not None:  # cityscapes, gta5, synthia, cocostuff, ade20k ... (data/descriptions/)
+        return DatasetInfo.from_dict(shipped, name=key.lower(), strict=True)
     path = Path(spec)
     if not path.is_file():
-        raise DeepLabError(
-            f"dataset description not found: {path} (built-in names: {', '.join(sorted(BUILTIN_DATASETS))})"
-        )
+        names = sorted(set(BUILTIN_DATASETS) | set(builtin_description_names()))
+        raise DeepLabError(f"dataset description not found: {path} (built-in names: {', '.join(names)})")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
