@@ -143,9 +143,14 @@ COCOSTUFF_NAMES: tuple[str, ...] = (
 # The thing IDs COCO never annotated ("Removed from COCO" in labels.md).
 COCOSTUFF_UNUSED_IDS: tuple[int, ...] = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
 COCOSTUFF_USED_IDS: tuple[int, ...] = tuple(i for i in range(1, 183) if i not in COCOSTUFF_UNUSED_IDS)
-# The stored value of ID i is i - 1; the 171-class space numbers the used IDs in order.
-COCOSTUFF_STORED_TO_171: dict[int, int] = {sid - 1: k for k, sid in enumerate(COCOSTUFF_USED_IDS)}
-COCOSTUFF_STORED_TO_182: dict[int, int] = {i: i for i in range(182)}
+# The stored value of ID i is i - 1, unlabeled is stored as 255; the 171-class space numbers the
+# used IDs in order (the unused ones, should they occur, are ignored like unlabeled).
+COCOSTUFF_STORED_TO_171: dict[int, int] = {
+    **{sid - 1: IGNORE for sid in COCOSTUFF_UNUSED_IDS},
+    **{sid - 1: k for k, sid in enumerate(COCOSTUFF_USED_IDS)},
+    IGNORE: IGNORE,
+}
+COCOSTUFF_STORED_TO_182: dict[int, int] = {**{i: i for i in range(182)}, IGNORE: IGNORE}
 
 # ADE20K SceneParsing objectInfo150.csv: the first name of each class, Idx 1..150.
 ADE20K_CLASSES: tuple[str, ...] = (
