@@ -165,14 +165,14 @@ def convert_label(job: LabelJob) -> JobResult:
 def _convert_all(samples: list[Sample], space: LabelSpace, result: PreparedDataset, workers, progress) -> set[str]:
     """Convert every label; returns the names left out (size mismatch). Raises on any error."""
     jobs = [LabelJob(s, space) for s in samples]
-    errors, mismatched, unknown = [], [], {}
+    errors, mismatched, unknown = [], {}, {}
     for r in parallel_map(convert_label, jobs, workers=workers, desc=f"{space.info.name} labels", progress=progress):
         if r.status == "written":
             result.written += 1
         elif r.status == "unchanged":
             result.unchanged += 1
         elif r.status == "size":
-            mismatched.append(f"{r.name} ({r.detail})")
+            mismatched[r.name] = r.detail
         else:
             errors.append(f"{r.name}: {r.status}")
         for value in r.unknown:
@@ -180,14 +180,14 @@ def _convert_all(samples: list[Sample], space: LabelSpace, result: PreparedDatas
     if errors:
         raise DeepLabError(f"{len(errors)} labels could not be converted; first: {errors[0]}")
     if mismatched:
+        examples = ", ".join(f"{name} ({detail})" for name, detail in list(mismatched.items())[:3])
         result.warnings.append(
-            f"{len(mismatched)} labels differ in size from their image and are left out of the lists "
-            f"(e.g. {', '.join(mismatched[:3])})"
+            f"{len(mismatched)} labels differ in size from their image and are left out of the lists (e.g. {examples})"
         )
     if unknown:
         values = ", ".join(f"{v} (e.g. in {name})" for v, name in sorted(unknown.items())[:10])
         result.warnings.append(f"label values outside the official table were set to {IGNORE}: {values}")
-    return {m.split(" (")[0] for m in mismatched}
+    return set(mismatched)
 
 
 # ---------------------------------------------------------------- lists, description, counts
