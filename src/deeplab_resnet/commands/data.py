@@ -1,4 +1,5 @@
-"""``deeplab data``: build VOC train_aug, convert colour masks, check lists, compute the mean colour."""
+"""``deeplab data``: prepare VOC train_aug and the other official datasets, convert colour masks, check lists,
+compute the mean colour."""
 
 from __future__ import annotations
 
@@ -151,10 +152,11 @@ def _add_describe(sub) -> None:
     p = sub.add_parser(
         "describe",
         help="print (or write) a dataset description, e.g. to start your own from",
-        description="Print a dataset description as JSON: a built-in one (voc12, camvid) or a file, "
+        description="Print a dataset description as JSON: a built-in one (voc12, camvid, cityscapes, gta5, "
+        "synthia, cocostuff, cocostuff182, ade20k) or a file, "
         "validated. With -o, write it to a file (.json or .yaml) to edit.",
     )
-    p.add_argument("name", help="voc12, camvid or a description file")
+    p.add_argument("name", help="a built-in name (e.g. voc12, cityscapes) or a description file")
     p.add_argument("-o", "--output", default=None, help="write to this file instead of printing")
     p.set_defaults(_data=_run_describe)
 

@@ -259,9 +259,18 @@ def count_warnings(found: dict[str, int], expected: dict[str, int], official: st
 
 
 def pair_by_name(
-    labels: Iterable[Path], image_of: Callable[[Path], Path], output_of: Callable[[Path], Path], name_of=None
+    labels: Iterable[Path],
+    image_of: Callable[[Path], Path],
+    output_of: Callable[[Path], Path],
+    name_of: Callable[[Path], str] | None = None,
 ) -> tuple[list[Sample], list[Path]]:
-    """Samples for the label files whose image exists, and the labels whose image is missing."""
+    """Samples for the label files whose image exists, and the labels whose image is missing.
+
+    Args:
+        labels: the official label files of one split.
+        image_of, output_of: a label file's image, and where its training label goes.
+        name_of: a sample's name (default: the label's file stem); names must be unique.
+    """
     samples, orphans = [], []
     for label in sorted(labels):
         image = image_of(label)
@@ -273,6 +282,7 @@ def pair_by_name(
 
 
 def orphan_warning(orphans: list[Path], what: str) -> list[str]:
+    """The warning for labels that have no image (none when there are none)."""
     if not orphans:
         return []
     return [f"{len(orphans)} {what} have no image and are left out (e.g. {orphans[0]})"]
