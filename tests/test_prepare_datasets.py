@@ -80,8 +80,8 @@ def checksums(root: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(["data", *args, "--workers", "1", "--quiet"])
+def run(args: list[str], capsys, workers: int = 1) -> tuple[int, str, str]:
+    code = main(["data", *args, "--workers", str(workers), "--quiet"])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -149,7 +149,7 @@ def test_cityscapes_from_the_official_zips(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
 
     before = checksums(root)
-    code, out, err = run(["prepare-cityscapes", str(left), str(fine), "--extract-to", str(root)], capsys)
+    code, out, err = run(["prepare-cityscapes", str(left), str(fine), "--extract-to", str(root)], capsys, workers=2)
     assert code == 0 and "labels: 0 written, 3 already up to date" in out
     assert checksums(root) == before  # nothing rewritten: same bytes, same modification times
 
@@ -240,7 +240,7 @@ def test_synthia_16bit_labels(tmp_path: Path, capsys) -> None:
         rgb = np.stack([classes, rng.integers(0, 65536, (10, 12)), np.zeros((10, 12), int)], axis=-1)
         write_png48(root / "GT" / "LABELS" / f"{name}.png", rgb)  # G: instance IDs, high bytes set
         stored[name] = classes
-    code, out, err = run(["prepare-synthia", str(tmp_path)], capsys)
+    code, out, err = run(["prepare-synthia", str(tmp_path)], capsys, workers=2)  # the 16-bit reader in workers
     assert code == 0, err
     for name, classes in stored.items():
         labels, mode = read_png(root / "GT" / "LABELS_trainIds" / f"{name}.png")
@@ -333,6 +333,13 @@ def test_ade20k_other_becomes_ignore(tmp_path: Path, capsys) -> None:
 
 
 # ---------------------------------------------------------------- archives, descriptions, help
+
+
+def test_a_folder_that_is_not_the_layout_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "images").mkdir()
+    code, _, err = run(["prepare-ade20k", str(tmp_path)], capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert "no ADE20K SceneParsing download found: looked for images, annotations in " in err
 
 
 def test_zip_member_escaping_the_destination_is_refused(tmp_path: Path, capsys) -> None:

@@ -132,7 +132,7 @@ def find_root(folders: Iterable[Path], subdirs: tuple[str, ...], required: tuple
             if all((root / r).exists() for r in required):
                 return root
     looked = ", ".join(str(f / s) if s else str(f) for f in folders for s in subdirs)
-    raise DeepLabError(f"not a {what} download: looked for {', '.join(required)} in {looked}")
+    raise DeepLabError(f"no {what} download found: looked for {', '.join(required)} in {looked}")
 
 
 # ---------------------------------------------------------------- converting the labels
