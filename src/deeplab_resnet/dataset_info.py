@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .data.descriptions import builtin_description, builtin_description_names
 from .errors import DeepLabError
 
 # Labels are 8-bit PNG values and one value is kept for "ignore": at most 255 classes.
@@ -306,11 +307,13 @@ def load_dataset_info(spec: str | Path) -> DatasetInfo:
     key = str(spec)
     if key.lower() in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[key.lower()]
+    shipped = builtin_description(key)
+    if shipped is not None:  # cityscapes, gta5, synthia, cocostuff, ade20k ... (data/descriptions/)
+        return DatasetInfo.from_dict(shipped, name=key.lower(), strict=True)
     path = Path(spec)
     if not path.is_file():
-        raise DeepLabError(
-            f"dataset description not found: {path} (built-in names: {', '.join(sorted(BUILTIN_DATASETS))})"
-        )
+        names = sorted(set(BUILTIN_DATASETS) | set(builtin_description_names()))
+        raise DeepLabError(f"dataset description not found: {path} (built-in names: {', '.join(names)})")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):

@@ -1,4 +1,5 @@
-"""``deeplab data``: build VOC train_aug, convert colour masks, check lists, compute the mean colour."""
+"""``deeplab data``: prepare VOC train_aug and the other official datasets, convert colour masks, check lists,
+compute the mean colour."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from ..errors import DeepLabError
 
 DESCRIPTION = (
     "Dataset tools. prepare-voc: build SegmentationClassAug and train_aug (10,582) / val (1,449) "
-    "from the official VOC 2012 and SBD downloads. convert-masks: RGB colour masks -> index PNGs. "
+    "from the official VOC 2012 and SBD downloads. prepare-cityscapes, prepare-gta5, prepare-synthia, "
+    "prepare-cocostuff, prepare-ade20k: training labels, lists and description from those official "
+    "downloads. convert-masks: RGB colour masks -> index PNGs. "
     "check: validate a data dir and list(s) before training. stats: the images' mean colour. "
     "describe: print a built-in dataset description to start your own from."
 )
@@ -37,6 +40,54 @@ def _add_prepare_voc(sub) -> None:
     p.add_argument("--lists-dir", default=None, help="where to write the list files (default: VOC2012/lists)")
     _common(p)
     p.set_defaults(_data=_run_prepare_voc)
+
+
+# name -> (help, what SOURCE is); the layouts are in each module's docstring and docs/datasets.md.
+PREPARE_DATASETS = {
+    "cityscapes": (
+        "Cityscapes fine: gtFine labelIds -> the 19 trainIds, lists train (2,975) / val (500) / test",
+        "the folder holding leftImg8bit/ and gtFine/, or leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip",
+    ),
+    "gta5": (
+        "GTA5: its Cityscapes-ID labels -> the 19 Cityscapes trainIds, list train (all 24,966)",
+        "the folder holding images/ and labels/, or the NN_images.zip and NN_labels.zip parts",
+    ),
+    "synthia": (
+        "SYNTHIA-RAND-CITYSCAPES: 16-bit labels -> the Cityscapes trainIds (16 classes occur), list train (9,400)",
+        "the extracted RAND_CITYSCAPES folder (holding RGB/ and GT/LABELS/); the .rar must be extracted first",
+    ),
+    "cocostuff": (
+        "COCO-Stuff-164k: stuff+thing maps -> 171 classes (or --classes 182), lists train (118,287) / val (5,000)",
+        "the folder holding images/ and annotations/, or train2017.zip, val2017.zip and stuffthingmaps_trainval2017.zip",
+    ),
+    "ade20k": (
+        "ADE20K SceneParsing: 1..150 -> 0..149, 0 (other) -> 255, lists train (20,210) / val (2,000)",
+        "the ADEChallengeData2016 folder or ADEChallengeData2016.zip",
+    ),
+}
+
+
+def _add_prepare_datasets(sub) -> None:
+    for name, (summary, source) in PREPARE_DATASETS.items():
+        p = sub.add_parser(
+            f"prepare-{name}",
+            help=summary,
+            description=f"{summary}. Writes palette PNGs of training labels (255 = ignore), the list files "
+            f"and the dataset description (also built in: --dataset {name}). Re-running rewrites nothing "
+            "that is already correct; archive members that would land outside the destination are refused; "
+            "a warning says when an image count is not the official one. "
+            "The expected layout and the label tables: docs/datasets.md.",
+        )
+        p.add_argument("sources", nargs="+", metavar="SOURCE", help=source)
+        if name == "cocostuff":
+            p.add_argument("--classes", type=int, default=171, choices=(171, 182),
+                           help="171: the annotated classes, contiguous (default); 182: the stored IDs unchanged")  # fmt: skip
+        p.add_argument("--extract-to", default=None, help="where to extract archives (default: beside each archive)")
+        p.add_argument(
+            "--lists-dir", default=None, help="where to write the lists and description (default: ROOT/lists)"
+        )
+        _common(p)
+        p.set_defaults(_data=_run_prepare_dataset, _prepare=name)
 
 
 def _add_convert_masks(sub) -> None:
@@ -104,17 +155,18 @@ def _add_describe(sub) -> None:
     p = sub.add_parser(
         "describe",
         help="print (or write) a dataset description, e.g. to start your own from",
-        description="Print a dataset description as JSON: a built-in one (voc12, camvid) or a file, "
+        description="Print a dataset description as JSON: a built-in one (voc12, camvid, cityscapes, gta5, "
+        "synthia, cocostuff, cocostuff182, ade20k) or a file, "
         "validated. With -o, write it to a file (.json or .yaml) to edit.",
     )
-    p.add_argument("name", help="voc12, camvid or a description file")
+    p.add_argument("name", help="a built-in name (e.g. voc12, cityscapes) or a description file")
     p.add_argument("-o", "--output", default=None, help="write to this file instead of printing")
     p.set_defaults(_data=_run_describe)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    for add in (_add_prepare_voc, _add_convert_masks, _add_check, _add_stats, _add_describe):
+    for add in (_add_prepare_voc, _add_prepare_datasets, _add_convert_masks, _add_check, _add_stats, _add_describe):
         add(sub)
     p.set_defaults(_data_parser=p)
 
@@ -148,6 +200,35 @@ def _run_prepare_voc(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"train with: --data-dir {result.data_dir} --data-list {result.lists_dir / 'train_aug.txt'}")
+    return 0
+
+
+def _run_prepare_dataset(args: argparse.Namespace) -> int:
+    from ..data.tools.prepare_ade20k import prepare_ade20k
+    from ..data.tools.prepare_cityscapes import prepare_cityscapes
+    from ..data.tools.prepare_cocostuff import prepare_cocostuff
+    from ..data.tools.prepare_gta5 import prepare_gta5
+    from ..data.tools.prepare_synthia import prepare_synthia
+
+    prepare = {
+        "cityscapes": prepare_cityscapes, "gta5": prepare_gta5, "synthia": prepare_synthia,
+        "cocostuff": prepare_cocostuff, "ade20k": prepare_ade20k,
+    }[args._prepare]  # fmt: skip
+    options = {"classes": args.classes} if args._prepare == "cocostuff" else {}
+    result = prepare(
+        args.sources, extract_to=args.extract_to, lists_dir=args.lists_dir,
+        workers=args.workers, progress=not args.quiet, **options,
+    )  # fmt: skip
+    print(f"labels: {result.written} written, {result.unchanged} already up to date under {result.data_dir}")
+    for name, count in result.counts.items():
+        state = "written" if name in result.lists_written else "unchanged"
+        print(f"{result.lists_dir / (name + '.txt')}: {count} entries ({state})")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"train with: --data-dir {result.data_dir} --data-list {result.lists_dir / 'train.txt'} "
+        f"--dataset {result.description}"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Dataset tools behind ``deeplab data``: building VOC train_aug, converting colour masks, statistics.
+"""Dataset tools behind ``deeplab data``: preparing VOC train_aug, Cityscapes, GTA5, SYNTHIA, COCO-Stuff and
+ADE20K from their official downloads, converting colour masks, statistics.
 
 Each module is a library the Python API can call; ``commands/data.py`` is only the CLI front.
 """

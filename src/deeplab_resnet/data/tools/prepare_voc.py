@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ...atomic import atomic_write, atomic_write_text
+from ...atomic import atomic_write
 from ...dataset_info import VOC
 from ...errors import DeepLabError
 from ...images import label_image, read_label, save_image
 from ..lists import list_entries
 from .archives import extract_archive, is_archive
+from .label_files import label_png_is_current, write_text_if_changed
 from .parallel import parallel_map
 
 # Entry counts of the standard lists built from the full official downloads.
@@ -172,25 +172,11 @@ def _labels_of(source: Path) -> np.ndarray:
     return labels
 
 
-def _is_current(output: Path, labels: np.ndarray, palette: list[int]) -> bool:
-    """True when ``output`` already holds exactly these labels with the VOC palette."""
-    if not output.is_file():
-        return False
-    try:
-        with Image.open(output) as img:
-            img.load()
-            if img.mode != "P" or (img.getpalette() or [])[: len(palette)] != palette:
-                return False
-            return np.array_equal(np.asarray(img), labels)
-    except (OSError, SyntaxError, ValueError):  # damaged (e.g. an old interrupted non-atomic write)
-        return False
-
-
 def build_label(task: LabelTask) -> tuple[str, str]:
     """Write one label PNG unless an identical one is there. Returns (id, 'written'|'unchanged'|error)."""
     try:
         labels = _labels_of(task.source)
-        if _is_current(task.output, labels, VOC.palette_bytes()):
+        if label_png_is_current(task.output, labels, VOC.palette_bytes()):
             return task.image_id, "unchanged"
         save_image(label_image(labels, VOC), task.output)
         return task.image_id, "written"
@@ -213,13 +199,6 @@ class PrepareResult:
     lists_written: list[str] = field(default_factory=list)
     images_copied: int = 0
     warnings: list[str] = field(default_factory=list)
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    atomic_write_text(path, text)
-    return True
 
 
 def _ensure_images(voc: Path, sbd: Path, ids: list[str]) -> int:
@@ -314,11 +293,11 @@ def prepare_voc(
 
     for name, ids in splits.items():
         result.counts[name] = len(ids)
-        if _write_if_changed(result.lists_dir / f"{name}.txt", list_text(ids)):
+        if write_text_if_changed(result.lists_dir / f"{name}.txt", list_text(ids)):
             result.lists_written.append(name)
     if voc_test is not None:
         result.counts["test"] = len(voc_test)
-        if _write_if_changed(result.lists_dir / "test.txt", list_text(sorted(voc_test), labels=False)):
+        if write_text_if_changed(result.lists_dir / "test.txt", list_text(sorted(voc_test), labels=False)):
             result.lists_written.append("test")
     _compare_with_standard(result, len(voc_train), len(voc_val))
     return result
