@@ -17,6 +17,7 @@ import numpy as np
 
 from ...dataset_info import DatasetInfo, load_dataset_info
 from ...errors import DeepLabError
+from ...images import label_image, save_image
 from .archives import extract_archive, is_archive
 from .label_files import label_png_is_current, write_text_if_changed
 from .label_tables import IGNORE, lookup_table
@@ -142,8 +143,6 @@ def convert_label(job: LabelJob) -> JobResult:
     """Write one training label PNG unless an identical one is there (run in a worker process)."""
     from PIL import Image
 
-    from ...images import label_image, save_png
-
     sample, space = job.sample, job.space
     try:
         labels, unknown = space.convert(space.reader(sample.label_source))
@@ -154,7 +153,7 @@ def convert_label(job: LabelJob) -> JobResult:
             return JobResult(sample.name, "size", unknown, detail)
         if label_png_is_current(sample.label_output, labels, space.info.palette_bytes()):
             return JobResult(sample.name, "unchanged", unknown)
-        save_png(label_image(labels, space.info), sample.label_output)
+        save_image(label_image(labels, space.info), sample.label_output)
         return JobResult(sample.name, "written", unknown)
     except DeepLabError as exc:
         return JobResult(sample.name, f"error: {exc}")
