@@ -53,14 +53,17 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_pat
         import sys, time, torch
         from deeplab_resnet.training import checkpoint as ckpt
         ckpt.save_checkpoint({str(tmp_path)!r}, 1, {{"model": {{"w": torch.ones(1000)}}}}, run_id="a")
-        real_save = torch.save
-        def slow_save(obj, path):
-            real_save(obj, path)
-            data = open(path, "rb").read()
-            open(path, "wb").write(data[: len(data) // 2])
-            print("writing", flush=True)
-            time.sleep(60)
-        ckpt.torch.save = slow_save
+        from deeplab_resnet import atomic
+        real_write = atomic.atomic_write
+        def slow_write(path, write):
+            def half(tmp):
+                write(tmp)
+                data = open(tmp, "rb").read()
+                open(tmp, "wb").write(data[: len(data) // 2])
+                print("writing", flush=True)
+                time.sleep(60)
+            real_write(path, half)
+        atomic.atomic_write = slow_write
         ckpt.save_checkpoint({str(tmp_path)!r}, 2, {{"model": {{"w": torch.zeros(1000)}}}}, run_id="a")
         """
     )

@@ -215,17 +215,14 @@ def test_a_signal_at_a_random_moment_leaves_no_temporary_and_intact_outputs(
 
 def test_a_temporary_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead.stdout)
-    stale = tmp_path / f".report.json.deeplab-{pid}-abc123.tmp"
+    stale = tmp_path / f".report.json.deeplab-{int(dead.stdout)}-abc123.tmp"
     stale.write_text("half")
-    old = time.time() - 3600
-    os.utime(stale, (old, old))
-    fresh = tmp_path / f".other.deeplab-{pid}-def456.tmp"  # too young to be sure: kept
-    fresh.write_text("x")
+    alive = tmp_path / f".other.deeplab-{os.getppid()}-def456.tmp"  # its writer still runs: kept
+    alive.write_text("x")
     foreign = tmp_path / ".notes.txt.tmp"  # not ours: kept
     foreign.write_text("y")
     atomic_write_text(tmp_path / "report.json", "{}")
-    assert not stale.exists() and fresh.exists() and foreign.exists()
+    assert not stale.exists() and alive.exists() and foreign.exists()
     assert (tmp_path / "report.json").read_text() == "{}"
     assert remove_stale_temporaries(tmp_path) == []  # once per folder and process
 
@@ -236,8 +233,6 @@ def test_kill_9_debris_is_cleaned_by_the_next_run(tmp_path, tiny_weights, voc_fi
     out.mkdir()
     stale = out / ".a.png.deeplab-999999999-xyz.tmp"  # no such process can exist
     stale.write_bytes(b"partial")
-    old = time.time() - 3600
-    os.utime(stale, (old, old))
     result = cli("segment", *inputs, "--weights", tiny_weights, "-o", out)
     assert result.returncode == 0, result.stderr
     assert temporaries(out) == []
@@ -303,3 +298,92 @@ def test_evaluate_refuses_to_write_predictions_over_the_ground_truth(tmp_path, t
     assert_one_line(result.stderr, "would replace the input", "SegmentationClassAug")
     assert checksums(data) == before
     assert not (tmp_path / "eval").exists()  # refused before any work
+
+
+# -- training and export on faults -------------------------------------------------------------
+
+
+def _train_args(voc_fixture: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--data-dir", str(voc_fixture), "--data-list", str(voc_fixture / "list_train.txt"),
+        "--model", "deeplab_v2_resnet_tiny", "--input-size", "33,33", "--batch-size", "1",
+        "--num-workers", "0", "--snapshot-dir", str(run_dir), "--no-progress", "--no-tensorboard",
+        "--no-check-data", "--log-every", "1", "--save-num-images", "0", *extra,
+    ]  # fmt: skip
+
+
+def test_sigterm_during_training_keeps_the_steps_done_in_a_checkpoint(tmp_path, voc_fixture):
+    from deeplab_resnet.training.checkpoint import checkpoint_step, list_checkpoints, load_checkpoint
+
+    run = tmp_path / "run"
+    args = _train_args(voc_fixture, run, "--num-steps", "100000", "--checkpoint-every", "100000")
+    proc = subprocess.Popen([sys.executable, "-m", "deeplab_resnet", *args], env=ENV, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_SIGTERM, stderr
+    assert "Traceback" not in stderr and "continue with --resume" in stderr
+    assert temporaries(run) == []
+    checkpoints = list_checkpoints(run)
+    assert checkpoints, stderr
+    step, path = checkpoints[-1]
+    assert step >= 2 and checkpoint_step(path) == step  # more than the first checkpoint at step 1
+    assert load_checkpoint(path)["step"] == step
+
+
+def test_a_full_disk_during_training_names_the_last_complete_checkpoint(tmp_path, voc_fixture):
+    with small_tmpfs(tmp_path / "disk", "2600k") as disk:  # room for one checkpoint of the tiny model, not two
+        run = disk / "run"
+        result = cli(*_train_args(voc_fixture, run, "--num-steps", "3", "--checkpoint-every", "1"))
+        assert result.returncode == EXIT_IO, result.stderr
+        assert_one_line(result.stderr, "disk full", "the last complete checkpoint is", "ckpt-00000001.pt")
+        assert temporaries(disk) == []
+
+
+@pytest.mark.parametrize("fmt, name", [("torchscript", "m.pt"), ("onnx", "m.onnx")])
+def test_export_to_a_full_disk_is_one_line(tmp_path, tiny_weights, fmt, name):
+    with small_tmpfs(tmp_path / "disk", "20k") as disk:
+        result = cli("export", "--weights", tiny_weights, "-o", disk / name, "--format", fmt)
+        assert result.returncode == EXIT_IO, result.stderr  # torch's own writer used to abort the process
+        assert_one_line(result.stderr, "disk full", str(disk / name))
+        assert list(disk.iterdir()) == []
+
+
+def test_weights_to_a_full_disk_are_an_oserror_naming_the_file(tmp_path):
+    from conftest import tiny_model
+
+    from deeplab_resnet import save_weights
+
+    with small_tmpfs(tmp_path / "disk", "20k") as disk:
+        with pytest.raises(OSError) as failure:
+            save_weights(tiny_model(), disk / "w.safetensors", source="test")
+        assert failure.value.filename == str(disk / "w.safetensors")
+        assert list(disk.iterdir()) == []
+
+
+def test_interrupts_are_held_until_the_block_is_done():
+    from deeplab_resnet.errors import Terminated, deferred_interrupts, install_signal_handlers
+
+    install_signal_handlers()
+    finished = []
+    with pytest.raises(Terminated):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            finished.append("the block ran to its end")
+    assert finished
+    with pytest.raises(KeyboardInterrupt) as stop:  # asked twice: at once
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            finished.append("not reached")
+    assert finished == ["the block ran to its end"] and not isinstance(stop.value, Terminated)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -64,6 +63,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         write(tmp)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    """Write ``data`` atomically. Serialise to memory first and write with this: the writers of
+    torch and safetensors abort the process or raise their own errors on a full disk, where a
+    Python write raises an ``OSError`` that names the file."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
@@ -98,7 +109,6 @@ def _fsync_dir(directory: Path) -> None:
 
 
 _TEMP_NAME = re.compile(r"^\..+\.deeplab-(\d+)-[^.]+\.tmp$")
-_STALE_AFTER_S = 60.0  # a temporary this old whose process is gone is debris, not a write in progress
 _swept: set[Path] = set()
 
 
@@ -126,13 +136,12 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
         entries = list(os.scandir(directory))
     except OSError:
         return []
-    now = time.time()
     for entry in entries:
         match = _TEMP_NAME.match(entry.name)
         if not match or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
-            if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AFTER_S and entry.is_file():
+            if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed

@@ -9,8 +9,11 @@ SIGTERM is handled like Ctrl-C (:func:`install_signal_handlers`), so clean-up co
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import signal
+import threading
+from collections.abc import Iterator
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # the command finished, but some inputs were skipped (each said why on stderr)
@@ -50,13 +53,18 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach ``note`` to ``exc`` (``BaseException.add_note`` of Python 3.11, on every version)."""
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
 def describe_os_error(exc: OSError) -> str:
-    """One line naming the path and the reason, e.g. ``out/a.png: no space left on the device (disk full)``."""
+    """One line naming the path and the reason, e.g. ``out/a.png: no space left on the device (disk full)``,
+    followed by the notes added on the way up (what is still complete)."""
     reason = _REASONS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
     paths = [p for p in (exc.filename, exc.filename2) if p is not None]
-    if not paths:
-        return reason
-    return f"{' -> '.join(str(p) for p in paths)}: {reason}"
+    line = f"{' -> '.join(str(p) for p in paths)}: {reason}" if paths else reason
+    return "; ".join([line, *getattr(exc, "__notes__", [])])
 
 
 def _raise_terminated(signum: int, frame) -> None:
@@ -69,3 +77,34 @@ def install_signal_handlers() -> None:
         signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave the process's handlers alone
         pass
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done (a second one stops at once).
+
+    For work that must not stop half-way, such as an optimizer step: the interrupt is raised
+    right after the block, where the state is consistent and can be saved.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame) -> None:
+        if pending:  # asked twice: stop now
+            _raise_for(signum)
+        pending.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if pending:
+        _raise_for(pending[0])
+
+
+def _raise_for(signum: int) -> None:
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()

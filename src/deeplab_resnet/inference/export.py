@@ -13,6 +13,7 @@ size is even), so one exported graph is right for both parities.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import warnings
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2
 from ..models.layers import Conv, MaxPool
@@ -158,8 +159,9 @@ def export_torchscript(model: DeepLabV2, path: str | Path, *, example_size: Sequ
         warnings.simplefilter("ignore")
         with torch.no_grad():
             traced = torch.jit.trace(net, (example_batch(example_size),), check_trace=False)
-        with atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_FILE: json.dumps(export_metadata(model.spec))})
+        buffer = io.BytesIO()  # in memory first: torch aborts the process on a full disk
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_FILE: json.dumps(export_metadata(model.spec))})
+    atomic_write_bytes(path, buffer.getbuffer())
     return path
 
 
@@ -178,8 +180,9 @@ def export_program(model: DeepLabV2, path: str | Path, *, example_size: Sequence
             dynamic_shapes=({0: Dim.AUTO, 2: height, 3: width},),
         )
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.export.save(program, f)
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
     return path
 
 

@@ -12,14 +12,15 @@ of another run (or of no known run) is never deleted.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
-from ..errors import DeepLabError
+from ..atomic import atomic_write_bytes
+from ..errors import DeepLabError, add_note
 
 PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
 FORMAT = "deeplab_resnet-checkpoint"
@@ -30,6 +31,14 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"ckpt-{step:08d}.pt"
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The steps completed when ``path`` (named by :func:`checkpoint_path`) was written."""
+    m = PATTERN.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: not a checkpoint name (ckpt-STEP.pt)")
+    return int(m.group(1))
+
+
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every complete checkpoint in ``directory``, oldest first."""
     directory = Path(directory)
@@ -37,9 +46,8 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for path in directory.iterdir():
-        m = PATTERN.match(path.name)
-        if m:
-            found.append((int(m.group(1)), path))
+        if PATTERN.match(path.name):
+            found.append((checkpoint_step(path), path))
     return sorted(found)
 
 
@@ -55,10 +63,14 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], *, 
     """
     path = checkpoint_path(directory, step)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step), **state, "run_id": run_id}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    for stale in Path(directory).glob(".ckpt-*.tmp"):  # left by an earlier kill mid-write
-        stale.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        atomic_write_bytes(path, buffer.getbuffer())
+    except OSError as exc:
+        earlier = [p for _, p in list_checkpoints(directory) if p != path and checkpoint_run_id(p) == run_id]
+        add_note(exc, f"the last complete checkpoint is {earlier[-1]}" if earlier else "no checkpoint was written")
+        raise
     if keep > 0:
         own = [p for _, p in list_checkpoints(directory) if p == path or checkpoint_run_id(p) == run_id]
         for old in own[:-keep]:

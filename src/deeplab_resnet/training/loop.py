@@ -40,7 +40,7 @@ from ..data.transforms import TrainTransform
 from ..dataset_info import DatasetInfo, resolve_dataset_info
 from ..devices import peak_memory_mb, resolve_device
 from ..distributed import DistInfo, dist_from_env, init_distributed
-from ..errors import DeepLabError
+from ..errors import DeepLabError, deferred_interrupts
 from ..evaluation.evaluate import evaluate_pairs
 from ..models.deeplab import DeepLabV2, create_model, init_backbone_from_scratch, model_from_architecture
 from ..models.msc import MSC
@@ -96,6 +96,9 @@ def train(cfg: TrainConfig, resume: str | None = None, *, overwrite: bool = Fals
     try:
         for step in range(session.start, cfg.num_steps):
             session.step(step, net, batches, monitor)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (errors.Terminated): keep the steps done
+        session.save_on_interrupt(log)
+        raise
     finally:
         monitor.close()
     return session.finish(log)
@@ -338,6 +341,7 @@ class Session:
         self.bn_trained = bn_is_trained(model)
         self.optimizer = build_optimizer(model, cfg)
         self.start = 0
+        self.steps_done = 0
         self.run_dir = Path(cfg.snapshot_dir)
         self.run_id = run_id
         self.prior_wall_time = (state or {}).get("wall_time", 0.0)
@@ -345,7 +349,7 @@ class Session:
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])
-            self.start = int(state["step"])
+            self.start = self.steps_done = int(state["step"])
             self.last_ckpt = ckpt.latest_checkpoint(self.run_dir)
         self.options = step_options(cfg, model, ddp.world_size)
         self.val_pairs = read_list(cfg.val_data_dir or cfg.data_dir, cfg.val_list) if cfg.val_list else None
@@ -366,7 +370,9 @@ class Session:
         cfg, t0 = self.cfg, time.perf_counter()
         lr = poly_lr(cfg.learning_rate, step, cfg.num_steps, cfg.power)
         try:
-            result = train_step(net, self.optimizer, batches, lr=lr, **self.options)
+            with deferred_interrupts():  # Ctrl-C/SIGTERM wait for the update to finish, then stop
+                result = train_step(net, self.optimizer, batches, lr=lr, **self.options)
+                self.steps_done = step + 1
         except NonFiniteLoss as exc:
             kept = (
                 f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else "no checkpoint was written yet"
@@ -411,6 +417,17 @@ class Session:
         return ckpt.save_checkpoint(
             self.run_dir, step_done, payload, run_id=self.run_id, keep=self.cfg.keep_checkpoints
         )
+
+    def save_on_interrupt(self, log: Log) -> None:
+        """After Ctrl-C or SIGTERM (held until the update in progress was complete): checkpoint the
+        steps completed since the last checkpoint."""
+        if not self.ddp.main:
+            return
+        saved = ckpt.checkpoint_step(self.last_ckpt) if self.last_ckpt else self.start
+        if self.steps_done > saved:
+            self.last_ckpt = self.save(self.steps_done)
+        where = f"the last checkpoint is {self.last_ckpt}" if self.last_ckpt else "no checkpoint was written"
+        log(f"stopped after {self.steps_done} steps; {where} (continue with --resume)")
 
     def finish(self, log: Log) -> Path:
         """Write the final weights (main process); every process waits for it."""

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_bytes
 from ..dataset_info import DatasetInfo, check_dataset_values
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2
@@ -113,7 +113,7 @@ def save_state(state: dict[str, torch.Tensor], meta: WeightsMeta, path: str | Pa
     """
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     strings = meta.to_strings()
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=strings))
+    atomic_write_bytes(path, save(tensors, metadata=strings))
 
 
 def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
