@@ -387,3 +387,42 @@ def test_interrupts_are_held_until_the_block_is_done():
     assert finished == ["the block ran to its end"] and not isinstance(stop.value, Terminated)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, tiny_weights):
+    import resource
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (12000, 12000)).save(bomb)  # 144 megapixels in a few hundred kB
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(small)
+
+    def cap_memory() -> None:  # a regression fails here instead of swapping
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    command = [sys.executable, "-m", "deeplab_resnet", "segment", str(bomb), str(small), "--weights", str(tiny_weights)]
+    result = subprocess.run(
+        [*command, "-o", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, preexec_fn=cap_memory
+    )
+    assert result.returncode == EXIT_PARTIAL, result.stderr
+    assert "bomb.png: 12000x12000 is 144 megapixels" in result.stderr and "--max-pixels" in result.stderr
+    assert "Traceback" not in result.stderr and "DecompressionBomb" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["small.png"]
+
+
+def test_an_unreadable_image_is_an_io_error_not_a_damaged_file(tmp_path, monkeypatch):
+    # As root nothing is unreadable, so the system's refusal is played by PIL's open.
+    from deeplab_resnet import images
+
+    path = tmp_path / "secret.jpg"
+    Image.new("RGB", (8, 8)).save(path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(images.Image, "open", refuse)
+    with pytest.raises(PermissionError):  # the CLI turns it into exit 3 naming the file
+        images.read_image(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +16,35 @@ from .errors import DeepLabError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _open(path: str | Path) -> Image.Image:
+# The largest image read by default: about 9000 x 9000. Decoding costs 3 bytes a pixel and the network
+# far more; a bigger file is more often a mistake or a decompression bomb than a photo
+# (``deeplab segment --max-pixels`` raises it).
+MAX_PIXELS = 80_000_000
+
+
+def _open(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
     path = Path(path)
     if not path.exists():
         raise DeepLabError(f"file not found: {path}")
     if path.is_dir():
         raise DeepLabError(f"{path} is a directory, not an image")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # PIL's own bomb warning: the limit below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        if max_pixels and img.width * img.height > max_pixels:
+            raise DeepLabError(
+                f"{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.0f} megapixels, more than the "
+                f"limit of {max_pixels / 1e6:.0f} (raise it with --max-pixels if the image is genuine)"
+            )
         img.load()  # decode now, so truncated files fail here with a clear message
     except UnidentifiedImageError as exc:
         raise DeepLabError(f"{path}: not an image file PIL can read") from exc
     except Image.DecompressionBombError as exc:
         raise DeepLabError(f"{path}: image too large to decode safely ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the system refused the read (permission, I/O error): not the file's content
         raise DeepLabError(f"{path}: damaged or truncated image ({exc})") from exc
     return img
 
@@ -48,9 +64,10 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``H x W x 3`` uint8 RGB; :class:`DeepLabError` if it can't be."""
-    return to_rgb_array(_open(path))
+def read_image(path: str | Path, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as ``H x W x 3`` uint8 RGB; :class:`DeepLabError` if it can't be, or if it
+    has more than ``max_pixels`` pixels (``None`` or 0: no limit), checked before decoding."""
+    return to_rgb_array(_open(path, max_pixels))
 
 
 def read_label(path: str | Path) -> np.ndarray:

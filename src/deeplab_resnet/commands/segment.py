@@ -90,6 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="margin of each window in pixels; windows overlap by twice this (default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
+        "--max-pixels", type=int_at_least(0), default=80_000_000,
+        help="refuse images with more pixels than this before decoding them (0 = no limit; default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
         "--alpha", type=float_between(0, 1), default=0.5, help="overlay opacity of the mask (default: %(default)s)"
     )
     p.add_argument("--save-mask", action="store_true", help="also write NAME_mask.png, the colour mask alone")
@@ -194,7 +198,7 @@ def _output_kinds(args: argparse.Namespace) -> list[str]:
 def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
     from ..images import read_image
 
-    rgb = read_image(path)
+    rgb = read_image(path, max_pixels=args.max_pixels)
     result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
     written = _write_outputs(args, rgb, result, plan)
     classes = dict(sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
