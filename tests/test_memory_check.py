@@ -1,0 +1,34 @@
+"""The memory estimate that stops a run before the system kills it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.inference import memory
+
+
+def test_the_estimate_grows_with_pixels_scales_and_width():
+    full = {"width": 64}
+    one = memory.network_bytes(513, 513, (1.0,), full)
+    assert one == int(513 * 513 * memory.BYTES_PER_PIXEL)
+    # the original's three scales: 1 + 0.5625 + 0.25 times the pixels
+    assert memory.network_bytes(513, 513, (1.0, 0.75, 0.5), full) == int(1.8125 * 513 * 513 * memory.BYTES_PER_PIXEL)
+    assert memory.network_bytes(513, 513, (1.0,), {"width": 8}) == one // 8
+    # a 4000x3000 photo at full resolution: about 12 GB
+    assert 11e9 < memory.network_bytes(3000, 4000, (1.0,), full) < 14e9
+
+
+def test_an_input_that_does_not_fit_is_one_line(monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 4 << 30)
+    memory.check_fits(500, 375, (1.0, 0.75, 0.5), {"width": 64}, torch.device("cpu"))  # fits
+    with pytest.raises(DeepLabError, match=r"a 375x500 input at scales 20 needs about 1.* GB, and 4.0 GB"):
+        memory.check_fits(500, 375, (20.0,), {"width": 64}, torch.device("cpu"))
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)  # unknown: no check
+    memory.check_fits(500, 375, (20.0,), {"width": 64}, torch.device("cpu"))
+
+
+def test_available_memory_is_read_from_the_system():
+    have = memory.available_bytes(torch.device("cpu"))
+    assert have is None or 0 < have < 1 << 50
