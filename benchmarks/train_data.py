@@ -21,8 +21,8 @@ VOC = REPO.parent / "shared" / "data" / "voc_fixture"
 
 
 def main() -> None:
-    from deeplab_resnet.data.datasets import TrainStream
     from deeplab_resnet.data.lists import read_list
+    from deeplab_resnet.data.stream import TrainStream
     from deeplab_resnet.data.transforms import TrainTransform
     from deeplab_resnet.dataset_info import IMG_MEAN_BGR
 

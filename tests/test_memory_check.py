@@ -23,7 +23,9 @@ def test_the_estimate_grows_with_pixels_scales_and_width():
 def test_an_input_that_does_not_fit_is_one_line(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 4 << 30)
     memory.check_fits(500, 375, (1.0, 0.75, 0.5), {"width": 64}, torch.device("cpu"))  # fits
-    with pytest.raises(DeepLabError, match=r"a 375x500 input at scales 20 needs about 73.3 GB, and 4.0 GB is available"):
+    with pytest.raises(
+        DeepLabError, match=r"a 375x500 input at scales 20 needs about 73.3 GB, and 4.0 GB is available"
+    ):
         memory.check_fits(500, 375, (20.0,), {"width": 64}, torch.device("cpu"))
     monkeypatch.setattr(memory, "available_bytes", lambda device: None)  # unknown: no check
     memory.check_fits(500, 375, (20.0,), {"width": 64}, torch.device("cpu"))

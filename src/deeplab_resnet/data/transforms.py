@@ -3,7 +3,7 @@ pad bottom/right to the crop (image with the mean colour, label with the ignore 
 crop, BGR minus mean.
 
 Randomness comes only from the ``numpy.random.Generator`` passed in, so a sample's augmentation
-is a pure function of that generator's seed (see :mod:`deeplab_resnet.data.datasets`).
+is a pure function of that generator's seed (see :mod:`deeplab_resnet.data.stream`).
 """
 
 from __future__ import annotations

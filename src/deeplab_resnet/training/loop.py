@@ -34,8 +34,8 @@ from torch import nn
 
 from ..atomic import atomic_write_text
 from ..data.check import check_pair
-from ..data.datasets import StreamBatchSampler, TrainStream
 from ..data.lists import Pair, read_list
+from ..data.stream import StreamBatchSampler, TrainStream
 from ..data.transforms import TrainTransform
 from ..dataset_info import DatasetInfo, resolve_dataset_info
 from ..devices import peak_memory_mb, resolve_device

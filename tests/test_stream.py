@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from deeplab_resnet.data.datasets import StreamBatchSampler, TrainStream, epoch_permutation
 from deeplab_resnet.data.lists import read_list
+from deeplab_resnet.data.stream import StreamBatchSampler, TrainStream, epoch_permutation
 from deeplab_resnet.data.transforms import TrainTransform
 from deeplab_resnet.dataset_info import IMG_MEAN_BGR
 
