@@ -8,12 +8,22 @@ import time
 from pathlib import Path
 
 from ..errors import DeepLabError
-from .common import add_model_arguments, load_dataset_arg, load_model_from_args, parse_scales, resolve_device
+from .common import (
+    add_model_arguments,
+    add_protocol_arguments,
+    check_protocol_args,
+    load_dataset_arg,
+    load_model_from_args,
+    pad_size_from_args,
+    parse_scales,
+    resolve_device,
+)
 from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
-    "Score a model on a labelled list (the original's protocol: full images, logits upsampled to the "
-    "image, one confusion matrix over the dataset, ignore label and labels >= num_classes not counted). "
+    "Score a model on a labelled list (the original's protocol: full images, padded to 513 for caffe-convention "
+    "weights and at their own size for tf-convention ones, logits upsampled to the image, one confusion matrix "
+    "over the dataset, ignore label and labels >= num_classes not counted). "
     "Prints the per-class table and writes report.json, confusion.npy and confusion.png into --output-dir. "
     "With --predictions DIR, scores prediction PNGs made by any program instead of running a model. "
     "Multi-GPU: torchrun --nproc-per-node N -m deeplab_resnet evaluate ..."
@@ -47,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the results equal one-at-a-time up to float rounding); default: %(default)s",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_protocol_arguments(p)
     add_crf_arguments(p)
     p.add_argument(
         "--crf-workers", type=int, default=None,
@@ -97,13 +108,18 @@ def _dataset_for_predictions(args: argparse.Namespace):
 
 def _score_model(args, pairs, dist):
     from ..evaluation.evaluate import EvalOutputs, default_crf_workers, evaluate_pairs, init_distributed
+    from ..inference import protocol
 
     crf = crf_params_from_args(args)
+    scales = _scales(args)
+    check_protocol_args(args)
     device = resolve_device(args.device)
     if dist.active and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
     init_distributed(dist, device)
     model = with_backend(args, load_model_from_args(args, device), device)
+    pad_size = pad_size_from_args(args, model.convention)
+    protocol.check_scales_for_images([p.image for p in pairs], scales, model.convention, pad_size=pad_size)
     workers = args.crf_workers if args.crf_workers is not None else default_crf_workers()
     if dist.active:
         workers = max(workers // dist.world_size, 0 if args.crf_workers == 0 else 1)
@@ -113,12 +129,12 @@ def _score_model(args, pairs, dist):
     )
     start = time.perf_counter()
     meter = evaluate_pairs(
-        model, dist.shard(pairs), device=device, scales=_scales(args), ignore_label=args.ignore_label,
+        model, dist.shard(pairs), device=device, scales=scales, ignore_label=args.ignore_label, pad_size=pad_size,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
         progress=ProgressLine(not args.quiet and dist.rank == 0), batch_size=args.batch_size,
     )  # fmt: skip
     loop_seconds = time.perf_counter() - start
-    options = {"scales": list(_scales(args)), "flip": args.flip, "crf": crf.__dict__ if crf else None}
+    options = {"scales": list(scales), "pad_size": pad_size, "flip": args.flip, "crf": crf.__dict__ if crf else None}
     options["batch_size"] = args.batch_size
     if crf:
         options.update(crf_backend=args.crf_backend, crf_workers=workers)

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 from ..errors import DeepLabError
-from .common import add_model_arguments, load_model_from_args, parse_scales, resolve_device
+from .common import (
+    add_model_arguments,
+    add_protocol_arguments,
+    check_protocol_args,
+    load_model_from_args,
+    pad_size_from_args,
+    parse_scales,
+    resolve_device,
+)
 
 DESCRIPTION = (
     "Segment images (files, directories, globs such as 'photos/*.jpg', or list files *.txt): for each "
@@ -84,7 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--tile", type=int, default=None, metavar="SIZE",
-        help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size)",
+        help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size; "
+        "windows run at their own size, without the test protocol's padding)",
     )  # fmt: skip
     p.add_argument(
         "--tile-overlap", type=int, default=192,
@@ -104,6 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--json", nargs="?", const="-", default=None, metavar="FILE",
         help="write the per-image class summaries as JSON to FILE (or one JSON line per image on stdout)",
     )  # fmt: skip
+    add_protocol_arguments(p)
     add_crf_arguments(p)
     add_backend_argument(p)
 
@@ -195,15 +205,22 @@ def _write_outputs(args, path: Path, rgb, result, out_dir: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..images import read_image
+    from ..inference import protocol
     from ..inference.segmenter import Segmenter
 
     paths = expand_inputs(args.inputs, args.data_dir)
     crf = crf_params_from_args(args)
+    scales = parse_scales(args.scales)
+    check_protocol_args(args)
     device = resolve_device(args.device)
     model = with_backend(args, load_model_from_args(args, device), device)
+    pad_size = pad_size_from_args(args, model.convention)
+    protocol.check_scales_for_images(
+        paths, scales, model.convention, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile
+    )
     segmenter = Segmenter(
-        model, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
-        crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap,
+        model, device=device, scales=scales, max_size=args.max_size or None, flip=args.flip,
+        crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap, pad_size=pad_size,
     )  # fmt: skip
     out_dir = Path(args.output_dir)
     failures, summaries = 0, []

@@ -27,6 +27,7 @@ from ..models.deeplab import DeepLabV2
 from ..models.msc import MSC
 from ..preprocess import to_input
 from ..resize import interp_matrix
+from . import protocol
 
 ImageLike = "str | Path | Image.Image | np.ndarray"
 
@@ -146,6 +147,11 @@ class Segmenter:
         tile_overlap: margin in pixels; neighbouring windows overlap by twice this and each
             contributes only its centre, away from its zero-padded borders. The full model's
             context is ~200 px, so margins below that change some labels near window seams.
+        pad_size: the test protocol (:mod:`.protocol`). ``None`` (default): the network runs at
+            the image's size. A size of the form 8k+1: the authors' Caffe protocol, the image
+            padded bottom/right to it (513 in their test), logits zoomed by 8 and cropped.
+            ``"auto"``: what the weights' original did (513 for caffe, native for tf), as
+            ``deeplab segment``/``evaluate`` do by default. Not applied to tiles.
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class Segmenter:
         scales: Sequence[float] = (1.0,), max_size: int | None = None, flip: bool = False,
         crf: CRFParams | None = None, crf_backend: str = "auto",
         tile: int | None = None, tile_overlap: int = 192, rows_per_chunk: int = 256,
+        pad_size: int | str | None = None,
     ):  # fmt: skip
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -167,6 +174,8 @@ class Segmenter:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.rows_per_chunk = rows_per_chunk
+        # Test-protocol hook (inference/protocol.py): None = native size, else pad to this.
+        self.pad_size = protocol.resolve_pad_size(pad_size, self.model.convention)
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, num_classes: int | None = None, **kwargs) -> Segmenter:
@@ -180,38 +189,45 @@ class Segmenter:
 
     def network_input(self, rgb: np.ndarray) -> np.ndarray:
         """The image as the network sees it: shrunk to ``max_size`` if larger."""
-        h, w = rgb.shape[:2]
-        if self.max_size and max(h, w) > self.max_size:
-            scale = self.max_size / max(h, w)
-            size = (max(round(w * scale), 1), max(round(h * scale), 1))
-            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        h, w = protocol.shrunk_size(rgb.shape[0], rgb.shape[1], self.max_size)
+        if (h, w) != rgb.shape[:2]:
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
         return rgb
 
     @torch.inference_mode()
     def logits(self, image) -> torch.Tensor:
-        """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any; no flip)."""
+        """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any; no flip);
+        with ``pad_size``, those of the padded input."""
         rgb = self.network_input(as_rgb(image))
         x = to_input(rgb, self.model.mean_bgr).unsqueeze(0).to(self.device)
-        return self.net(x)[0]
+        return self.net(protocol.pad_input(x, self.pad_size))[0]
 
-    def _columns(self, x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _columns(self, x: torch.Tensor, width: int, pad_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of input ``x`` (``B x 3 x H x W``) upsampled along the width only
         (``B x C x h x width``), and the logits (``B x C x h x w``).
 
         Flip fusion happens here: mirroring the width-upsampled logits of the mirrored input is
         exact for both conventions (the row interpolation does not involve the width).
+        Protocol hook: with ``pad_size`` the network sees ``x`` (and its mirror) padded
+        bottom/right, and the width matrix zooms and crops (:func:`protocol.upsample_matrix`).
         """
         convention = self.model.convention
-        logits = self.net(x).float()
-        wx = interp_matrix(logits.shape[-1], width, convention, device=logits.device)  # type: ignore[arg-type]
+        logits = self.net(protocol.pad_input(x, pad_size)).float()
+        wx = protocol.upsample_matrix(logits.shape[-1], width, x.shape[-1], pad_size, convention, device=logits.device)
         cols = logits @ wx.T
         if self.flip:
-            cols = (cols + (self.net(x.flip(-1)).float() @ wx.T).flip(-1)) / 2
+            mirrored = self.net(protocol.pad_input(x.flip(-1), pad_size)).float()
+            cols = (cols + (mirrored @ wx.T).flip(-1)) / 2
         return cols, logits
 
-    def _upsample_rows(self, cols: torch.Tensor, height: int, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Finish one image: its width-upsampled logits (``C x h x W``) to labels (and logits) at ``height``."""
-        wy = interp_matrix(cols.shape[-2], height, self.model.convention, device=cols.device)  # type: ignore[arg-type]
+    def _upsample_rows(
+        self, cols: torch.Tensor, height: int, full: bool, net_height: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Finish one image: its width-upsampled logits (``C x h x W``) to labels (and logits) at
+        ``height``; ``net_height`` is the (unpadded) network input's (protocol hook)."""
+        wy = protocol.upsample_matrix(
+            cols.shape[-2], height, net_height, self.pad_size, self.model.convention, device=cols.device
+        )
         if full:
             upsampled = _rows_full(cols, wy, self.rows_per_chunk)
             return upsampled.argmax(0), upsampled
@@ -220,8 +236,8 @@ class Segmenter:
     def _predict_whole(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         height, width = rgb.shape[:2]
         x = to_input(self.network_input(rgb), self.model.mean_bgr).unsqueeze(0).to(self.device)
-        cols, _ = self._columns(x, width)
-        return self._upsample_rows(cols[0], height, full)
+        cols, _ = self._columns(x, width, self.pad_size)
+        return self._upsample_rows(cols[0], height, full, x.shape[-2])
 
     @torch.inference_mode()
     def predict_batch(self, images: Sequence, *, full: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -239,11 +255,12 @@ class Segmenter:
         if self.tile is not None or len(rgbs) == 1:
             return [self.predict(r, full=full) for r in rgbs]
         x = torch.stack([to_input(self.network_input(r), self.model.mean_bgr) for r in rgbs]).to(self.device)
-        cols, _ = self._columns(x, width)
-        return [self._upsample_rows(c, height, full) for c in cols]
+        cols, _ = self._columns(x, width, self.pad_size)  # one size in, one padded size
+        return [self._upsample_rows(c, height, full, x.shape[-2]) for c in cols]
 
     def _predict_tiled(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Stitch windows at full resolution (``max_size`` does not apply); each owns its centre."""
+        """Stitch windows at full resolution (``max_size`` does not apply); each owns its centre.
+        Windows run at their own size: the test protocol (``pad_size``) is about whole images."""
         height, width = rgb.shape[:2]
         labels = torch.empty(height, width, dtype=torch.long, device=self.device)
         upsampled = None
