@@ -110,7 +110,7 @@ def test_segment_dir_writes_everything_and_reports_broken_files(tmp_path, mixed_
     out = tmp_path / "out"
     result = run_cli(
         "segment", folder, "--weights", tiny_weights, "--device", "cpu", "-o", out,
-        "--save-mask", "--save-probs", "--save-logits", "--json", tmp_path / "summary.json",
+        "--save-mask", "--save-probs", "--save-logits", "--json", tmp_path / "summary.json", "--native-size",
     )  # fmt: skip
     assert result.returncode == 1  # something failed
     for bad in ("notes.txt", "cut.jpg", "empty.png"):

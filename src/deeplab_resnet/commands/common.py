@@ -24,9 +24,58 @@ def parse_scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError as exc:
         raise DeepLabError(f"--scales must be numbers separated by commas, got {text!r}") from exc
-    if not scales or any(s <= 0 for s in scales):
+    if not scales or not all(0 < s < float("inf") for s in scales):
         raise DeepLabError(f"--scales must be positive numbers, got {text!r}")
     return scales
+
+
+# The authors' Caffe test pads to 513 (crop_size of their data layer); protocol.AUTHORS_PAD_SIZE,
+# copied so that building the parser imports nothing heavy.
+AUTHORS_PAD_SIZE = 513
+
+
+def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
+    """``--pad-size`` / ``--native-size``: the test protocol (shared by segment and evaluate)."""
+    g = p.add_argument_group(
+        "test protocol",
+        "Caffe-convention weights run by default as the authors tested them: the image padded "
+        f"bottom/right with the mean colour to {AUTHORS_PAD_SIZE}x{AUTHORS_PAD_SIZE} (a longer side to the "
+        "next 8k+1), the network (and --scales) on that, the logits upsampled by Interp zoom 8 "
+        "(corner-aligned) and cropped to the image. TF-convention weights run by default as the "
+        "TF code did: at the image's own size, logits resized straight to it. --flip mirrors the "
+        "image before padding; --tile windows always run at their own size (docs/original.md §5).",
+    )
+    g.add_argument(
+        "--pad-size", type=int, default=None, metavar="N",
+        help=f"pad to N x N (N = 8k+1) as the authors' Caffe test did (default: {AUTHORS_PAD_SIZE} for "
+        "caffe-convention weights)",
+    )  # fmt: skip
+    g.add_argument(
+        "--native-size", action="store_true",
+        help="run the network at the image's own size, no padding (default for tf-convention weights)",
+    )  # fmt: skip
+
+
+def check_protocol_args(args: argparse.Namespace) -> None:
+    """Reject a bad ``--pad-size`` (or both options) before anything is loaded or written."""
+    if args.native_size and args.pad_size is not None:
+        raise DeepLabError("--pad-size and --native-size exclude each other")
+    if args.pad_size is not None:
+        from ..inference.protocol import check_pad_size
+
+        check_pad_size(args.pad_size)
+
+
+def pad_size_from_args(args: argparse.Namespace, convention: str) -> int | None:
+    """The pad size asked for: ``None`` runs at the native size; the weights' convention decides by default."""
+    from ..inference.protocol import check_pad_size, default_pad_size
+
+    check_protocol_args(args)
+    if args.native_size:
+        return None
+    if args.pad_size is not None:
+        return check_pad_size(args.pad_size)
+    return default_pad_size(convention)
 
 
 def load_model_from_args(args: argparse.Namespace, device: str):

@@ -8,12 +8,22 @@ from pathlib import Path
 
 from ..errors import DeepLabError
 from ..progress import Progress
-from .common import add_model_arguments, int_at_least, load_model_from_args, parse_scales, resolve_device
+from .common import (
+    add_model_arguments,
+    add_protocol_arguments,
+    check_protocol_args,
+    int_at_least,
+    load_model_from_args,
+    pad_size_from_args,
+    parse_scales,
+    resolve_device,
+)
 from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
-    "Score a model on a labelled list (the original's protocol: full images, logits upsampled to the "
-    "image, one confusion matrix over the dataset, ignore label and labels >= num_classes not counted). "
+    "Score a model on a labelled list (the original's protocol: full images, padded to 513 for caffe-convention "
+    "weights and at their own size for tf-convention ones, logits upsampled to the image, one confusion matrix "
+    "over the dataset, ignore label and labels >= num_classes not counted). "
     "Prints the per-class table and writes report.json, confusion.npy and confusion.png into --output-dir. "
     "With --predictions DIR, scores prediction PNGs made by any program instead of running a model. "
     "Multi-GPU: torchrun --nproc-per-node N -m deeplab_resnet evaluate ..."
@@ -47,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the results equal one-at-a-time up to float rounding); default: %(default)s",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_protocol_arguments(p)
     add_crf_arguments(p)
     p.add_argument(
         "--crf-workers", type=int_at_least(0), default=None,
@@ -73,14 +84,19 @@ def _dataset_for_predictions(args: argparse.Namespace):
 def _score_model(args, pairs, dist):
     from ..distributed import init_distributed
     from ..evaluation.evaluate import EvalOutputs, default_crf_workers, evaluate_pairs
+    from ..inference import protocol
 
     crf = crf_params_from_args(args)
+    scales = _scales(args)
+    check_protocol_args(args)
     device = resolve_device(args.device)
     if dist.active and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
     init_distributed(dist, device)
     model = load_model_from_args(args, device)
     network = with_backend(args, model, device)
+    pad_size = pad_size_from_args(args, model.convention)
+    protocol.check_scales_for_images([p.image for p in pairs], scales, model.convention, pad_size=pad_size)
     workers = args.crf_workers if args.crf_workers is not None else default_crf_workers()
     if dist.active:
         workers = max(workers // dist.world_size, 0 if args.crf_workers == 0 else 1)
@@ -90,13 +106,14 @@ def _score_model(args, pairs, dist):
     )
     start = time.perf_counter()
     meter = evaluate_pairs(
-        network, dist.shard(pairs), spec=model.spec, device=device, scales=_scales(args), ignore_label=args.ignore_label,
+        network, dist.shard(pairs), spec=model.spec, device=device, scales=scales, ignore_label=args.ignore_label,
+        pad_size=pad_size,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
         progress=Progress("evaluating", unit="images", enabled=not args.quiet and dist.rank == 0).callback,
         batch_size=args.batch_size,
     )  # fmt: skip
     loop_seconds = time.perf_counter() - start
-    options = {"scales": list(_scales(args)), "flip": args.flip, "crf": crf.__dict__ if crf else None}
+    options = {"scales": list(scales), "pad_size": pad_size, "flip": args.flip, "crf": crf.__dict__ if crf else None}
     options["batch_size"] = args.batch_size
     if crf:
         options.update(crf_backend=args.crf_backend, crf_workers=workers)

@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 
 from ..errors import DeepLabError
-from .common import add_model_arguments, float_between, int_at_least, load_model_from_args, parse_scales, resolve_device
+from .common import (
+    add_model_arguments,
+    add_protocol_arguments,
+    check_protocol_args,
+    float_between,
+    int_at_least,
+    load_model_from_args,
+    pad_size_from_args,
+    parse_scales,
+    resolve_device,
+)
 
 DESCRIPTION = (
     "Segment images (files, directories, globs such as 'photos/*.jpg', or list files *.txt): for each "
@@ -83,7 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--tile", type=int_at_least(64), default=None, metavar="SIZE",
-        help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size)",
+        help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size; "
+        "windows run at their own size, without the test protocol's padding)",
     )  # fmt: skip
     p.add_argument(
         "--tile-overlap", type=int_at_least(0), default=192,
@@ -109,6 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--json", nargs="?", const="-", default=None, metavar="FILE",
         help="write the per-image class summaries as JSON to FILE (or one JSON line per image on stdout)",
     )  # fmt: skip
+    add_protocol_arguments(p)
     add_crf_arguments(p)
     add_backend_argument(p)
 
@@ -214,6 +226,7 @@ def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..errors import EXIT_PARTIAL, describe_os_error, is_disk_full
+    from ..inference import protocol
     from ..inference.segmenter import Segmenter
     from ..outputs import check_writable_dir, plan_outputs, unique_inputs
 
@@ -225,11 +238,18 @@ def run(args: argparse.Namespace) -> int:
     for path in json_file:
         check_writable_dir(path.parent, "--json")
     crf = crf_params_from_args(args)
+    scales = parse_scales(args.scales)
+    check_protocol_args(args)
     device = resolve_device(args.device)
     model = load_model_from_args(args, device)
+    pad_size = pad_size_from_args(args, model.convention)
+    protocol.check_scales_for_images(
+        paths, scales, model.convention, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile
+    )
     segmenter = Segmenter(
-        with_backend(args, model, device), model.spec, device=device, scales=parse_scales(args.scales), max_size=args.max_size or None, flip=args.flip,
-        crf=crf, crf_backend=args.crf_backend, tile=args.tile, tile_overlap=args.tile_overlap,
+        with_backend(args, model, device), model.spec, device=device, scales=scales,
+        max_size=args.max_size or None, flip=args.flip, crf=crf, crf_backend=args.crf_backend,
+        tile=args.tile, tile_overlap=args.tile_overlap, pad_size=pad_size,
     )  # fmt: skip
     failures, summaries = 0, []
     for path, plan in zip(paths, plans):

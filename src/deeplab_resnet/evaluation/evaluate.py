@@ -76,6 +76,7 @@ def evaluate_pairs(
     outputs: EvalOutputs | None = None,
     progress: Progress | None = None,
     batch_size: int = 1,
+    pad_size: int | str | None = None,
 ) -> ConfusionMeter:
     """Run ``model`` on every pair and accumulate the confusion matrix.
 
@@ -97,11 +98,13 @@ def evaluate_pairs(
         batch_size: run up to this many images of the same size through the network at once
             (images are grouped by size within a look-ahead of ``4 * batch_size`` list entries, so
             they may finish out of list order; the scores do not depend on the order).
+        pad_size: the test protocol, see :class:`Segmenter` (``None``: native size; 513: the
+            authors' Caffe padding; ``"auto"``: the weights' original's).
     """
     if batch_size < 1:
         raise DeepLabError(f"batch size must be >= 1, got {batch_size}")
     pairs = list(pairs)
-    segmenter = Segmenter(model, spec, device=device, scales=scales, flip=flip)
+    segmenter = Segmenter(model, spec, device=device, scales=scales, flip=flip, pad_size=pad_size)
     dataset = segmenter.dataset
     ignore = dataset.ignore_label if ignore_label is None else ignore_label
     meter = ConfusionMeter(dataset.num_classes, ignore)

@@ -34,6 +34,8 @@ from ..models.spec import ModelSpec
 from ..preprocess import to_input
 from ..resize import interp_matrix
 from ..weights import load_model
+from . import protocol
+from .memory import check_fits
 
 # Anything mapping a preprocessed N x 3 x H x W batch to stride-8 logits N x C x h x w.
 Network = Callable[[torch.Tensor], torch.Tensor]
@@ -140,6 +142,14 @@ class Segmenter:
             context is ~200 px, so margins below that change some labels near window seams.
         rows_per_chunk: output rows upsampled at once; bounds the memory of the ``C x H x W``
             upsampling for very large images without changing the result.
+        pad_size: the test protocol (:mod:`.protocol`). ``None`` (default): the network runs at
+            the image's size. A size of the form 8k+1: the authors' Caffe protocol, the image
+            padded bottom/right to it (513 in their test), logits zoomed by 8 and cropped.
+            ``"auto"``: what the weights' original did (513 for caffe, native for tf), as
+            ``deeplab segment``/``evaluate`` do by default. Not applied to tiles.
+
+    Before the network runs, its memory is estimated (:mod:`.memory`) and an input that would not
+    fit is refused with one line instead of being killed by the system.
     """
 
     def __init__(
@@ -147,6 +157,7 @@ class Segmenter:
         scales: Sequence[float] = (1.0,), max_size: int | None = None, flip: bool = False,
         crf: CRFParams | None = None, crf_backend: str = "auto",
         tile: int | None = None, tile_overlap: int = 192, rows_per_chunk: int = 256,
+        pad_size: int | str | None = None,
     ):  # fmt: skip
         self.spec = _spec_of(network, spec)
         self.device = torch.device(device)
@@ -154,7 +165,8 @@ class Segmenter:
             network = network.to(device).eval()
         self.network = network
         # eval() on the wrapper too: in training mode MSC returns every scale's logits, not the fusion
-        multi_scale = tuple(scales) != (1.0,)
+        self.scales = tuple(float(s) for s in scales)
+        multi_scale = self.scales != (1.0,)
         self.net = MSC(network, scales, convention=self.spec.convention).eval() if multi_scale else network
         self.max_size = max_size
         self.flip = flip
@@ -165,6 +177,8 @@ class Segmenter:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.rows_per_chunk = rows_per_chunk
+        # None = the image's own size; else the size every input is padded to (inference/protocol.py)
+        self.pad_size = protocol.resolve_pad_size(pad_size, self.spec.convention)
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, num_classes: int | None = None, **kwargs) -> Segmenter:
@@ -177,42 +191,51 @@ class Segmenter:
 
     def network_input(self, rgb: np.ndarray) -> np.ndarray:
         """The image as the network sees it: shrunk to ``max_size`` if larger."""
-        h, w = rgb.shape[:2]
-        if self.max_size and max(h, w) > self.max_size:
-            scale = self.max_size / max(h, w)
-            size = (max(round(w * scale), 1), max(round(h * scale), 1))
-            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        h, w = protocol.shrunk_size(rgb.shape[0], rgb.shape[1], self.max_size)
+        if (h, w) != rgb.shape[:2]:
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
         return rgb
 
     @torch.inference_mode()
     def logits(self, image) -> torch.Tensor:
-        """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any; no flip)."""
+        """Stride-8 logits (``C x h x w``) of one image (after multi-scale fusion, if any; no flip);
+        with ``pad_size``, those of the padded input."""
         rgb = self.network_input(as_rgb(image))
         x = to_input(rgb, self.spec.mean_bgr).unsqueeze(0).to(self.device)
-        return self._network_logits(x)[0]
+        return self._network_logits(x, self.pad_size)[0]
 
-    def _network_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The (possibly multi-scale) network's float32 logits, on this segmenter's device
-        (a backend such as onnxruntime returns CPU tensors whatever the device)."""
+    def _network_logits(self, x: torch.Tensor, pad_size: int | None = None) -> torch.Tensor:
+        """The (possibly multi-scale) network's float32 logits of ``x`` padded to ``pad_size``, on
+        this segmenter's device (a backend such as onnxruntime returns CPU tensors whatever the device)."""
+        x = protocol.pad_input(x, pad_size)
+        check_fits(x.shape[-2], x.shape[-1], self.scales, self.spec.architecture, self.device)
         return self.net(x).to(self.device).float()
 
-    def _columns(self, x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _columns(self, x: torch.Tensor, width: int, pad_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of input ``x`` (``B x 3 x H x W``) upsampled along the width only
         (``B x C x h x width``), and the logits (``B x C x h x w``).
 
         Flip fusion happens here: mirroring the width-upsampled logits of the mirrored input is
-        exact for both conventions (the row interpolation does not involve the width).
+        exact for both conventions (the row interpolation does not involve the width). With
+        ``pad_size`` the network sees ``x`` (and its mirror) padded bottom/right, and the width
+        matrix zooms and crops (:func:`protocol.upsample_matrix`).
         """
-        logits = self._network_logits(x)
-        wx = interp_matrix(logits.shape[-1], width, self.spec.convention, device=logits.device)
+        convention = self.spec.convention
+        logits = self._network_logits(x, pad_size)
+        wx = protocol.upsample_matrix(logits.shape[-1], width, x.shape[-1], pad_size, convention, device=logits.device)
         cols = logits @ wx.T
         if self.flip:
-            cols = (cols + (self._network_logits(x.flip(-1)) @ wx.T).flip(-1)) / 2
+            cols = (cols + (self._network_logits(x.flip(-1), pad_size) @ wx.T).flip(-1)) / 2
         return cols, logits
 
-    def _upsample_rows(self, cols: torch.Tensor, height: int, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Finish one image: its width-upsampled logits (``C x h x W``) to labels (and logits) at ``height``."""
-        wy = interp_matrix(cols.shape[-2], height, self.spec.convention, device=cols.device)
+    def _upsample_rows(
+        self, cols: torch.Tensor, height: int, full: bool, net_height: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Finish one image: its width-upsampled logits (``C x h x W``) to labels (and logits) at
+        ``height``; ``net_height`` is the (unpadded) network input's."""
+        wy = protocol.upsample_matrix(
+            cols.shape[-2], height, net_height, self.pad_size, self.spec.convention, device=cols.device
+        )
         if full:
             upsampled = _rows_full(cols, wy, self.rows_per_chunk)
             return upsampled.argmax(0), upsampled
@@ -221,8 +244,8 @@ class Segmenter:
     def _predict_whole(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         height, width = rgb.shape[:2]
         x = to_input(self.network_input(rgb), self.spec.mean_bgr).unsqueeze(0).to(self.device)
-        cols, _ = self._columns(x, width)
-        return self._upsample_rows(cols[0], height, full)
+        cols, _ = self._columns(x, width, self.pad_size)
+        return self._upsample_rows(cols[0], height, full, x.shape[-2])
 
     @torch.inference_mode()
     def predict_batch(self, images: Sequence, *, full: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -240,11 +263,12 @@ class Segmenter:
         if self.tile is not None or len(rgbs) == 1:
             return [self.predict(r, full=full) for r in rgbs]
         x = torch.stack([to_input(self.network_input(r), self.spec.mean_bgr) for r in rgbs]).to(self.device)
-        cols, _ = self._columns(x, width)
-        return [self._upsample_rows(c, height, full) for c in cols]
+        cols, _ = self._columns(x, width, self.pad_size)  # one size in, one padded size
+        return [self._upsample_rows(c, height, full, x.shape[-2]) for c in cols]
 
     def _predict_tiled(self, rgb: np.ndarray, full: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Stitch windows at full resolution (``max_size`` does not apply); each owns its centre."""
+        """Stitch windows at full resolution (``max_size`` does not apply); each owns its centre.
+        Windows run at their own size: the test protocol (``pad_size``) is about whole images."""
         height, width = rgb.shape[:2]
         labels = torch.empty(height, width, dtype=torch.long, device=self.device)
         upsampled = None

@@ -13,13 +13,40 @@ from .deeplab import DeepLabV2
 
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.75, 0.5)
 
+# The smallest input side the network accepts, in both conventions: measured, every size from
+# 1 up runs (conv1 and pool1 pad, the strided 1x1 convolutions keep at least one pixel, ASPP
+# pads by its rate) and gives a logit grid of at least 1x1. A branch below it (possible only in
+# the tf convention, where int(h * s) can be 0) is refused, as TF refuses a resize to 0 pixels.
+MIN_INPUT_SIZE = 1
+
+
+def branch_size(height: int, width: int, scale: float, convention: str) -> tuple[int, int]:
+    """The input size of the ``scale`` branch for a ``height x width`` input (1 keeps it as is)."""
+    if scale == 1.0:
+        return height, width
+    return scaled_size(height, width, scale, convention)  # type: ignore[arg-type]
+
+
+def too_small_branch(
+    height: int, width: int, scales: Sequence[float], convention: str
+) -> tuple[float, tuple[int, int]] | None:
+    """The first ``(scale, branch size)`` below :data:`MIN_INPUT_SIZE`, or ``None``."""
+    for scale in scales:
+        size = branch_size(height, width, scale, convention)
+        if min(size) < MIN_INPUT_SIZE:
+            return scale, size
+    return None
+
 
 class MSC(nn.Module):
     """Run ``network`` on the input rescaled by each of ``scales``; fuse on the first scale's grid.
 
-    Each scaled input is made with the convention's bilinear (see :func:`scaled_size`); the
-    logits of the other scales are resized to the first scale's logit grid and the fused
-    output is their element-wise max.
+    Each branch input is the input resized with the convention's bilinear to
+    :func:`~deeplab_resnet.resize.scaled_size` (Interp shrink-then-zoom in the caffe convention,
+    ``int(h * s)`` in the tf one); the logits of the other scales are resized to the first
+    scale's logit grid and the fused output is their element-wise max. That is the authors'
+    graph wherever it runs (there the Interp layers that bring the branch logits back land on
+    the 1x grid exactly, e.g. 49 → 65 at 513) and ``evaluate_msc.py``'s.
 
     Args:
         network: a :class:`DeepLabV2` or any callable mapping a preprocessed ``N x 3 x H x W``
@@ -52,12 +79,18 @@ class MSC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         convention = self.convention
+        height, width = x.shape[-2], x.shape[-1]
+        small = too_small_branch(height, width, self.scales, convention)
+        if small is not None:
+            scale, (h, w) = small
+            raise ValueError(
+                f"scale {scale:g} of a {height}x{width} input gives a {h}x{w} branch; "
+                f"the network needs at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}"
+            )
         outputs = []
         for scale in self.scales:
-            xs = x
-            if scale != 1.0:
-                xs = resize_bilinear(x, scaled_size(x.shape[-2], x.shape[-1], scale, convention), convention)
-            outputs.append(self.model(xs))
+            size = branch_size(height, width, scale, convention)
+            outputs.append(self.model(resize_bilinear(x, size, convention)))
         grid = outputs[0].shape[-2:]
         fused = torch.stack([resize_bilinear(o, grid, convention) for o in outputs]).amax(dim=0)
         if self.training:
