@@ -152,11 +152,11 @@ def test_crf_refines_the_cropped_image_size_probabilities(monkeypatch):
 
     seen = {}
 
-    def fake_crf(image, probs, params, backend="auto"):
+    def fake_crf(image, probs, params, *, backend="auto"):
         seen["image"], seen["probs"] = image, probs
         return probs
 
-    monkeypatch.setattr(segmenter_module, "refine_with_crf", fake_crf)
+    monkeypatch.setattr(segmenter_module, "dense_crf", fake_crf)
     model = tiny_model("caffe")
     rgb = noise(60, 80, seed=7)
     result = Segmenter(model, pad_size=513, crf=PRESETS["deeplab-resnet"])(rgb, return_probs=True)
