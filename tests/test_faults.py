@@ -426,3 +426,13 @@ def test_an_unreadable_image_is_an_io_error_not_a_damaged_file(tmp_path, monkeyp
     monkeypatch.setattr(images.Image, "open", refuse)
     with pytest.raises(PermissionError):  # the CLI turns it into exit 3 naming the file
         images.read_image(path)
+
+
+@pytest.mark.parametrize("scales", ["nan", "inf", "-1", "0", "20", "1,abc", ""])
+def test_bad_scales_are_one_line_before_any_work(tmp_path, scales):
+    from deeplab_resnet.commands.common import parse_scales
+    from deeplab_resnet.errors import DeepLabError
+
+    with pytest.raises(DeepLabError, match="--scales"):
+        parse_scales(scales)
+    assert parse_scales("1,0.75,0.5") == (1.0, 0.75, 0.5) and parse_scales("4") == (4.0,)

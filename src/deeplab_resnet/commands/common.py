@@ -19,13 +19,18 @@ def add_model_arguments(p: argparse.ArgumentParser, *, weights_required: bool = 
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
+# Larger input scales than this are a typo, not a test-time augmentation: a scale of s costs s^2
+# times the memory and time (--scales 20 on a 500x375 photo needs about 70 GB).
+MAX_SCALE = 4.0
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError as exc:
         raise DeepLabError(f"--scales must be numbers separated by commas, got {text!r}") from exc
-    if not scales or not all(0 < s < float("inf") for s in scales):
-        raise DeepLabError(f"--scales must be positive numbers, got {text!r}")
+    if not scales or not all(0 < s <= MAX_SCALE for s in scales):  # also refuses nan
+        raise DeepLabError(f"--scales must be numbers above 0 and at most {MAX_SCALE:g}, got {text!r}")
     return scales
 
 
