@@ -34,3 +34,19 @@ def test_an_input_that_does_not_fit_is_one_line(monkeypatch):
 def test_available_memory_is_read_from_the_system():
     have = memory.available_bytes(torch.device("cpu"))
     assert have is None or 0 < have < 1 << 50
+
+
+def test_the_segmenter_refuses_an_input_that_would_not_fit(monkeypatch):
+    import numpy as np
+    from conftest import tiny_model
+
+    from deeplab_resnet import Segmenter
+
+    model = tiny_model()
+    image = np.zeros((64, 48, 3), np.uint8)
+    need = memory.network_bytes(64, 48, (1.0, 2.0), model.architecture)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: need - 1)
+    with pytest.raises(DeepLabError, match="a 48x64 input at scales 1, 2 needs about"):
+        Segmenter(model, scales=(1.0, 2.0))(image)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: need)
+    assert Segmenter(model, scales=(1.0, 2.0))(image).labels.shape == (64, 48)
