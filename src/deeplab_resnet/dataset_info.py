@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .data.descriptions import builtin_description, builtin_description_names
 from .errors import DeepLabError
 
@@ -337,8 +338,6 @@ def load_dataset_info(spec: str | Path) -> DatasetInfo:
 
 def save_dataset_info(info: DatasetInfo, path: str | Path) -> None:
     """Write ``info`` as JSON (or YAML for ``.yaml`` / ``.yml``) that :func:`load_dataset_info` reads back."""
-    from .atomic import atomic_write_text
-
     path = Path(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         try:

@@ -4,7 +4,9 @@ compute the mean colour."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DeepLabError
@@ -277,8 +279,6 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _write_check_report(report, path: Path) -> None:
-    import json
-
     from ..atomic import atomic_write_text
 
     data = {
@@ -311,8 +311,6 @@ def _stats_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ..data.tools.stats import colour_stats
     from ..dataset_info import load_dataset_info, save_dataset_info
 

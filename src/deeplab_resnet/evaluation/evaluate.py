@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..atomic import save_npy
 from ..crf import CRFParams, dense_crf
@@ -225,8 +226,6 @@ def evaluate_prediction_dir(
 
 def all_reduce_matrix(matrix: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Sum a confusion matrix over all ranks (int64, so the counts stay exact)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return matrix
     t = torch.as_tensor(matrix, dtype=torch.int64, device=device)
