@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DeepLabError
+from .common import dataset_from_args
 
 DESCRIPTION = (
     "Dataset tools. prepare-voc: build SegmentationClassAug and train_aug (10,582) / val (1,449) "
@@ -261,16 +262,10 @@ def _run_convert_masks(args: argparse.Namespace) -> int:
     return 1 if result.refused or result.errors else 0
 
 
-def _check_dataset_info(args: argparse.Namespace):
-    from ..dataset_info import resolve_dataset_info
-
-    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
-
-
 def _run_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset, format_report
 
-    info = _check_dataset_info(args)
+    info = dataset_from_args(args)
     report = check_dataset(args.data_dir, args.data_list, info, workers=args.workers, progress=not args.quiet)
     print(format_report(report, max_errors=args.max_errors))
     if args.report:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from ..errors import DeepLabError
 from ..progress import Progress
-from .common import add_model_arguments, int_at_least, load_model_from_args, parse_scales, resolve_device
+from .common import (
+    add_model_arguments,
+    dataset_from_args,
+    int_at_least,
+    load_model_from_args,
+    parse_scales,
+    resolve_device,
+)
 from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
@@ -62,12 +69,6 @@ def _scales(args: argparse.Namespace) -> tuple[float, ...]:
     if args.scales is not None:
         return parse_scales(args.scales)
     return DEFAULT_SCALES if args.msc else (1.0,)
-
-
-def _dataset_for_predictions(args: argparse.Namespace):
-    from ..dataset_info import resolve_dataset_info
-
-    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
 def _score_model(args, pairs, dist):
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         if dist.active:
             raise DeepLabError("--predictions runs on one process; start it without torchrun")
-        dataset = _dataset_for_predictions(args)
+        dataset = dataset_from_args(args)
         ignore = dataset.ignore_label if args.ignore_label is None else args.ignore_label
         meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, ignore)
         device, info = "cpu", {"predictions": str(args.predictions), "evaluation_seconds": time.perf_counter() - start}
