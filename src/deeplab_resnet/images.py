@@ -15,7 +15,9 @@ from .errors import DeepLabError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _open(path: str | Path) -> Image.Image:
+def open_image(path: str | Path) -> Image.Image:
+    """Open and decode an image file as PIL reads it; a missing, unreadable or damaged file is a
+    one-line :class:`DeepLabError` naming it."""
     path = Path(path)
     if not path.exists():
         raise DeepLabError(f"file not found: {path}")
@@ -50,7 +52,7 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as ``H x W x 3`` uint8 RGB; :class:`DeepLabError` if it can't be."""
-    return to_rgb_array(_open(path))
+    return to_rgb_array(open_image(path))
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -59,7 +61,7 @@ def read_label(path: str | Path) -> np.ndarray:
     Palette ("P") and greyscale ("L") images hold indices. An RGB(A) image is a colour mask,
     not indices: reading it as such would silently score near zero, so it is an error.
     """
-    img = _open(path)
+    img = open_image(path)
     if img.mode in ("P", "L"):
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

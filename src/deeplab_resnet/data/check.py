@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
-from ..images import _open, read_label, size_mismatch
+from ..images import open_image, read_label, size_mismatch
 from .lists import Pair, read_list
 from .tools.parallel import parallel_map
 
@@ -55,7 +55,7 @@ def check_pair(pair: Pair) -> PairCheck:
     """Open the image and the label (fully decoding both), compare sizes, histogram the labels."""
     result = PairCheck(pair)
     try:
-        image = _open(pair.image)
+        image = open_image(pair.image)
         result.image_size = image.size
     except DeepLabError as exc:
         result.errors.append(str(exc))
