@@ -38,16 +38,6 @@ from .realistic import image_batch, realistic_model
 from .timing import Result, time_interleaved
 
 
-def make_optimizer(model: nn.Module, lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4):
-    """The optimizer ``deeplab train`` builds (SGD; backbone 1x, classifier weights 10x, biases 20x),
-    with each group's learning rate set as the training loop sets it at step 0."""
-    cfg = TrainConfig(learning_rate=lr, momentum=momentum, weight_decay=weight_decay)
-    optimizer = build_optimizer(model, cfg)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_mult"]
-    return optimizer
-
-
 def training_step_fn(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, scales: Sequence[float] = (1.0,),
     dtype: str = "float32", ignore_label: int = 255, channels_last: bool = False,
