@@ -140,9 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         if dist.active:
             raise DeepLabError("--predictions runs on one process; start it without torchrun")
-        dataset = dataset_from_args(args)
-        ignore = dataset.ignore_label if args.ignore_label is None else args.ignore_label
-        meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, ignore)
+        dataset = dataset_from_args(args)  # --ignore-label, if given, is already applied
+        meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, dataset.ignore_label)
         device, info = "cpu", {"predictions": str(args.predictions), "evaluation_seconds": time.perf_counter() - start}
     else:
         meter, dataset, device, info = _score_model(args, pairs, dist)
