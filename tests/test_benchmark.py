@@ -12,10 +12,12 @@ from torch import nn
 
 from deeplab_resnet.bench.flops import count_flops, training_step_flops
 from deeplab_resnet.bench.realistic import calibrate_batchnorm
-from deeplab_resnet.bench.suites import decode_augment_sample, make_optimizer, speedup_notes, training_step_fn
+from deeplab_resnet.bench.suites import decode_augment_sample, speedup_notes, training_step_fn
 from deeplab_resnet.bench.timing import Result, format_table, time_interleaved
 from deeplab_resnet.cli import main
 from deeplab_resnet.models import create_model
+from deeplab_resnet.training.config import TrainConfig
+from deeplab_resnet.training.recipe import param_groups
 
 
 def test_count_flops_hand_computed():
@@ -56,8 +58,8 @@ def test_result_statistics_and_table():
 
 def test_training_step_updates_with_the_original_groups_and_keeps_bn_frozen():
     model = tiny_model().train()
-    groups = make_optimizer(model).param_groups
-    assert [g["lr"] / groups[0]["lr"] for g in groups] == [1, 10, 20]
+    groups = param_groups(model, TrainConfig())  # what the step's optimizer is built from
+    assert [g["lr_mult"] for g in groups] == [1, 10, 20]
     assert groups[2]["weight_decay"] == 0.0
     bn = model.backbone.bn_conv1
     stats = (bn.running_mean.clone(), bn.weight.clone())

@@ -19,7 +19,8 @@ from fixtures_weights import caffe_layers, random_tf_arrays, tf_variables, write
 from deeplab_resnet import DeepLabError, load_model, save_weights
 from deeplab_resnet.cli import build_parser
 from deeplab_resnet.commands import data as data_command
-from deeplab_resnet.commands.evaluate import _dataset_for_predictions
+from deeplab_resnet.commands import evaluate as evaluate_command
+from deeplab_resnet.commands.common import dataset_from_args
 from deeplab_resnet.dataset_info import DatasetInfo, load_dataset_info
 from deeplab_resnet.training.loop import TrainConfig, resolve_dataset
 from deeplab_resnet.weights.native import read_native
@@ -89,12 +90,14 @@ def via_train(spec, num_classes, ignore_label, files) -> DatasetInfo:
 
 def via_evaluate_predictions(spec, num_classes, ignore_label, files) -> DatasetInfo:
     argv = ["evaluate", "--data-dir", "d", "--data-list", "l", "--predictions", "p"]
-    return _dataset_for_predictions(build_parser().parse_args(argv + _options(spec, num_classes, ignore_label)))
+    return evaluate_command.dataset_from_args(
+        build_parser().parse_args(argv + _options(spec, num_classes, ignore_label))
+    )
 
 
 def via_data_check(spec, num_classes, ignore_label, files) -> DatasetInfo:
     argv = ["data", "check", "--data-dir", "d", "--data-list", "l"]
-    return data_command._check_dataset_info(build_parser().parse_args(argv + _options(spec, num_classes, ignore_label)))
+    return data_command.dataset_from_args(build_parser().parse_args(argv + _options(spec, num_classes, ignore_label)))
 
 
 def _new_classifier(num_classes) -> bool:
@@ -168,3 +171,9 @@ def test_an_explicit_description_wins_over_the_weights_metadata(tmp_path, files)
 def test_load_model_still_refuses_another_class_count_without_not_restore_last(files) -> None:
     with pytest.raises(DeepLabError, match="the weights have 21 classes but 11 were asked for"):
         load_model(files["native"], dataset="camvid")
+
+
+def test_commands_without_weights_share_one_dataset_function() -> None:
+    """``evaluate --predictions`` and ``data check`` read their options through the same function."""
+    assert evaluate_command.dataset_from_args is dataset_from_args
+    assert data_command.dataset_from_args is dataset_from_args

@@ -12,8 +12,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .data.descriptions import builtin_description, builtin_description_names
 from .errors import DeepLabError
+from .mapping_files import is_yaml, read_mapping, yaml_module
 
 # Labels are 8-bit PNG values and one value is kept for "ignore": at most 255 classes.
 MAX_CLASSES = 255
@@ -314,37 +316,15 @@ def load_dataset_info(spec: str | Path) -> DatasetInfo:
     if not path.is_file():
         names = sorted(set(BUILTIN_DATASETS) | set(builtin_description_names()))
         raise DeepLabError(f"dataset description not found: {path} (built-in names: {', '.join(names)})")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml  # type: ignore[import-untyped]
-            except ImportError as exc:
-                raise DeepLabError(
-                    f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write the file as JSON"
-                ) from exc
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, Exception) as exc:  # yaml.YAMLError has no common base we can import lazily
-        if isinstance(exc, DeepLabError):
-            raise
-        raise DeepLabError(f"{path}: not a valid dataset description ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise DeepLabError(f"{path}: a dataset description must be a mapping with 'class_names'")
+    data = read_mapping(path, "dataset description", "'class_names' and optional keys")
     return DatasetInfo.from_dict(data, name=path.stem, strict=True)
 
 
 def save_dataset_info(info: DatasetInfo, path: str | Path) -> None:
     """Write ``info`` as JSON (or YAML for ``.yaml`` / ``.yml``) that :func:`load_dataset_info` reads back."""
-    from .atomic import atomic_write_text
-
     path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise DeepLabError(f"{path}: writing YAML needs PyYAML (pip install pyyaml), or use .json") from exc
+    if is_yaml(path):
+        yaml = yaml_module(path, "writing")
         d = info.to_dict()
         d["palette"] = [list(rgb) for rgb in d["palette"]]
         d["class_names"] = list(d["class_names"])

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch.distributed as dist
+
 from .errors import DeepLabError
 
 
@@ -43,7 +45,5 @@ def dist_from_env() -> DistInfo:
 
 def init_distributed(info: DistInfo, device: str) -> None:
     """Join the process group: NCCL on CUDA, gloo on CPU."""
-    import torch.distributed as dist
-
     if info.active and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")

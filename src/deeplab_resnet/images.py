@@ -22,7 +22,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 MAX_PIXELS = 80_000_000
 
 
-def _open(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+def open_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """Open and decode an image file as PIL reads it; a missing, damaged or too large (more than
+    ``max_pixels`` pixels, checked from the header) file is a one-line :class:`DeepLabError` naming
+    it, a read the system refuses an ``OSError``."""
     path = Path(path)
     if not path.exists():
         raise DeepLabError(f"file not found: {path}")
@@ -67,7 +70,7 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
 def read_image(path: str | Path, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read an image file as ``H x W x 3`` uint8 RGB; :class:`DeepLabError` if it can't be, or if it
     has more than ``max_pixels`` pixels (``None`` or 0: no limit), checked before decoding."""
-    return to_rgb_array(_open(path, max_pixels))
+    return to_rgb_array(open_image(path, max_pixels))
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -76,7 +79,7 @@ def read_label(path: str | Path) -> np.ndarray:
     Palette ("P") and greyscale ("L") images hold indices. An RGB(A) image is a colour mask,
     not indices: reading it as such would silently score near zero, so it is an error.
     """
-    img = _open(path)
+    img = open_image(path)
     if img.mode in ("P", "L"):
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -28,24 +28,14 @@ from ..evaluation.evaluate import evaluate_pairs
 from ..images import load_pair, read_image
 from ..inference.agreement import agreement, meets_target
 from ..inference.export import export_onnx
-from ..inference.optimize import parse_options
+from ..inference.optimize import DTYPES, parse_options
 from ..inference.runtime import OnnxRuntimeBackend, TorchBackend
+from ..models.msc import MSC
+from ..training.config import TrainConfig
+from ..training.recipe import build_optimizer, train_step
 from .flops import count_flops, training_step_flops
 from .realistic import image_batch, realistic_model
 from .timing import Result, time_interleaved
-
-
-def make_optimizer(model: nn.Module, lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4):
-    """The optimizer ``deeplab train`` builds (SGD; backbone 1x, classifier weights 10x, biases 20x),
-    with each group's learning rate set as the training loop sets it at step 0."""
-    from ..training.config import TrainConfig
-    from ..training.recipe import build_optimizer
-
-    cfg = TrainConfig(learning_rate=lr, momentum=momentum, weight_decay=weight_decay)
-    optimizer = build_optimizer(model, cfg)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_mult"]
-    return optimizer
 
 
 def training_step_fn(
@@ -58,11 +48,6 @@ def training_step_fn(
     step-0 learning rate, frozen BN, CE at stride 8 on every MSC output (each scale and the fused
     max, as the original). Returns the step's loss.
     """
-    from ..inference.optimize import DTYPES
-    from ..models.msc import MSC
-    from ..training.config import TrainConfig
-    from ..training.recipe import build_optimizer, train_step
-
     net = MSC(model, scales) if tuple(scales) != (1.0,) else model
     if channels_last:
         model.to(memory_format=torch.channels_last)

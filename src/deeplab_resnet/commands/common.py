@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..devices import resolve_device as resolve_device  # one rule for every command
 from ..errors import DeepLabError
+
+if TYPE_CHECKING:  # the real import waits for the command to run: 'deeplab --help' stays instant
+    from ..dataset_info import DatasetInfo
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, weights_required: bool = False) -> None:
@@ -90,6 +94,15 @@ def load_model_from_args(args: argparse.Namespace, device: str):
         args.weights, num_classes=args.num_classes, dataset=args.dataset,
         ignore_label=getattr(args, "ignore_label", None), device=device,
     )  # fmt: skip
+
+
+def dataset_from_args(args: argparse.Namespace) -> DatasetInfo:
+    """The dataset that ``--dataset``, ``--num-classes`` and ``--ignore-label`` describe, for commands
+    that read no weights (``evaluate --predictions``, ``data check``): the rule of
+    :func:`~deeplab_resnet.dataset_info.resolve_dataset_info`, as every command applies it."""
+    from ..dataset_info import resolve_dataset_info
+
+    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
 def int_at_least(minimum: int):

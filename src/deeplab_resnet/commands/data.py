@@ -4,10 +4,13 @@ compute the mean colour."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DeepLabError
+from .common import dataset_from_args
 
 DESCRIPTION = (
     "Dataset tools. prepare-voc: build SegmentationClassAug and train_aug (10,582) / val (1,449) "
@@ -259,16 +262,10 @@ def _run_convert_masks(args: argparse.Namespace) -> int:
     return 1 if result.refused or result.errors else 0
 
 
-def _check_dataset_info(args: argparse.Namespace):
-    from ..dataset_info import resolve_dataset_info
-
-    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
-
-
 def _run_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset, format_report
 
-    info = _check_dataset_info(args)
+    info = dataset_from_args(args)
     report = check_dataset(args.data_dir, args.data_list, info, workers=args.workers, progress=not args.quiet)
     print(format_report(report, max_errors=args.max_errors))
     if args.report:
@@ -277,8 +274,6 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _write_check_report(report, path: Path) -> None:
-    import json
-
     from ..atomic import atomic_write_text
 
     data = {
@@ -311,8 +306,6 @@ def _stats_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ..data.tools.stats import colour_stats
     from ..dataset_info import load_dataset_info, save_dataset_info
 

@@ -12,6 +12,7 @@ from .common import (
     add_model_arguments,
     add_protocol_arguments,
     check_protocol_args,
+    dataset_from_args,
     int_at_least,
     load_model_from_args,
     pad_size_from_args,
@@ -73,12 +74,6 @@ def _scales(args: argparse.Namespace) -> tuple[float, ...]:
     if args.scales is not None:
         return parse_scales(args.scales)
     return DEFAULT_SCALES if args.msc else (1.0,)
-
-
-def _dataset_for_predictions(args: argparse.Namespace):
-    from ..dataset_info import resolve_dataset_info
-
-    return resolve_dataset_info(args.dataset, num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
 def _score_model(args, pairs, dist):
@@ -156,9 +151,8 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         if dist.active:
             raise DeepLabError("--predictions runs on one process; start it without torchrun")
-        dataset = _dataset_for_predictions(args)
-        ignore = dataset.ignore_label if args.ignore_label is None else args.ignore_label
-        meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, ignore)
+        dataset = dataset_from_args(args)  # --ignore-label, if given, is already applied
+        meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, dataset.ignore_label)
         device, info = "cpu", {"predictions": str(args.predictions), "evaluation_seconds": time.perf_counter() - start}
     else:
         meter, dataset, device, info = _score_model(args, pairs, dist)

@@ -32,9 +32,6 @@ trained). A run folder (--snapshot-dir) holds one run: continue it with --resume
 aside with --overwrite. Multi-GPU / multi-node: torchrun --nproc_per_node N -m deeplab_resnet
 train ... (--batch-size is the global batch)."""
 
-# Options of the command itself, not settings of the run.
-COMMAND_OPTIONS = ("config", "resume", "overwrite")
-
 
 def help_text(f: dataclasses.Field) -> str:
     kind, _, _ = field_type(f.name)

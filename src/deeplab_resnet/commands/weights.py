@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..cache import cache_dir
+from ..errors import DeepLabError
+
 DESCRIPTION = (
     "The known pretrained weights (the DeepLab-v2 release). 'download NAME' fetches the release zip, "
     "converts the model once and caches it under $XDG_CACHE_HOME/deeplab_resnet (default "
@@ -25,8 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cache import cache_dir
-    from ..errors import DeepLabError
     from ..weights.registry import REGISTRY, cached_path, fetch, get_entry
 
     action = getattr(args, "action", None) or "list"

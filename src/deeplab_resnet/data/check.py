@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
-from ..images import _open, read_label, size_mismatch
+from ..images import open_image, read_label, size_mismatch
 from .lists import Pair, read_list
+from .tools.parallel import parallel_map
 
 
 @dataclass
@@ -42,8 +44,6 @@ class PairCheck:
 
 
 def _label_mode(path: Path) -> str | None:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:  # header only: cheap
             return img.mode
@@ -55,7 +55,7 @@ def check_pair(pair: Pair) -> PairCheck:
     """Open the image and the label (fully decoding both), compare sizes, histogram the labels."""
     result = PairCheck(pair)
     try:
-        image = _open(pair.image)
+        image = open_image(pair.image)
         result.image_size = image.size
     except DeepLabError as exc:
         result.errors.append(str(exc))
@@ -169,8 +169,6 @@ def check_dataset(
         workers: worker processes (None: one per core, at most 8; 1: in this process).
         progress: show a progress bar on stderr.
     """
-    from .tools.parallel import parallel_map
-
     pairs_per_list = [(Path(p), read_list(data_dir, p, require_labels=False)) for p in lists]
     report = DatasetCheck(dataset, [p for p, _ in pairs_per_list])
     report.class_pixels = np.zeros(dataset.num_classes, np.int64)

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..atomic import save_npy
 from ..crf import CRFParams, dense_crf
 from ..data.lists import Pair
+from ..dataset_info import DatasetInfo
 from ..errors import DeepLabError
 from ..images import label_image, load_pair, read_label, save_image, size_mismatch
 from ..inference.segmenter import Network, Segmenter
@@ -106,54 +108,67 @@ def evaluate_pairs(
     pairs = list(pairs)
     segmenter = Segmenter(model, spec, device=device, scales=scales, flip=flip, pad_size=pad_size)
     dataset = segmenter.dataset
-    ignore = dataset.ignore_label if ignore_label is None else ignore_label
-    meter = ConfusionMeter(dataset.num_classes, ignore)
-    outputs = outputs or EvalOutputs()
-    pool = None
-    if crf is not None and crf_workers > 0:
-        # spawn, not fork: forking a process that has started OpenMP or CUDA is unsafe.
-        pool = ProcessPoolExecutor(crf_workers, mp_context=get_context("spawn"), initializer=_worker_init)
-    pending: deque[tuple[Pair, np.ndarray, Future]] = deque()
-    start, done = time.perf_counter(), 0
-
-    def finish(pair: Pair, labels: np.ndarray, gt: np.ndarray) -> None:
-        nonlocal done
-        meter.update(labels, gt)
-        if outputs.predictions is not None:
-            save_image(label_image(labels, dataset), outputs.predictions / f"{pair.name}.png")
-        done += 1
-        if progress is not None:
-            progress(done, len(pairs), time.perf_counter() - start)
-
-    full = crf is not None or outputs.logits is not None
-
-    def handle(pair: Pair, image: np.ndarray, gt: np.ndarray, labels: torch.Tensor, upsampled) -> None:
-        if outputs.logits is not None and upsampled is not None:
-            save_npy(outputs.logits / f"{pair.name}.npy", upsampled.permute(1, 2, 0).cpu().numpy())
-        if crf is None:
-            finish(pair, labels.cpu().numpy().astype(np.uint8), gt)
-            return
-        probs = torch.softmax(upsampled, dim=0).cpu().numpy()
-        if pool is None:
-            finish(pair, crf_labels(image, probs, crf, crf_backend), gt)
-            return
-        pending.append((pair, gt, pool.submit(crf_labels, image, probs, crf, crf_backend)))
-        while len(pending) > 2 * crf_workers:  # bound the probabilities held in flight
-            p, g, fut = pending.popleft()
-            finish(p, fut.result(), g)
-
+    meter = ConfusionMeter(dataset.num_classes, dataset.ignore_label if ignore_label is None else ignore_label)
+    scoring = _Scoring(meter, dataset, outputs or EvalOutputs(), len(pairs), progress, crf, crf_backend, crf_workers)
+    full = crf is not None or scoring.outputs.logits is not None
     try:
         for group in size_groups(pairs, batch_size):
             results = segmenter.predict_batch([image for _, image, _ in group], full=full)
             for (pair, image, gt), (labels, upsampled) in zip(group, results):
-                handle(pair, image, gt, labels, upsampled)
-        while pending:
-            p, g, fut = pending.popleft()
-            finish(p, fut.result(), g)
+                scoring.add(pair, image, gt, labels, upsampled)
+        scoring.drain(0)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        scoring.close()
     return meter
+
+
+class _Scoring:
+    """What happens to a network output: logits saved, the CRF (inline or in worker processes),
+    then the label map scored, saved and counted in the progress."""
+
+    def __init__(
+        self, meter: ConfusionMeter, dataset: DatasetInfo, outputs: EvalOutputs, total: int,
+        progress: Progress | None, crf: CRFParams | None, crf_backend: str, crf_workers: int,
+    ) -> None:  # fmt: skip
+        self.meter, self.dataset, self.outputs, self.total, self.progress = meter, dataset, outputs, total, progress
+        self.crf, self.crf_backend, self.crf_workers = crf, crf_backend, crf_workers
+        self.pool = None
+        if crf is not None and crf_workers > 0:
+            # spawn, not fork: forking a process that has started OpenMP or CUDA is unsafe.
+            self.pool = ProcessPoolExecutor(crf_workers, mp_context=get_context("spawn"), initializer=_worker_init)
+        self.pending: deque[tuple[Pair, np.ndarray, Future]] = deque()
+        self.start, self.done = time.perf_counter(), 0
+
+    def add(self, pair: Pair, image: np.ndarray, gt: np.ndarray, labels: torch.Tensor, upsampled) -> None:
+        if self.outputs.logits is not None and upsampled is not None:
+            save_npy(self.outputs.logits / f"{pair.name}.npy", upsampled.permute(1, 2, 0).cpu().numpy())
+        if self.crf is None:
+            self.finish(pair, labels.cpu().numpy().astype(np.uint8), gt)
+            return
+        probs = torch.softmax(upsampled, dim=0).cpu().numpy()
+        if self.pool is None:
+            self.finish(pair, crf_labels(image, probs, self.crf, self.crf_backend), gt)
+            return
+        self.pending.append((pair, gt, self.pool.submit(crf_labels, image, probs, self.crf, self.crf_backend)))
+        self.drain(2 * self.crf_workers)  # bound the probabilities held in flight
+
+    def drain(self, keep: int) -> None:
+        """Wait for CRF results, oldest first, until at most ``keep`` are still running."""
+        while len(self.pending) > keep:
+            pair, gt, future = self.pending.popleft()
+            self.finish(pair, future.result(), gt)
+
+    def finish(self, pair: Pair, labels: np.ndarray, gt: np.ndarray) -> None:
+        self.meter.update(labels, gt)
+        if self.outputs.predictions is not None:
+            save_image(label_image(labels, self.dataset), self.outputs.predictions / f"{pair.name}.png")
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, time.perf_counter() - self.start)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def size_groups(pairs: Sequence[Pair], batch_size: int) -> Iterator[list[tuple[Pair, np.ndarray, np.ndarray]]]:
@@ -228,8 +243,6 @@ def evaluate_prediction_dir(
 
 def all_reduce_matrix(matrix: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Sum a confusion matrix over all ranks (int64, so the counts stay exact)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return matrix
     t = torch.as_tensor(matrix, dtype=torch.int64, device=device)

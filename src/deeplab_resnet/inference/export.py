@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.export import Dim
 
 from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import DeepLabError
@@ -167,8 +168,6 @@ def export_torchscript(model: DeepLabV2, path: str | Path, *, example_size: Sequ
 
 def export_program(model: DeepLabV2, path: str | Path, *, example_size: Sequence[int] = (65, 65)) -> Path:
     """Write a ``torch.export`` program (``.pt2``) with dynamic batch, height and width."""
-    from torch.export import Dim
-
     net = exportable(model)
     height = width = Dim.AUTO  # AUTO: sizes the network constrains (caffe ceil-mode pool1) are allowed to specialise
     with warnings.catch_warnings():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import types
 import typing
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeepLabError
+from ..mapping_files import read_mapping
 
 ORIGINAL = "the original's flags"
 MORE = "more"
@@ -250,18 +250,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DeepLabError(f"--config: file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml  # type: ignore[import-untyped]
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # each parser raises its own error types
-        raise DeepLabError(f"{path}: not a valid config file ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise DeepLabError(f"{path}: a config file must be a mapping of flag names to values")
+    data = read_mapping(path, "config file", "flag names to values")
     known = {f.name for f in fields()}
     out = {}
     for key, value in data.items():

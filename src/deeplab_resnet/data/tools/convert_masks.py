@@ -19,7 +19,7 @@ import numpy as np
 
 from ...dataset_info import VOC, VOID_COLOUR, DatasetInfo, load_dataset_info, voc_palette
 from ...errors import DeepLabError
-from ...images import IMAGE_SUFFIXES, _open, label_image, read_label, save_image, to_rgb_array
+from ...images import IMAGE_SUFFIXES, label_image, open_image, read_label, save_image, to_rgb_array
 from ..lists import read_text_lines
 from .parallel import parallel_map
 
@@ -212,7 +212,7 @@ def convert_mask(task: MaskTask) -> MaskResult:
     """Convert one mask file. Greyscale masks, and palette masks whose indices already are the
     labels (see :func:`_indices_are_labels`), are kept as they are."""
     try:
-        img = _open(task.source)
+        img = open_image(task.source)
         if img.mode == "L" or (img.mode == "P" and _indices_are_labels(img, task.table)):
             labels, missing = read_label(task.source), Counter()
         else:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ...atomic import atomic_write_text
 
 
 def label_png_is_current(output: Path, labels: np.ndarray, palette: list[int]) -> bool:
     """True when ``output`` already holds exactly these labels with this palette."""
-    from PIL import Image
-
     if not output.is_file():
         return False
     try:

@@ -25,10 +25,13 @@ Sources:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from ...atomic import atomic_write_text
 
 IGNORE = 255
 
@@ -245,9 +248,6 @@ def builtin_description_dicts() -> dict[str, dict]:
 
 def write_builtin_descriptions(folder: str | Path) -> list[Path]:
     """Write :func:`builtin_description_dicts` as ``NAME.json`` files (for maintainers)."""
-    import json
-
-    from ...atomic import atomic_write_text
 
     def value(v) -> str:  # lists one item a line, so that a diff shows which class changed
         if isinstance(v, list):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
 from ...progress import Progress
@@ -48,8 +49,6 @@ def _map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
     if workers == 1 or len(items) < 2:
         yield from map(fn, items)
         return
-    from concurrent.futures import ProcessPoolExecutor
-
     # Chunks amortise the inter-process traffic; ~4 chunks per worker keeps the load balanced.
     chunksize = max(1, min(64, len(items) // (workers * 4)))
     with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:

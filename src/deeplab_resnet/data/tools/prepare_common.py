@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ...dataset_info import DatasetInfo, load_dataset_info
 from ...errors import DeepLabError
@@ -141,8 +142,6 @@ def find_root(folders: Iterable[Path], subdirs: tuple[str, ...], required: tuple
 
 def convert_label(job: LabelJob) -> JobResult:
     """Write one training label PNG unless an identical one is there (run in a worker process)."""
-    from PIL import Image
-
     sample, space = job.sample, job.space
     try:
         labels, unknown = space.convert(space.reader(sample.label_source))

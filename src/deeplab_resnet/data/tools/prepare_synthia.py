@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ...dataset_info import load_dataset_info
 from ...errors import DeepLabError
@@ -41,8 +42,6 @@ _LOW_BYTE_MODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 
 
 def _decode(path: Path, *, low_bytes: bool) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as img:
         if low_bytes:
             tile = img.tile[0]
@@ -53,8 +52,6 @@ def _decode(path: Path, *, low_bytes: bool) -> np.ndarray:
 
 
 def _raw_mode(path: Path) -> tuple[str, str]:
-    from PIL import Image
-
     with Image.open(path) as img:
         args = img.tile[0][3] if img.tile else ""
         return img.mode, args if isinstance(args, str) else args[0]
@@ -62,8 +59,6 @@ def _raw_mode(path: Path) -> tuple[str, str]:
 
 def read_synthia_label(path: Path) -> np.ndarray:
     """The class IDs of a SYNTHIA ``GT/LABELS`` file (its first channel, all 16 bits) as int32."""
-    from PIL import UnidentifiedImageError
-
     try:
         mode, raw = _raw_mode(path)
         if raw in _LOW_BYTE_MODES:
