@@ -16,7 +16,7 @@ from conftest import REPO
 from PIL import Image
 
 from deeplab_resnet.cli import build_parser, main
-from deeplab_resnet.commands.segment import crf_params_from_args
+from deeplab_resnet.commands.common import crf_params_from_args
 from deeplab_resnet.crf import PRESETS, check_backend, dense_crf, resolve_backend
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.images import read_image

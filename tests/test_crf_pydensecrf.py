@@ -155,7 +155,7 @@ def test_cli_without_pydensecrf_one_line_install_hint(tmp_path, tiny_weights, vo
 
 
 def test_cli_choices_match_the_crf_module():
-    from deeplab_resnet.commands.segment import CRF_BACKENDS, CRF_PRESETS
+    from deeplab_resnet.commands.common import CRF_BACKENDS, CRF_PRESETS
 
     assert set(CRF_PRESETS) == set(PRESETS) and CRF_PRESETS[0] == "deeplab-resnet"
     assert tuple(CRF_BACKENDS) == tuple(BACKENDS)

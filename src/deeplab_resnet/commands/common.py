@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import glob
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..devices import resolve_device as resolve_device  # one rule for every command
@@ -133,3 +135,116 @@ def float_between(low: float, high: float):
         return value
 
     return parse
+
+
+LIST_SUFFIXES = (".txt", ".lst")
+# Copies of crf.PRESETS' names and crf.BACKENDS (a test checks them), so that building the
+# parser imports nothing heavy. The backend is checked by crf.check_backend (one-line errors; it
+# also takes the old name torch), so argparse gets no choices for it.
+CRF_PRESETS = ("deeplab-resnet", "deeplab-vgg", "tf-branch")
+CRF_BACKENDS = ("auto", "builtin", "pydensecrf")
+
+
+def add_crf_arguments(p: argparse.ArgumentParser) -> None:
+    """``--crf`` and its parameters (shared with ``deeplab evaluate``)."""
+    g = p.add_argument_group("dense CRF post-processing")
+    g.add_argument("--crf", action="store_true", help="refine the result with a fully connected CRF")
+    g.add_argument(
+        "--crf-preset", choices=CRF_PRESETS, default=CRF_PRESETS[0],
+        help="parameter set (docs/original.md §6; default: %(default)s)",
+    )  # fmt: skip
+    g.add_argument("--crf-iterations", type=int_at_least(1), default=None, help="mean-field iterations (preset: 10)")
+    g.add_argument("--crf-pos-w", type=float, default=None, help="Gaussian (position) kernel weight")
+    g.add_argument("--crf-pos-xy", type=float, default=None, help="Gaussian kernel std in pixels")
+    g.add_argument("--crf-bi-w", type=float, default=None, help="bilateral kernel weight")
+    g.add_argument("--crf-bi-xy", type=float, default=None, help="bilateral kernel std in pixels")
+    g.add_argument("--crf-bi-rgb", type=float, default=None, help="bilateral kernel std in colour levels")
+    g.add_argument(
+        "--crf-backend", default="auto", metavar="{" + ",".join(CRF_BACKENDS) + "}",
+        help="builtin (ours: a C kernel on CPU, compiled on first use; torch ops on CUDA or without a "
+        'C compiler), pydensecrf (pip install "deeplab_resnet[crf]") or auto (ours, unless on CPU '
+        "without a C compiler and pydensecrf is installed); torch is the old name of builtin; "
+        "default: %(default)s",
+    )  # fmt: skip
+
+
+def crf_params_from_args(args: argparse.Namespace):
+    """The CRF parameters asked for (``None`` without ``--crf``). Checks ``--crf-backend`` (known,
+    installed) and puts its current name in ``args.crf_backend`` (``torch`` becomes ``builtin``)."""
+    import dataclasses
+
+    from ..crf import PRESETS, check_backend
+
+    args.crf_backend = check_backend(args.crf_backend)
+    overrides = {
+        "iterations": args.crf_iterations, "pos_w": args.crf_pos_w, "pos_xy": args.crf_pos_xy,
+        "bi_w": args.crf_bi_w, "bi_xy": args.crf_bi_xy, "bi_rgb": args.crf_bi_rgb,
+    }  # fmt: skip
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not args.crf:
+        if given:
+            raise DeepLabError(f"--crf-{next(iter(given)).replace('_', '-')} given without --crf")
+        return None
+    if given.get("iterations", 1) < 1 or any(v <= 0 for k, v in given.items() if k != "iterations"):
+        raise DeepLabError("CRF iterations, weights and standard deviations must be positive")
+    return dataclasses.replace(PRESETS[args.crf_preset], **given)
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """``--backend`` (shared with ``deeplab evaluate``)."""
+    p.add_argument(
+        "--backend", default="torch", choices=("torch", "onnxruntime"),
+        help="run the network with PyTorch or onnxruntime (exported once per weights and cached; "
+        "default: %(default)s)",
+    )  # fmt: skip
+
+
+def with_backend(args: argparse.Namespace, model, device: str):
+    """The network to run: ``model`` itself, or ``--backend``'s runtime of it (a callable from a
+    preprocessed batch to logits; ``model.spec`` still says what they mean)."""
+    if args.backend == "torch":
+        return model
+    from ..inference.runtime import make_backend
+
+    return make_backend(args.backend, model, device=device)
+
+
+def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:
+    from ..data.lists import join, list_entries
+
+    base = data_dir if data_dir is not None else list_file.parent
+    paths = []
+    for _, (first, *_labels) in list_entries(list_file):
+        path = Path(first)
+        paths.append(path if path.is_absolute() and path.exists() else join(base, first))
+    if not paths:
+        raise DeepLabError(f"{list_file}: the list is empty")
+    return paths
+
+
+def expand_inputs(inputs: list[str], data_dir: str | None = None) -> list[Path]:
+    """Files as given; every (non-hidden) file of a directory; glob matches; the images of list files.
+
+    Directory entries are not filtered by suffix: a file that is not an image is reported and
+    skipped when it is read.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise DeepLabError(f"{path}: no files in this directory")
+            paths.extend(found)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            paths.extend(_from_list(path, data_dir))
+        elif path.exists():
+            paths.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise DeepLabError(f"no files match {item!r}")
+            paths.extend(matches)
+        else:
+            raise DeepLabError(f"file not found: {path}")
+    return paths

@@ -295,7 +295,7 @@ def _write_check_report(report, path: Path) -> None:
 
 def _stats_paths(args: argparse.Namespace) -> list[Path]:
     if args.images:
-        from .segment import expand_inputs
+        from .common import expand_inputs
 
         return expand_inputs([args.images])
     if not (args.data_dir and args.data_list):

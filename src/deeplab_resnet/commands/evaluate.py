@@ -9,17 +9,20 @@ from pathlib import Path
 from ..errors import DeepLabError
 from ..progress import Progress
 from .common import (
+    add_backend_argument,
+    add_crf_arguments,
     add_model_arguments,
     add_protocol_arguments,
     check_protocol_args,
+    crf_params_from_args,
     dataset_from_args,
     int_at_least,
     load_model_from_args,
     pad_size_from_args,
     parse_scales,
     resolve_device,
+    with_backend,
 )
-from .segment import add_backend_argument, add_crf_arguments, crf_params_from_args, with_backend
 
 DESCRIPTION = (
     "Score a model on a labelled list (the original's protocol: full images, padded to 513 for caffe-convention "

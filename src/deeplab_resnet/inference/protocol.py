@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..errors import DeepLabError
 from ..models.msc import MIN_INPUT_SIZE, too_small_branch
@@ -142,8 +143,6 @@ def check_scales(height: int, width: int, scales: Sequence[float], convention: s
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """``(height, width)`` from the file's header, without decoding; ``None`` if it does not open."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             width, height = im.size
