@@ -436,3 +436,31 @@ def test_bad_scales_are_one_line_before_any_work(tmp_path, scales):
     with pytest.raises(DeepLabError, match="--scales"):
         parse_scales(scales)
     assert parse_scales("1,0.75,0.5") == (1.0, 0.75, 0.5) and parse_scales("4") == (4.0,)
+
+
+def test_ctrl_c_during_a_data_tool_with_workers_is_one_line(tmp_path, voc_fixture):
+    # 6,200 distinct entries (links to the fixture's files): several seconds of work for 2 workers
+    data, entries = tmp_path / "data", []
+    (data / "JPEGImages").mkdir(parents=True)
+    (data / "SegmentationClassAug").mkdir()
+    for line in (voc_fixture / "list_all.txt").read_text().splitlines():
+        image, label = line.split()
+        for copy in range(200):
+            pair = [f"{image.rsplit('/', 1)[0]}/c{copy}_{image.rsplit('/', 1)[1]}"]
+            pair.append(f"{label.rsplit('/', 1)[0]}/c{copy}_{label.rsplit('/', 1)[1]}")
+            (data / pair[0].lstrip("/")).symlink_to(voc_fixture / image.lstrip("/"))
+            (data / pair[1].lstrip("/")).symlink_to(voc_fixture / label.lstrip("/"))
+            entries.append(" ".join(pair))
+    (data / "list.txt").write_text("\n".join(entries) + "\n")
+    command = [
+        sys.executable, "-m", "deeplab_resnet", "data", "check", "--data-dir", str(data),
+        "--data-list", str(data / "list.txt"), "--workers", "2",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(3)  # the workers are busy by now
+    os.killpg(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    _, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - start < 10, "waited for the queued files instead of stopping"
+    assert proc.returncode == EXIT_SIGINT, stderr
+    assert_one_line(stderr, "interrupted")

@@ -71,6 +71,12 @@ def _raise_terminated(signum: int, frame) -> None:
     raise Terminated()
 
 
+def leave_interrupts_to_the_main_process() -> None:
+    """In a worker process: ignore Ctrl-C, which a terminal sends to every process of the group.
+    The main process gets it too, stops the pool and says so once (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def install_signal_handlers() -> None:
     """Turn SIGTERM into :class:`Terminated` in the main thread (a no-op elsewhere)."""
     try:

@@ -9,7 +9,6 @@ logits, and sharding across ``torchrun`` ranks with the matrices summed at the e
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +25,7 @@ from ..atomic import save_npy
 from ..crf import CRFParams, dense_crf
 from ..data.lists import Pair
 from ..dataset_info import DatasetInfo
-from ..errors import DeepLabError
+from ..errors import DeepLabError, leave_interrupts_to_the_main_process
 from ..images import label_image, load_pair, read_label, save_image, size_mismatch
 from ..inference.segmenter import Network, Segmenter
 from ..models.spec import ModelSpec
@@ -52,8 +51,7 @@ def crf_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams, backend:
 def _worker_init() -> None:
     # One thread per worker: the workers already use every core between them.
     torch.set_num_threads(1)
-    # Ctrl-C reaches the whole process group; the main process stops the pool and says so once.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_interrupts_to_the_main_process()
 
 
 def default_crf_workers() -> int:

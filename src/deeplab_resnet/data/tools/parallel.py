@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
+from ...errors import leave_interrupts_to_the_main_process
 from ...progress import Progress
 
 T = TypeVar("T")
@@ -51,5 +52,8 @@ def _map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
         return
     # Chunks amortise the inter-process traffic; ~4 chunks per worker keeps the load balanced.
     chunksize = max(1, min(64, len(items) // (workers * 4)))
-    with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=leave_interrupts_to_the_main_process)
+    try:
         yield from pool.map(fn, items, chunksize=chunksize)
+    finally:  # on Ctrl-C or an error, the files not started yet are dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)
