@@ -48,7 +48,7 @@ def _all_modules() -> list[str]:
 def test_every_module_imports():
     # one interpreter for all (fast); circles are ruled out statically by test_import_graph.py
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
-    code = "import importlib\nfor m in %r:\n    importlib.import_module('deeplab_resnet.' + m)" % _all_modules()
+    code = f"import importlib\nfor m in {_all_modules()!r}:\n    importlib.import_module('deeplab_resnet.' + m)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()[-500:]
 
