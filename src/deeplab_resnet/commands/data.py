@@ -25,6 +25,13 @@ DESCRIPTION = (
 )
 
 
+def _subcommand(sub, name: str, handler: Callable[[argparse.Namespace], int], help: str, description: str):
+    """The parser of ``deeplab data NAME``, run by ``handler``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(_data=handler)
+    return p
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core, at most 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,8 +45,10 @@ def _output_options(p: argparse.ArgumentParser, lists_help: str) -> None:
 
 
 def _add_prepare_voc(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "prepare-voc",
+        _run_prepare_voc,
         help="build SegmentationClassAug/ and the train_aug/val/... lists from VOC 2012 + SBD",
         description="Build VOC2012/SegmentationClassAug (palette PNGs; VOC's own annotation wins, with its "
         "255 borders; SBD's cls/*.mat elsewhere) and the lists train_aug (VOC train + SBD train + SBD val "
@@ -50,7 +59,6 @@ def _add_prepare_voc(sub) -> None:
     p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 (or a parent) or VOCtrainval_11-May-2012.tar")
     p.add_argument("--sbd", required=True, help="SBD's benchmark_RELEASE folder or benchmark.tgz")
     _output_options(p, "where to write the list files (default: VOC2012/lists)")
-    p.set_defaults(_data=_run_prepare_voc)
 
 
 def _add_classes(p: argparse.ArgumentParser) -> None:
@@ -96,8 +104,10 @@ PREPARE_DATASETS = {
 
 def _add_prepare_datasets(sub) -> None:
     for name, command in PREPARE_DATASETS.items():
-        p = sub.add_parser(
+        p = _subcommand(
+            sub,
             f"prepare-{name}",
+            _run_prepare_dataset,
             help=command.summary,
             description=f"{command.summary}. Writes palette PNGs of training labels (255 = ignore), the list files "
             f"and the dataset description (also built in: --dataset {name}). Re-running rewrites nothing "
@@ -109,12 +119,14 @@ def _add_prepare_datasets(sub) -> None:
         if command.add_options:
             command.add_options(p)
         _output_options(p, "where to write the lists and description (default: ROOT/lists)")
-        p.set_defaults(_data=_run_prepare_dataset, _prepare=name)
+        p.set_defaults(_prepare=name)
 
 
 def _add_convert_masks(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "convert-masks",
+        _run_convert_masks,
         help="RGB colour masks -> palette PNGs of class indices",
         description="Convert colour masks (one colour per class) to palette PNGs of class indices, keeping "
         "names and sub-folders. Colours that are in no table are reported with pixel counts and the mask "
@@ -132,12 +144,13 @@ def _add_convert_masks(sub) -> None:
     p.add_argument("--unknown-to-ignore", action="store_true", help="map unknown colours to the ignore label")
     p.add_argument("--ignore-label", type=int, default=255, help="ignore label for JSON/CSV tables (default: 255)")
     _common(p)
-    p.set_defaults(_data=_run_convert_masks)
 
 
 def _add_check(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "check",
+        _run_check,
         help="validate a data dir and list(s): files, sizes, label values, duplicates",
         description="Decode every image and label of the list(s), compare sizes, histogram the label "
         "values per class, count ignore and out-of-range pixels, find duplicate entries and images "
@@ -154,12 +167,13 @@ def _add_check(sub) -> None:
     p.add_argument("--max-errors", type=int, default=50, help="errors to print (default: %(default)s)")
     p.add_argument("--report", default=None, help="also write the full result as JSON here")
     _common(p)
-    p.set_defaults(_data=_run_check)
 
 
 def _add_stats(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "stats",
+        _run_stats,
         help="the mean colour (B, G, R) of a dataset's images, for its description",
         description="Compute the exact per-channel mean (and standard deviation) over all pixels of the "
         "images of a list, or of a folder of images. Prints it in the description's B, G, R order; "
@@ -170,12 +184,13 @@ def _add_stats(sub) -> None:
     p.add_argument("--images", default=None, help="a folder of images instead of a list")
     p.add_argument("--update", default=None, metavar="FILE", help="write the mean into this description file")
     _common(p)
-    p.set_defaults(_data=_run_stats)
 
 
 def _add_describe(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "describe",
+        _run_describe,
         help="print (or write) a dataset description, e.g. to start your own from",
         description="Print a dataset description as JSON: a built-in one (voc12, camvid, cityscapes, gta5, "
         "synthia, cocostuff, cocostuff182, ade20k) or a file, "
@@ -183,7 +198,6 @@ def _add_describe(sub) -> None:
     )
     p.add_argument("name", help="a built-in name (e.g. voc12, cityscapes) or a description file")
     p.add_argument("-o", "--output", default=None, help="write to this file instead of printing")
-    p.set_defaults(_data=_run_describe)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
