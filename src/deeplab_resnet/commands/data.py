@@ -37,6 +37,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _data_dir_option(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--data-dir", required=required, default=None, help="directory the list paths are relative to")
+
+
 def _output_options(p: argparse.ArgumentParser, lists_help: str) -> None:
     """--extract-to and --lists-dir, which every prepare-* command takes, then the common options."""
     p.add_argument("--extract-to", default=None, help="where to extract archives (default: beside each archive)")
@@ -156,7 +160,7 @@ def _add_check(sub) -> None:
         "values per class, count ignore and out-of-range pixels, find duplicate entries and images "
         "shared between lists. Prints a summary table; exit 1 when anything is wrong.",
     )
-    p.add_argument("--data-dir", required=True, help="directory the list paths are relative to")
+    _data_dir_option(p, required=True)
     p.add_argument("--data-list", required=True, action="append", help="list file (repeat for several lists)")
     p.add_argument("--dataset", default=None, help="voc12, camvid or a description file (default: voc12)")
     p.add_argument(
@@ -179,7 +183,7 @@ def _add_stats(sub) -> None:
         "images of a list, or of a folder of images. Prints it in the description's B, G, R order; "
         "--update FILE writes it into a description file as mean_bgr.",
     )
-    p.add_argument("--data-dir", default=None, help="directory the list paths are relative to")
+    _data_dir_option(p, required=False)
     p.add_argument("--data-list", default=None, help="list file (its images are used, labels ignored)")
     p.add_argument("--images", default=None, help="a folder of images instead of a list")
     p.add_argument("--update", default=None, metavar="FILE", help="write the mean into this description file")
