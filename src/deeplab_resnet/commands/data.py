@@ -4,10 +4,13 @@ compute the mean colour."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import DeepLabError
 from .common import dataset_from_args
@@ -22,14 +25,34 @@ DESCRIPTION = (
 )
 
 
+def _subcommand(sub, name: str, handler: Callable[[argparse.Namespace], int], help: str, description: str):
+    """The parser of ``deeplab data NAME``, run by ``handler``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(_data=handler)
+    return p
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core, at most 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _data_dir_option(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--data-dir", required=required, default=None, help="directory the list paths are relative to")
+
+
+def _output_options(p: argparse.ArgumentParser, lists_help: str) -> None:
+    """--extract-to and --lists-dir, which every prepare-* command takes, then the common options."""
+    p.add_argument("--extract-to", default=None, help="where to extract archives (default: beside each archive)")
+    p.add_argument("--lists-dir", default=None, help=lists_help)
+    _common(p)
+
+
 def _add_prepare_voc(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "prepare-voc",
+        _run_prepare_voc,
         help="build SegmentationClassAug/ and the train_aug/val/... lists from VOC 2012 + SBD",
         description="Build VOC2012/SegmentationClassAug (palette PNGs; VOC's own annotation wins, with its "
         "255 borders; SBD's cls/*.mat elsewhere) and the lists train_aug (VOC train + SBD train + SBD val "
@@ -39,31 +62,44 @@ def _add_prepare_voc(sub) -> None:
     )
     p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 (or a parent) or VOCtrainval_11-May-2012.tar")
     p.add_argument("--sbd", required=True, help="SBD's benchmark_RELEASE folder or benchmark.tgz")
-    p.add_argument("--extract-to", default=None, help="where to extract archives (default: beside each archive)")
-    p.add_argument("--lists-dir", default=None, help="where to write the list files (default: VOC2012/lists)")
-    _common(p)
-    p.set_defaults(_data=_run_prepare_voc)
+    _output_options(p, "where to write the list files (default: VOC2012/lists)")
 
 
-# name -> (help, what SOURCE is); the layouts are in each module's docstring and docs/datasets.md.
+def _add_classes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classes", type=int, default=171, choices=(171, 182),
+                   help="171: the annotated classes, contiguous (default); 182: the stored IDs unchanged")  # fmt: skip
+
+
+class PrepareCommand(NamedTuple):
+    """One ``deeplab data prepare-NAME``; its layout is ``data/tools/prepare_NAME.py:layout``."""
+
+    summary: str
+    source: str  # what SOURCE is
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None
+    layout_options: tuple[str, ...] = ()  # the options passed on to ``layout``
+
+
+# The layouts are in each module's docstring and docs/datasets.md.
 PREPARE_DATASETS = {
-    "cityscapes": (
+    "cityscapes": PrepareCommand(
         "Cityscapes fine: gtFine labelIds -> the 19 trainIds, lists train (2,975) / val (500) / test",
         "the folder holding leftImg8bit/ and gtFine/, or leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip",
     ),
-    "gta5": (
+    "gta5": PrepareCommand(
         "GTA5: its Cityscapes-ID labels -> the 19 Cityscapes trainIds, list train (all 24,966)",
         "the folder holding images/ and labels/, or the NN_images.zip and NN_labels.zip parts",
     ),
-    "synthia": (
+    "synthia": PrepareCommand(
         "SYNTHIA-RAND-CITYSCAPES: 16-bit labels -> the Cityscapes trainIds (16 classes occur), list train (9,400)",
         "the extracted RAND_CITYSCAPES folder (holding RGB/ and GT/LABELS/); the .rar must be extracted first",
     ),
-    "cocostuff": (
+    "cocostuff": PrepareCommand(
         "COCO-Stuff-164k: stuff+thing maps -> 171 classes (or --classes 182), lists train (118,287) / val (5,000)",
         "the folder holding images/ and annotations/, or train2017.zip, val2017.zip and stuffthingmaps_trainval2017.zip",
+        _add_classes,
+        ("classes",),
     ),
-    "ade20k": (
+    "ade20k": PrepareCommand(
         "ADE20K SceneParsing: 1..150 -> 0..149, 0 (other) -> 255, lists train (20,210) / val (2,000)",
         "the ADEChallengeData2016 folder or ADEChallengeData2016.zip",
     ),
@@ -71,31 +107,30 @@ PREPARE_DATASETS = {
 
 
 def _add_prepare_datasets(sub) -> None:
-    for name, (summary, source) in PREPARE_DATASETS.items():
-        p = sub.add_parser(
+    for name, command in PREPARE_DATASETS.items():
+        p = _subcommand(
+            sub,
             f"prepare-{name}",
-            help=summary,
-            description=f"{summary}. Writes palette PNGs of training labels (255 = ignore), the list files "
+            _run_prepare_dataset,
+            help=command.summary,
+            description=f"{command.summary}. Writes palette PNGs of training labels (255 = ignore), the list files "
             f"and the dataset description (also built in: --dataset {name}). Re-running rewrites nothing "
             "that is already correct; archive members that would land outside the destination are refused; "
             "a warning says when an image count is not the official one. "
             "The expected layout and the label tables: docs/datasets.md.",
         )
-        p.add_argument("sources", nargs="+", metavar="SOURCE", help=source)
-        if name == "cocostuff":
-            p.add_argument("--classes", type=int, default=171, choices=(171, 182),
-                           help="171: the annotated classes, contiguous (default); 182: the stored IDs unchanged")  # fmt: skip
-        p.add_argument("--extract-to", default=None, help="where to extract archives (default: beside each archive)")
-        p.add_argument(
-            "--lists-dir", default=None, help="where to write the lists and description (default: ROOT/lists)"
-        )
-        _common(p)
-        p.set_defaults(_data=_run_prepare_dataset, _prepare=name)
+        p.add_argument("sources", nargs="+", metavar="SOURCE", help=command.source)
+        if command.add_options:
+            command.add_options(p)
+        _output_options(p, "where to write the lists and description (default: ROOT/lists)")
+        p.set_defaults(_prepare=name)
 
 
 def _add_convert_masks(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "convert-masks",
+        _run_convert_masks,
         help="RGB colour masks -> palette PNGs of class indices",
         description="Convert colour masks (one colour per class) to palette PNGs of class indices, keeping "
         "names and sub-folders. Colours that are in no table are reported with pixel counts and the mask "
@@ -113,18 +148,19 @@ def _add_convert_masks(sub) -> None:
     p.add_argument("--unknown-to-ignore", action="store_true", help="map unknown colours to the ignore label")
     p.add_argument("--ignore-label", type=int, default=255, help="ignore label for JSON/CSV tables (default: 255)")
     _common(p)
-    p.set_defaults(_data=_run_convert_masks)
 
 
 def _add_check(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "check",
+        _run_check,
         help="validate a data dir and list(s): files, sizes, label values, duplicates",
         description="Decode every image and label of the list(s), compare sizes, histogram the label "
         "values per class, count ignore and out-of-range pixels, find duplicate entries and images "
         "shared between lists. Prints a summary table; exit 1 when anything is wrong.",
     )
-    p.add_argument("--data-dir", required=True, help="directory the list paths are relative to")
+    _data_dir_option(p, required=True)
     p.add_argument("--data-list", required=True, action="append", help="list file (repeat for several lists)")
     p.add_argument("--dataset", default=None, help="voc12, camvid or a description file (default: voc12)")
     p.add_argument(
@@ -135,28 +171,30 @@ def _add_check(sub) -> None:
     p.add_argument("--max-errors", type=int, default=50, help="errors to print (default: %(default)s)")
     p.add_argument("--report", default=None, help="also write the full result as JSON here")
     _common(p)
-    p.set_defaults(_data=_run_check)
 
 
 def _add_stats(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "stats",
+        _run_stats,
         help="the mean colour (B, G, R) of a dataset's images, for its description",
         description="Compute the exact per-channel mean (and standard deviation) over all pixels of the "
         "images of a list, or of a folder of images. Prints it in the description's B, G, R order; "
         "--update FILE writes it into a description file as mean_bgr.",
     )
-    p.add_argument("--data-dir", default=None, help="directory the list paths are relative to")
+    _data_dir_option(p, required=False)
     p.add_argument("--data-list", default=None, help="list file (its images are used, labels ignored)")
     p.add_argument("--images", default=None, help="a folder of images instead of a list")
     p.add_argument("--update", default=None, metavar="FILE", help="write the mean into this description file")
     _common(p)
-    p.set_defaults(_data=_run_stats)
 
 
 def _add_describe(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "describe",
+        _run_describe,
         help="print (or write) a dataset description, e.g. to start your own from",
         description="Print a dataset description as JSON: a built-in one (voc12, camvid, cityscapes, gta5, "
         "synthia, cocostuff, cocostuff182, ade20k) or a file, "
@@ -164,7 +202,6 @@ def _add_describe(sub) -> None:
     )
     p.add_argument("name", help="a built-in name (e.g. voc12, cityscapes) or a description file")
     p.add_argument("-o", "--output", default=None, help="write to this file instead of printing")
-    p.set_defaults(_data=_run_describe)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -197,42 +234,38 @@ def _run_prepare_voc(args: argparse.Namespace) -> int:
     )
     if result.images_copied:
         print(f"images: {result.images_copied} copied from SBD into {result.data_dir / 'JPEGImages'}")
-    for name, count in result.counts.items():
-        state = "written" if name in result.lists_written else "unchanged"
-        print(f"{result.lists_dir / (name + '.txt')}: {count} entries ({state})")
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _print_lists(result)
     print(f"train with: --data-dir {result.data_dir} --data-list {result.lists_dir / 'train_aug.txt'}")
     return 0
 
 
 def _run_prepare_dataset(args: argparse.Namespace) -> int:
-    from ..data.tools.prepare_ade20k import prepare_ade20k
-    from ..data.tools.prepare_cityscapes import prepare_cityscapes
-    from ..data.tools.prepare_cocostuff import prepare_cocostuff
-    from ..data.tools.prepare_gta5 import prepare_gta5
-    from ..data.tools.prepare_synthia import prepare_synthia
+    from ..data.tools.prepare_common import prepare_dataset
 
-    prepare = {
-        "cityscapes": prepare_cityscapes, "gta5": prepare_gta5, "synthia": prepare_synthia,
-        "cocostuff": prepare_cocostuff, "ade20k": prepare_ade20k,
-    }[args._prepare]  # fmt: skip
-    options = {"classes": args.classes} if args._prepare == "cocostuff" else {}
-    result = prepare(
-        args.sources, extract_to=args.extract_to, lists_dir=args.lists_dir,
-        workers=args.workers, progress=not args.quiet, **options,
+    command = PREPARE_DATASETS[args._prepare]
+    # Imported here, and only the one asked for, to keep `deeplab --help` fast.
+    layout_of = importlib.import_module(f"..data.tools.prepare_{args._prepare}", __package__).layout
+    layout = layout_of(**{option: getattr(args, option) for option in command.layout_options})
+    result = prepare_dataset(
+        layout, args.sources, extract_to=args.extract_to, lists_dir=args.lists_dir,
+        workers=args.workers, progress=not args.quiet,
     )  # fmt: skip
     print(f"labels: {result.written} written, {result.unchanged} already up to date under {result.data_dir}")
-    for name, count in result.counts.items():
-        state = "written" if name in result.lists_written else "unchanged"
-        print(f"{result.lists_dir / (name + '.txt')}: {count} entries ({state})")
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _print_lists(result)
     print(
         f"train with: --data-dir {result.data_dir} --data-list {result.lists_dir / 'train.txt'} "
         f"--dataset {result.description}"
     )
     return 0
+
+
+def _print_lists(result) -> None:
+    """Each list with its entry count and whether it was rewritten, then the warnings on stderr."""
+    for name, count in result.counts.items():
+        state = "written" if name in result.lists_written else "unchanged"
+        print(f"{result.lists_dir / (name + '.txt')}: {count} entries ({state})")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_convert_masks(args: argparse.Namespace) -> int:

@@ -269,6 +269,29 @@ class CLattice:
         return out.reshape(v.shape)
 
 
+def _mean_field_inputs(
+    lattices: list[CLattice],
+    norms: list[np.ndarray],
+    weights: list[float],
+    probs: np.ndarray,
+    active: np.ndarray | None,
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """:func:`mean_field`'s arrays as the C kernel reads them (contiguous float32 / int32), checked."""
+    pr = np.ascontiguousarray(probs, dtype=np.float32)
+    if pr.ndim != 2 or pr.shape[0] == 0:
+        raise ValueError(f"probs must be L x P with L >= 1, got {pr.shape}")
+    nl, n = pr.shape
+    if not len(norms) == len(weights) == len(lattices):
+        raise ValueError("mean_field needs one norm and one weight per lattice")
+    if any(lat.num_points != n for lat in lattices) or not 0 < len(lattices) <= 8:
+        raise ValueError("mean_field needs 1 to 8 lattices over the probabilities' points")
+    nrm = [np.ascontiguousarray(x, dtype=np.float32).reshape(n) for x in norms]
+    act = None if active is None else np.ascontiguousarray(active, dtype=np.int32).reshape(-1)
+    if act is not None and (act.size == 0 or act.min() < 0 or act.max() >= nl or np.unique(act).size != act.size):
+        raise ValueError(f"active must be distinct labels in [0, {nl}), got {act}")
+    return pr, nrm, act
+
+
 def mean_field(
     lattices: list[CLattice],
     norms: list[np.ndarray],
@@ -296,18 +319,8 @@ def mean_field(
     lib = library()
     if lib is None:
         raise RuntimeError("the C CRF kernel is not available")
-    pr = np.ascontiguousarray(probs, dtype=np.float32)
-    if pr.ndim != 2 or pr.shape[0] == 0:
-        raise ValueError(f"probs must be L x P with L >= 1, got {pr.shape}")
+    pr, nrm, act = _mean_field_inputs(lattices, norms, weights, probs, active)
     nl, n = pr.shape
-    if not len(norms) == len(weights) == len(lattices):
-        raise ValueError("mean_field needs one norm and one weight per lattice")
-    if any(lat.num_points != n for lat in lattices) or not 0 < len(lattices) <= 8:
-        raise ValueError("mean_field needs 1 to 8 lattices over the probabilities' points")
-    nrm = [np.ascontiguousarray(x, dtype=np.float32).reshape(n) for x in norms]
-    act = None if active is None else np.ascontiguousarray(active, dtype=np.int32).reshape(-1)
-    if act is not None and (act.size == 0 or act.min() < 0 or act.max() >= nl or np.unique(act).size != act.size):
-        raise ValueError(f"active must be distinct labels in [0, {nl}), got {act}")
     out = np.empty_like(pr)
     handles = (ctypes.c_void_p * len(lattices))(*[lat.handle.value for lat in lattices])
     norm_ptrs = (_f32 * len(nrm))(*[_ptr(x, _f32) for x in nrm])

@@ -201,12 +201,17 @@ def train_step(
             loss, _ = seg_loss(outputs, labels, num_classes, ignore_label, world=world, upsample=upsample)
             (loss / accumulate).backward()
         loss_total += loss.detach().double().cpu() / accumulate
-    if world > 1:
-        loss_total = loss_total.to(device)  # NCCL reduces device tensors only
-        dist.all_reduce(loss_total)
-        loss_total /= world
-    loss_value = float(loss_total)
+    loss_value = _mean_over_processes(loss_total, device, world)
     if not math.isfinite(loss_value):
         raise NonFiniteLoss(loss_value)
     optimizer.step()
     return StepResult(loss_value, x, labels, outputs[-1])
+
+
+def _mean_over_processes(loss: torch.Tensor, device: torch.device, world: int) -> float:
+    """The mean of ``loss`` over the DDP processes (``loss`` itself without DDP)."""
+    if world > 1:
+        loss = loss.to(device)  # NCCL reduces device tensors only
+        dist.all_reduce(loss)
+        loss /= world
+    return float(loss)

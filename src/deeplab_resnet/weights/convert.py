@@ -9,7 +9,7 @@ from ..dataset_info import DatasetInfo, generic_dataset, resolve_dataset_info
 from ..errors import DeepLabError
 from ..models.deeplab import model_from_architecture
 from .native import WeightsMeta, save_state, save_weights
-from .original import check_tensors, infer_architecture, read_original, to_state
+from .original import OriginalWeights, check_tensors, infer_architecture, read_original, to_state
 from .state import check_classifier_fits, load_state
 
 
@@ -80,11 +80,7 @@ def convert(
         raise DeepLabError(f"{dst}: the output would overwrite the input")
     weights = read_original(src)
     architecture, file_classes = infer_architecture(weights, where)
-    for key, value in (expect_architecture or {}).items():
-        if architecture.get(key) != value:
-            raise DeepLabError(f"{where}: {key} is {architecture.get(key)}, expected {value} (not the expected model)")
-    if expect_convention is not None and weights.convention != expect_convention:
-        raise DeepLabError(f"{where}: a {weights.kind} file, expected one in the {expect_convention} convention")
+    _check_expected(weights, architecture, expect_architecture, expect_convention, where)
     info = resolve_dataset_info(
         dataset,
         from_weights=generic_dataset(file_classes) if file_classes else None,
@@ -94,14 +90,34 @@ def convert(
     check_classifier_fits(file_classes, info.num_classes, not_restore_last, where)
     check_tensors(weights, architecture, info.num_classes, where, skip_classifier=not_restore_last)
     state = to_state(weights, where, skip_classifier=not_restore_last)
-    source = source or f"{weights.kind}:{Path(src).name}"
-    if not_restore_last:  # the new classifier needs the model's initialisation
-        model = model_from_architecture(architecture, convention=weights.convention, dataset=info)
-        load_state(model, state, skip_classifier=True, source=where)
-        save_weights(model, dst, source=source)
-    else:  # every tensor was checked above: write them as they are (no model to build)
-        save_state(state, WeightsMeta(architecture, weights.convention, info, source), dst)
+    meta = WeightsMeta(architecture, weights.convention, info, source or f"{weights.kind}:{Path(src).name}")
+    _write(state, meta, dst, fresh_classifier=not_restore_last, where=where)
     return ConvertReport(
         weights.kind, weights.convention, len(state), info.num_classes, architecture, tuple(weights.ignored),
         not_restore_last,
     )  # fmt: skip
+
+
+def _check_expected(
+    weights: OriginalWeights,
+    architecture: dict,
+    expect_architecture: dict | None,
+    expect_convention: str | None,
+    where: str,
+) -> None:
+    """Refuse a file that is not the model the caller (the registry) expects."""
+    for key, value in (expect_architecture or {}).items():
+        if architecture.get(key) != value:
+            raise DeepLabError(f"{where}: {key} is {architecture.get(key)}, expected {value} (not the expected model)")
+    if expect_convention is not None and weights.convention != expect_convention:
+        raise DeepLabError(f"{where}: a {weights.kind} file, expected one in the {expect_convention} convention")
+
+
+def _write(state: dict, meta: WeightsMeta, dst: str | Path, *, fresh_classifier: bool, where: str) -> None:
+    """Write the converted tensors; with ``fresh_classifier`` the classifier gets the model's initialisation."""
+    if fresh_classifier:
+        model = model_from_architecture(meta.architecture, convention=meta.convention, dataset=meta.dataset)
+        load_state(model, state, skip_classifier=True, source=where)
+        save_weights(model, dst, source=meta.source)
+    else:  # every tensor was checked before: write them as they are (no model to build)
+        save_state(state, meta, dst)

@@ -13,21 +13,12 @@ own conversion uses) through the table in :mod:`.label_tables`, and the lists ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from ...dataset_info import load_dataset_info
 from ...images import read_label
 from .label_tables import CITYSCAPES_ID_TO_TRAIN
-from .prepare_common import (
-    LabelSpace,
-    PreparedDataset,
-    find_root,
-    orphan_warning,
-    pair_by_name,
-    resolve_sources,
-    write_outputs,
-)
+from .prepare_common import DatasetLayout, FoundSplits, LabelSpace, orphan_warning, pair_by_name
 
 CITYSCAPES_COUNTS = {"train": 2975, "val": 500, "test": 1525}
 LABEL_IDS = "_gtFine_labelIds.png"
@@ -50,35 +41,22 @@ def _cityscapes_split(root: Path, split: str):
     return pair_by_name(labels, image_of, output_of, name_of=lambda p: p.name[: -len(LABEL_IDS)])
 
 
-def prepare_cityscapes(
-    sources: Sequence[str | Path],
-    *,
-    extract_to: str | Path | None = None,
-    lists_dir: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> PreparedDataset:
-    """Build the Cityscapes ``trainIds`` labels, lists and description (see the module docstring).
-
-    Args:
-        sources: the dataset folder (holding ``leftImg8bit/`` and ``gtFine/``) or the two zips.
-        extract_to: where archives are extracted (default: beside each archive).
-        lists_dir: where the lists and the description go (default: ``ROOT/lists``).
-        workers: worker processes (None: one per core, at most 8).
-        progress: show a progress line on stderr.
-    """
-    folders = resolve_sources(sources, extract_to)
-    root = find_root(folders, ("", "cityscapes"), ("leftImg8bit", "gtFine"), "Cityscapes")
-    splits, notes = {}, []
+def _find_splits(root: Path) -> FoundSplits:
+    found = FoundSplits({})
     for split in ("train", "val"):
-        splits[split], orphans = _cityscapes_split(root, split)
-        notes += orphan_warning(orphans, f"{split} labels")
+        found.splits[split], orphans = _cityscapes_split(root, split)
+        found.notes += orphan_warning(orphans, f"{split} labels")
     test_dir = root / "leftImg8bit" / "test"
-    images_only = {"test": sorted(test_dir.glob("*/*_leftImg8bit.png"))} if test_dir.is_dir() else {}
-    result = write_outputs(
-        root, lists_dir, cityscapes_space(), splits, images_only=images_only,
-        expected=CITYSCAPES_COUNTS if images_only else {k: CITYSCAPES_COUNTS[k] for k in ("train", "val")},
-        official="Cityscapes fine", workers=workers, progress=progress,
+    if test_dir.is_dir():
+        found.images_only["test"] = sorted(test_dir.glob("*/*_leftImg8bit.png"))
+    return found
+
+
+def layout() -> DatasetLayout:
+    """Cityscapes for :func:`.prepare_common.prepare_dataset`: the dataset folder (holding
+    ``leftImg8bit/`` and ``gtFine/``) or the two zips."""
+    return DatasetLayout(
+        official="Cityscapes fine", what="Cityscapes", root_names=("", "cityscapes"),
+        required=("leftImg8bit", "gtFine"), space=cityscapes_space(), find_splits=_find_splits,
+        counts=CITYSCAPES_COUNTS,
     )  # fmt: skip
-    result.warnings[:0] = notes
-    return result

@@ -1,7 +1,8 @@
 """The steps every ``deeplab data prepare-*`` shares: find the download, convert labels, write lists.
 
-A dataset module (``prepare_cityscapes`` ...) only says where its files are and which label table
-applies; this module extracts archives (through :mod:`.archives`, which refuses members that
+A dataset module (``prepare_cityscapes`` ...) only describes its download in a :class:`DatasetLayout`
+(where its files are, which label table applies, the official counts); :func:`prepare_dataset`
+runs the rest for all of them: it extracts archives (through :mod:`.archives`, which refuses members that
 escape), converts the labels in worker processes (:mod:`.parallel`) with a progress line,
 rewrites nothing that is already correct (:mod:`.label_files`), writes the list files and the
 dataset description, and compares the image counts with the official ones.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -87,6 +89,81 @@ class PreparedDataset:
     unchanged: int = 0
     lists_written: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FoundSplits:
+    """What a layout's search found under the dataset root.
+
+    Args:
+        splits: split name -> its samples (sorted; the list keeps this order).
+        images_only: split name -> images without published labels (e.g. Cityscapes test).
+        notes: warnings from the search (labels without an image), shown before the others.
+    """
+
+    splits: dict[str, list[Sample]]
+    images_only: dict[str, list[Path]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Everything one official download differs in; :func:`prepare_dataset` does the rest.
+
+    Args:
+        official: the download's name in the count warnings (e.g. "Cityscapes fine").
+        what: its name when it is not found (e.g. "Cityscapes").
+        root_names: where the dataset root may be under each source folder ("" = the folder itself).
+        required: the paths every dataset root holds.
+        space: the label table and training label space.
+        find_splits: the dataset root -> the samples of each split.
+        counts: split name -> the image count of the full official download.
+        lists_subdir: the default lists folder under the root.
+        archive_dest, refuse: as for :func:`resolve_sources`.
+    """
+
+    official: str
+    what: str
+    root_names: tuple[str, ...]
+    required: tuple[str, ...]
+    space: LabelSpace
+    find_splits: Callable[[Path], FoundSplits]
+    counts: dict[str, int]
+    lists_subdir: str = "lists"
+    archive_dest: Callable[[Path, Path], Path] | None = None
+    refuse: Callable[[Path], str | None] | None = None
+
+
+def prepare_dataset(
+    layout: DatasetLayout,
+    sources: Sequence[str | Path],
+    *,
+    extract_to: str | Path | None = None,
+    lists_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PreparedDataset:
+    """Build a dataset's training labels, lists and description from its official download.
+
+    Args:
+        layout: the dataset (e.g. :func:`.prepare_cityscapes.layout`).
+        sources: the dataset folder or its official archives.
+        extract_to: where archives are extracted (default: beside each archive).
+        lists_dir: where the lists and the description go (default: ``ROOT/lists``).
+        workers: worker processes (None: one per core, at most 8).
+        progress: show a progress line on stderr.
+    """
+    folders = resolve_sources(sources, extract_to, archive_dest=layout.archive_dest, refuse=layout.refuse)
+    root = find_root(folders, layout.root_names, layout.required, layout.what)
+    found = layout.find_splits(root)
+    # A split without published labels (Cityscapes test) is compared only when its folder is there.
+    expected = {k: n for k, n in layout.counts.items() if k in found.splits or k in found.images_only}
+    result = write_outputs(
+        root, lists_dir if lists_dir is not None else root / layout.lists_subdir, layout.space, found.splits,
+        images_only=found.images_only, expected=expected, official=layout.official, workers=workers, progress=progress,
+    )  # fmt: skip
+    result.warnings[:0] = found.notes
+    return result
 
 
 # ---------------------------------------------------------------- finding the download
@@ -201,6 +278,21 @@ def list_line(data_dir: Path, image: Path, label: Path | None = None) -> str:
     return f"{entry} /{label.relative_to(data_dir).as_posix()}\n"
 
 
+class ListsRecord(Protocol):
+    """Where a prepare function records its lists (:class:`PreparedDataset`, VOC's ``PrepareResult``)."""
+
+    lists_dir: Path
+    counts: dict[str, int]
+    lists_written: list[str]
+
+
+def write_list(result: ListsRecord, split: str, lines: Sequence[str]) -> None:
+    """Write ``lists_dir/SPLIT.txt`` unless it already holds ``lines``, recording its entry count."""
+    result.counts[split] = len(lines)
+    if write_text_if_changed(result.lists_dir / f"{split}.txt", "".join(lines)):
+        result.lists_written.append(split)
+
+
 def write_outputs(
     data_dir: Path,
     lists_dir: str | Path | None,
@@ -230,14 +322,9 @@ def write_outputs(
     left_out = _convert_all(everything, space, result, workers, progress)
     for split, samples in splits.items():
         kept = [s for s in samples if s.name not in left_out]
-        result.counts[split] = len(kept)
-        text = "".join(list_line(data_dir, s.image, s.label_output) for s in kept)
-        if write_text_if_changed(lists / f"{split}.txt", text):
-            result.lists_written.append(split)
+        write_list(result, split, [list_line(data_dir, s.image, s.label_output) for s in kept])
     for split, images in (images_only or {}).items():
-        result.counts[split] = len(images)
-        if write_text_if_changed(lists / f"{split}.txt", "".join(list_line(data_dir, p) for p in images)):
-            result.lists_written.append(split)
+        write_list(result, split, [list_line(data_dir, p) for p in images])
     if write_text_if_changed(result.description, load_dataset_info(space.info.name).to_json()):
         result.lists_written.append(result.description.name)
     found = {split: len(samples) for split, samples in splits.items()}
@@ -284,3 +371,22 @@ def orphan_warning(orphans: list[Path], what: str) -> list[str]:
     if not orphans:
         return []
     return [f"{len(orphans)} {what} have no image and are left out (e.g. {orphans[0]})"]
+
+
+def pair_annotation_folders(root: Path, splits: dict[str, str], output_dir: str) -> FoundSplits:
+    """The layout ADE20K and COCO-Stuff share: ``annotations/FOLDER/NAME.png`` labels ``images/FOLDER/NAME.jpg``.
+
+    Args:
+        root: the dataset root.
+        splits: split name -> its folder name (e.g. ``{"train": "training"}``).
+        output_dir: the folder under ``root`` the training labels go to, as ``output_dir/FOLDER/NAME.png``.
+    """
+    found = FoundSplits({})
+    for split, folder in splits.items():
+        found.splits[split], orphans = pair_by_name(
+            (root / "annotations" / folder).glob("*.png"),
+            lambda label, f=folder: root / "images" / f / f"{label.stem}.jpg",
+            lambda label, f=folder: root / output_dir / f / label.name,
+        )
+        found.notes += orphan_warning(orphans, f"{folder} labels")
+    return found

@@ -12,39 +12,27 @@ their image; they are reported and left out of the list.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from .prepare_cityscapes import cityscapes_space
-from .prepare_common import PreparedDataset, find_root, orphan_warning, pair_by_name, resolve_sources, write_outputs
+from .prepare_common import DatasetLayout, FoundSplits, orphan_warning, pair_by_name
 
 GTA5_COUNTS = {"train": 24966}
 
 
-def prepare_gta5(
-    sources: Sequence[str | Path],
-    *,
-    extract_to: str | Path | None = None,
-    lists_dir: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> PreparedDataset:
-    """Build the GTA5 ``trainIds`` labels, ``train.txt`` and description (see the module docstring).
-
-    Args:
-        sources: the dataset folder (holding ``images/`` and ``labels/``) or the ``NN_*.zip`` parts.
-        extract_to, lists_dir, workers, progress: as for :func:`.prepare_cityscapes.prepare_cityscapes`.
-    """
-    folders = resolve_sources(sources, extract_to)
-    root = find_root(folders, ("", "GTA5", "gta5"), ("images", "labels"), "GTA5")
+def _find_splits(root: Path) -> FoundSplits:
     samples, orphans = pair_by_name(
         (root / "labels").glob("*.png"),
         lambda label: root / "images" / label.name,
         lambda label: root / "labels_trainIds" / label.name,
     )
-    result = write_outputs(
-        root, lists_dir, cityscapes_space("gta5"), {"train": samples},
-        expected=GTA5_COUNTS, official="GTA5", workers=workers, progress=progress,
+    return FoundSplits({"train": samples}, notes=orphan_warning(orphans, "labels"))
+
+
+def layout() -> DatasetLayout:
+    """GTA5 for :func:`.prepare_common.prepare_dataset`: the dataset folder (holding ``images/`` and
+    ``labels/``) or the ``NN_*.zip`` parts."""
+    return DatasetLayout(
+        official="GTA5", what="GTA5", root_names=("", "GTA5", "gta5"), required=("images", "labels"),
+        space=cityscapes_space("gta5"), find_splits=_find_splits, counts=GTA5_COUNTS,
     )  # fmt: skip
-    result.warnings[:0] = orphan_warning(orphans, "labels")
-    return result

@@ -16,7 +16,6 @@ all images, as the SYNTHIA→Cityscapes papers train on all of them. Those paper
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from ...dataset_info import load_dataset_info
 from ...errors import DeepLabError
 from .label_tables import SYNTHIA_ID_TO_TRAIN
-from .prepare_common import (
-    LabelSpace,
-    PreparedDataset,
-    find_root,
-    orphan_warning,
-    pair_by_name,
-    resolve_sources,
-    write_outputs,
-)
+from .prepare_common import DatasetLayout, FoundSplits, LabelSpace, orphan_warning, pair_by_name
 
 SYNTHIA_COUNTS = {"train": 9400}
 # PIL decodes 16-bit PNG samples through these raw modes, which keep the high byte; the
@@ -80,32 +71,21 @@ def _refuse_rar(path: Path) -> str | None:
     return None
 
 
-def prepare_synthia(
-    sources: Sequence[str | Path],
-    *,
-    extract_to: str | Path | None = None,
-    lists_dir: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> PreparedDataset:
-    """Build SYNTHIA's Cityscapes-``trainIds`` labels, ``train.txt`` and description (see the module docstring).
-
-    Args:
-        sources: the extracted ``RAND_CITYSCAPES`` folder (or its parent).
-        extract_to, lists_dir, workers, progress: as for :func:`.prepare_cityscapes.prepare_cityscapes`.
-    """
-    folders = resolve_sources(sources, extract_to, refuse=_refuse_rar)
-    root = find_root(folders, ("", "RAND_CITYSCAPES", "SYNTHIA_RAND_CITYSCAPES/RAND_CITYSCAPES"),
-                     ("RGB", "GT/LABELS"), "SYNTHIA-RAND-CITYSCAPES")  # fmt: skip
+def _find_splits(root: Path) -> FoundSplits:
     samples, orphans = pair_by_name(
         (root / "GT" / "LABELS").glob("*.png"),
         lambda label: root / "RGB" / label.name,
         lambda label: root / "GT" / "LABELS_trainIds" / label.name,
     )
-    space = LabelSpace(load_dataset_info("synthia"), dict(SYNTHIA_ID_TO_TRAIN), read_synthia_label)
-    result = write_outputs(
-        root, lists_dir, space, {"train": samples},
-        expected=SYNTHIA_COUNTS, official="SYNTHIA-RAND-CITYSCAPES", workers=workers, progress=progress,
+    return FoundSplits({"train": samples}, notes=orphan_warning(orphans, "labels"))
+
+
+def layout() -> DatasetLayout:
+    """SYNTHIA for :func:`.prepare_common.prepare_dataset`: the extracted ``RAND_CITYSCAPES`` folder
+    (or its parent)."""
+    return DatasetLayout(
+        official="SYNTHIA-RAND-CITYSCAPES", what="SYNTHIA-RAND-CITYSCAPES",
+        root_names=("", "RAND_CITYSCAPES", "SYNTHIA_RAND_CITYSCAPES/RAND_CITYSCAPES"), required=("RGB", "GT/LABELS"),
+        space=LabelSpace(load_dataset_info("synthia"), dict(SYNTHIA_ID_TO_TRAIN), read_synthia_label),
+        find_splits=_find_splits, counts=SYNTHIA_COUNTS, refuse=_refuse_rar,
     )  # fmt: skip
-    result.warnings[:0] = orphan_warning(orphans, "labels")
-    return result

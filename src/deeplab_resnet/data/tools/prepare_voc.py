@@ -28,8 +28,9 @@ from ...errors import DeepLabError
 from ...images import label_image, read_label, save_image
 from ..lists import list_entries
 from .archives import extract_archive, is_archive
-from .label_files import label_png_is_current, write_text_if_changed
+from .label_files import label_png_is_current
 from .parallel import parallel_map
+from .prepare_common import write_list
 
 # Entry counts of the standard lists built from the full official downloads.
 STANDARD_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "train_aug": 10582, "trainval_aug": 12031}
@@ -104,11 +105,11 @@ def derive_splits(
     }
 
 
-def list_text(ids: list[str], *, labels: bool = True) -> str:
+def list_lines(ids: list[str], *, labels: bool = True) -> list[str]:
     """The original list-file format, one ``/JPEGImages/ID.jpg /SegmentationClassAug/ID.png`` per line."""
     if labels:
-        return "".join(f"/JPEGImages/{i}.jpg /{LABEL_DIR}/{i}.png\n" for i in ids)
-    return "".join(f"/JPEGImages/{i}.jpg\n" for i in ids)
+        return [f"/JPEGImages/{i}.jpg /{LABEL_DIR}/{i}.png\n" for i in ids]
+    return [f"/JPEGImages/{i}.jpg\n" for i in ids]
 
 
 # ---------------------------------------------------------------- the labels
@@ -292,13 +293,9 @@ def prepare_voc(
     _build_labels(result, tasks, workers, progress)
 
     for name, ids in splits.items():
-        result.counts[name] = len(ids)
-        if write_text_if_changed(result.lists_dir / f"{name}.txt", list_text(ids)):
-            result.lists_written.append(name)
+        write_list(result, name, list_lines(ids))
     if voc_test is not None:
-        result.counts["test"] = len(voc_test)
-        if write_text_if_changed(result.lists_dir / "test.txt", list_text(sorted(voc_test), labels=False)):
-            result.lists_written.append("test")
+        write_list(result, "test", list_lines(sorted(voc_test), labels=False))
     _compare_with_standard(result, len(voc_train), len(voc_val))
     return result
 
