@@ -78,3 +78,21 @@ def test_claim_rules(tmp_path):
     (other / "README.txt").write_text("not a run file")
     assert claim_run_dir(other, "c", resuming=False, overwrite=False) is None  # unrelated files are fine
     assert (other / "README.txt").read_text() == "not a run file"
+
+
+def test_resume_ignores_settings_this_version_no_longer_has(tmp_path, voc_fixture, capsys):
+    import torch
+
+    from deeplab_resnet.training import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    assert run_cli(voc_fixture, run, "--num-steps", "1") == 0
+    path = ckpt.latest_checkpoint(run)
+    state = torch.load(path, weights_only=True)
+    state["config"]["old_setting"] = 3  # as written by an older version
+    torch.save(state, path)
+    capsys.readouterr()
+    assert run_cli(voc_fixture, run, "--resume") == 0
+    err = capsys.readouterr().err
+    assert "old_setting = 3 is no longer known; ignored" in err and "Traceback" not in err
+    assert "resuming from" in err and (run / "model.safetensors").is_file()

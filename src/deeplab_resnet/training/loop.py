@@ -144,8 +144,11 @@ def resume_state(cfg: TrainConfig, resume: str, log: Log) -> tuple[dict[str, Any
         if key not in RUNTIME_KEYS and key in saved and value not in (saved[key], defaults[key]):
             log(f"note: {key} = {saved[key]!r} from the checkpoint (not {value!r})")
     runtime = {k: v for k, v in cfg.to_dict().items() if k in RUNTIME_KEYS}
+    for key in sorted(set(saved) - set(defaults)):  # written by a version that had this setting
+        log(f"note: the checkpoint's setting {key} = {saved[key]!r} is no longer known; ignored")
     log(f"resuming from {path} at step {state['step']}")
-    return state, TrainConfig(**{**saved, **runtime})
+    known = {k: v for k, v in saved.items() if k in defaults}
+    return state, TrainConfig(**{**known, **runtime})
 
 
 # --------------------------------------------------------------------------------------------
