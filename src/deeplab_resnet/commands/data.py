@@ -184,9 +184,18 @@ def _add_stats(sub) -> None:
         "--update FILE writes it into a description file as mean_bgr.",
     )
     _data_dir_option(p, required=False)
-    p.add_argument("--data-list", default=None, help="list file (its images are used, labels ignored)")
+    p.add_argument("--data-list", default=None, help="list file (its images; with --class-weights, its labels)")
     p.add_argument("--images", default=None, help="a folder of images instead of a list")
     p.add_argument("--update", default=None, metavar="FILE", help="write the mean into this description file")
+    p.add_argument(
+        "--class-weights", default=None, choices=("median-frequency", "inverse-log-frequency"),
+        help="instead of the mean colour, count the list's label pixels per class and write class weights "
+        "for 'deeplab train --class-weights' (median frequency: median(f)/f_c; ENet: 1/ln(1.02 + p_c))",
+    )  # fmt: skip
+    p.add_argument("--output", default="class_weights.json", help="weights file (default: %(default)s)")
+    p.add_argument("--dataset", default=None, help="voc12, camvid or a description file (default: voc12)")
+    p.add_argument("--num-classes", type=int, default=None, help="another class count than the description's")
+    p.add_argument("--ignore-label", type=int, default=None, help="override the description's ignore label")
     _common(p)
 
 
@@ -342,6 +351,8 @@ def _run_stats(args: argparse.Namespace) -> int:
     from ..data.tools.stats import colour_stats
     from ..dataset_info import load_dataset_info, save_dataset_info
 
+    if args.class_weights:
+        return _run_class_weights(args)
     stats = colour_stats(_stats_paths(args), workers=args.workers, progress=not args.quiet)
     mean = [round(v, 8) for v in stats.mean_bgr]
     print(f"images: {stats.images}  pixels: {stats.pixels}")
@@ -351,6 +362,26 @@ def _run_stats(args: argparse.Namespace) -> int:
         info = load_dataset_info(args.update)
         save_dataset_info(replace(info, mean_bgr=tuple(mean)), args.update)
         print(f"{args.update}: mean_bgr updated")
+    return 0
+
+
+def _run_class_weights(args: argparse.Namespace) -> int:
+    """``stats --class-weights METHOD``: count the list's label pixels per class, write the weights."""
+    from ..data.lists import read_list
+    from ..data.tools.class_weights import class_pixel_counts, class_weights, write_class_weights
+
+    if not (args.data_dir and args.data_list):
+        raise DeepLabError("--class-weights needs --data-dir and --data-list (the labels to count)")
+    info = dataset_from_args(args)
+    labels = [pair.label for pair in read_list(args.data_dir, args.data_list) if pair.label is not None]
+    counts = class_pixel_counts(
+        labels, info.num_classes, info.ignore_label, workers=args.workers, progress=not args.quiet
+    )  # fmt: skip
+    weights = class_weights(counts, args.class_weights)
+    write_class_weights(args.output, weights, counts, args.class_weights, info.ignore_label)
+    print(f"labels: {len(labels)}  valid pixels: {sum(counts.pixels)}  classes: {info.num_classes}")
+    print(f"{args.class_weights} weights: [" + ", ".join(f"{w:.4f}" for w in weights) + "]")
+    print(f"wrote {args.output}")
     return 0
 
 

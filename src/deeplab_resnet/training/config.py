@@ -112,6 +112,14 @@ class TrainConfig:
         "cross-entropy on the stride-8 logit grid (the original) or on logits upsampled to the crop size",
         choices=("logits", "image"),
     )
+    class_weights: str | None = setting(
+        None, "weighted cross-entropy: JSON of one weight per class (from 'deeplab data stats --class-weights')"
+    )
+    ohem_keep: float = setting(
+        1.0, "hard-example mining: per loss term, keep the top fraction of valid pixels by loss (1: all)",
+        above=0, maximum=1,
+    )  # fmt: skip
+    ohem_min_kept: int = setting(0, "hard-example mining: keep at least this many pixels per loss term", minimum=0)
     check_data: bool = setting(True, "check every pair before training")
     progress: bool = setting(True, "progress bar")
     tensorboard: bool = setting(True, "TensorBoard events, if installed")

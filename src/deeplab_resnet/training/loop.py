@@ -36,6 +36,7 @@ from ..atomic import atomic_write_text
 from ..data.check import check_pair
 from ..data.lists import Pair, read_list
 from ..data.stream import StreamBatchSampler, TrainStream
+from ..data.tools.class_weights import read_class_weights
 from ..data.transforms import TrainTransform
 from ..dataset_info import DatasetInfo, resolve_dataset_info
 from ..devices import peak_memory_mb, resolve_device
@@ -270,6 +271,13 @@ def step_options(cfg: TrainConfig, model: DeepLabV2, world: int) -> dict[str, An
         "upsample": model.upsample if cfg.loss_resolution == "image" else None,
         "amp_dtype": torch.bfloat16 if cfg.amp else None,
         "channels_last": cfg.channels_last,
+        "class_weights": (
+            None
+            if cfg.class_weights is None
+            else torch.tensor(read_class_weights(cfg.class_weights, model.num_classes))
+        ),
+        "ohem_keep": cfg.ohem_keep,
+        "ohem_min_kept": cfg.ohem_min_kept,
     }
 
 

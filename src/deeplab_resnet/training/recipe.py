@@ -17,6 +17,15 @@
   crop size with the model's own test-time resize (``model.upsample``) and takes the
   cross-entropy against the full-resolution labels: the logits are then trained for what the
   evaluation scores (boundaries between logit cells), at the cost of a crop-sized softmax.
+* ``--class-weights FILE`` (ours): each pixel's cross-entropy times the weight of its label
+  (``data/tools/class_weights.py``: median frequency or ENet's inverse log frequency), still
+  divided by the number of valid pixels (not by the sum of their weights), so the weights scale
+  the gradient of their classes as written.
+* ``--ohem-keep F`` / ``--ohem-min-kept N`` (ours): online hard-example mining, per loss term
+  (each MSC output on its own) and per micro-batch of each process: of the ``n`` valid pixels,
+  only the ``k = min(n, max(N, ceil(F · n)))`` with the largest (weighted) loss count, and the
+  term is their mean (the kept count summed over processes, as above). ``F = 1`` (the default)
+  keeps every pixel: the original loss.
 * ``--grad-update-every K`` (Caffe ``iter_size``): K micro-batches of ``--batch-size`` each, one
   update with the average of their gradients. As in Caffe, each micro-batch's loss is a mean over
   its own valid pixels, so this equals one batch of K·batch-size exactly when the micro-batches
@@ -67,6 +76,9 @@ def seg_loss(
     *,
     world: int = 1,
     upsample: Upsample | None = None,
+    class_weights: torch.Tensor | None = None,
+    ohem_keep: float = 1.0,
+    ohem_min_kept: int = 0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Sum over ``outputs`` of the mean cross-entropy over valid pixels of the global batch.
 
@@ -83,23 +95,45 @@ def seg_loss(
         upsample: ``None`` (the original): labels are resized to each output's grid by nearest
             neighbour. Otherwise ``upsample(logits, (H, W))`` (e.g. ``model.upsample``) brings
             each output to the labels' size and the loss is taken at full resolution.
+        class_weights: ``(num_classes,)`` weight of each class's pixels (``None``: all 1).
+        ohem_keep, ohem_min_kept: hard-example mining (see the module docstring); ``1.0`` keeps all.
 
     Returns ``(loss, per-output mean losses)``.
     """
     if upsample is not None:
         outputs = [upsample(o.float(), tuple(labels.shape[-2:])) for o in outputs]
     targets = [label_targets(labels, o.shape[-2:], num_classes, ignore_label) for o in outputs]
-    counts = torch.stack([(t >= 0).sum() for t in targets]).to(torch.float64)
+    kept = [ohem_kept_count(int((t >= 0).sum()), ohem_keep, ohem_min_kept) for t in targets]
+    counts = torch.tensor(kept, dtype=torch.float64, device=labels.device)
     if world > 1:
         dist.all_reduce(counts)
+    weight = None if class_weights is None else class_weights.to(device=labels.device, dtype=torch.float32)
     total = outputs[0].new_zeros((), dtype=torch.float32)
     parts = []
-    for out, target, count in zip(outputs, targets, counts):
-        summed = F.cross_entropy(out.float(), target, ignore_index=-100, reduction="sum")
+    for out, target, k, count in zip(outputs, targets, kept, counts):
+        summed = _summed_loss(out.float(), target, weight, k)
         term = summed * (world / max(float(count), 1.0))
         total = total + term
         parts.append(term.detach())
     return total, parts
+
+
+def ohem_kept_count(valid: int, keep: float, min_kept: int) -> int:
+    """Pixels kept by hard-example mining out of ``valid``: ``min(valid, max(min_kept, ceil(keep · valid)))``."""
+    if keep >= 1.0:
+        return valid
+    # Rounded first so that e.g. 0.3 · 10 = 3.0000000000000004 keeps 3 pixels, not 4.
+    return min(valid, max(min_kept, math.ceil(round(keep * valid, 6))))
+
+
+def _summed_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, kept: int) -> torch.Tensor:
+    """The (weighted) cross-entropy summed over the ``kept`` valid pixels of largest loss (all when
+    ``kept`` is the valid count: then the one reduction the original uses)."""
+    valid = int((target >= 0).sum())
+    if kept >= valid:
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=-100, reduction="sum")
+    per_pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=-100, reduction="none")
+    return per_pixel[target >= 0].topk(kept, sorted=False).values.sum()
 
 
 def param_groups(model: DeepLabV2, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -162,6 +196,9 @@ def train_step(
     upsample: Upsample | None = None,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    class_weights: torch.Tensor | None = None,
+    ohem_keep: float = 1.0,
+    ohem_min_kept: int = 0,
 ) -> StepResult:
     """One update: set each group's LR (``lr · lr_mult``), take ``accumulate`` micro-batches
     from ``batches`` (forward, :func:`seg_loss`, backward), then step the optimizer.
@@ -177,6 +214,7 @@ def train_step(
         upsample: ``--loss-resolution image``: the model's test-time upsampling (see :func:`seg_loss`).
         amp_dtype: autocast the forward pass to this dtype (``None``: full precision).
         channels_last: feed the images in channels_last memory format.
+        class_weights, ohem_keep, ohem_min_kept: the loss options of :func:`seg_loss`.
 
     Raises :class:`NonFiniteLoss` (before updating anything) when the loss is not finite; with
     DDP every process sees the same mean loss, so all of them stop together.
@@ -198,7 +236,10 @@ def train_step(
             with autocast:
                 out = net(x)
             outputs = out if isinstance(out, list) else [out]
-            loss, _ = seg_loss(outputs, labels, num_classes, ignore_label, world=world, upsample=upsample)
+            loss, _ = seg_loss(
+                outputs, labels, num_classes, ignore_label, world=world, upsample=upsample,
+                class_weights=class_weights, ohem_keep=ohem_keep, ohem_min_kept=ohem_min_kept,
+            )  # fmt: skip
             (loss / accumulate).backward()
         loss_total += loss.detach().double().cpu() / accumulate
     loss_value = _mean_over_processes(loss_total, device, world)
