@@ -23,9 +23,9 @@ from ..resize import interp_matrix
 # Caffe's ImageSegData layer draws the scale from this set; the TF version draws U(0.5, 1.5).
 CAFFE_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
 
-# Crop windows drawn at most per sample while they hold only ignore label (the last is kept): a
-# window that misses a patch covering a fraction p of the positions is drawn 10 times with
-# probability (1 - p)^9, e.g. 0.4 % for p = 0.45.
+# Crop windows drawn at most per sample while they hold only ignore label (the last is kept).
+# When a fraction p of the crop positions see a labelled pixel, all 10 draws miss with
+# probability (1 - p)^10: 0.25 % for p = 0.45.
 CROP_TRIES = 10
 
 
