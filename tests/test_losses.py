@@ -200,3 +200,28 @@ def test_crop_retries_until_the_window_has_labelled_pixels():
         else:
             missed_once += 1
     assert missed_once > 5  # one draw misses the labelled columns about half the time
+
+
+def test_train_cli_refuses_a_bad_weights_file_before_claiming_the_run_dir(tmp_path: Path, voc_fixture: Path, capsys):
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps([1.0] * 20))  # 21 classes
+    run = tmp_path / "run"
+    args = ["train", "--data-dir", str(voc_fixture), "--data-list", str(voc_fixture / "list_train.txt")]
+    args += [
+        "--model",
+        "deeplab_v2_resnet_tiny",
+        "--snapshot-dir",
+        str(run),
+        "--num-steps",
+        "1",
+        "--input-size",
+        "33,33",
+    ]
+    assert (
+        main(args + ["--class-weights", str(weights), "--no-progress", "--no-tensorboard", "--num-workers", "0"]) == 2
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the "training from scratch" note
+    assert (
+        last == f"deeplab train: error: --class-weights {weights}: 20 weights for 21 classes (one per class is needed)"
+    )
+    assert not run.exists()

@@ -1,5 +1,5 @@
 """``deeplab data``: prepare VOC train_aug and the other official datasets, convert colour masks, check lists,
-compute the mean colour."""
+compute the mean colour or class weights."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ DESCRIPTION = (
     "from the official VOC 2012 and SBD downloads. prepare-cityscapes, prepare-gta5, prepare-synthia, "
     "prepare-cocostuff, prepare-ade20k: training labels, lists and description from those official "
     "downloads. convert-masks: RGB colour masks -> index PNGs. "
-    "check: validate a data dir and list(s) before training. stats: the images' mean colour. "
+    "check: validate a data dir and list(s) before training. stats: the images' mean colour, or class weights from the labels. "
     "describe: print a built-in dataset description to start your own from."
 )
 
@@ -178,7 +178,7 @@ def _add_stats(sub) -> None:
         sub,
         "stats",
         _run_stats,
-        help="the mean colour (B, G, R) of a dataset's images, for its description",
+        help="the mean colour (B, G, R) of a dataset's images, for its description; or class weights",
         description="Compute the exact per-channel mean (and standard deviation) over all pixels of the "
         "images of a list, or of a folder of images. Prints it in the description's B, G, R order; "
         "--update FILE writes it into a description file as mean_bgr.",

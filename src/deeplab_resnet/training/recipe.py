@@ -103,15 +103,16 @@ def seg_loss(
     if upsample is not None:
         outputs = [upsample(o.float(), tuple(labels.shape[-2:])) for o in outputs]
     targets = [label_targets(labels, o.shape[-2:], num_classes, ignore_label) for o in outputs]
-    kept = [ohem_kept_count(int((t >= 0).sum()), ohem_keep, ohem_min_kept) for t in targets]
+    valid = [int((t >= 0).sum()) for t in targets]
+    kept = [ohem_kept_count(n, ohem_keep, ohem_min_kept) for n in valid]
     counts = torch.tensor(kept, dtype=torch.float64, device=labels.device)
     if world > 1:
         dist.all_reduce(counts)
     weight = None if class_weights is None else class_weights.to(device=labels.device, dtype=torch.float32)
     total = outputs[0].new_zeros((), dtype=torch.float32)
     parts = []
-    for out, target, k, count in zip(outputs, targets, kept, counts):
-        summed = _summed_loss(out.float(), target, weight, k)
+    for out, target, n, k, count in zip(outputs, targets, valid, kept, counts):
+        summed = _summed_loss(out.float(), target, weight, k if k < n else None)
         term = summed * (world / max(float(count), 1.0))
         total = total + term
         parts.append(term.detach())
@@ -123,14 +124,15 @@ def ohem_kept_count(valid: int, keep: float, min_kept: int) -> int:
     if keep >= 1.0:
         return valid
     # Rounded first so that e.g. 0.3 · 10 = 3.0000000000000004 keeps 3 pixels, not 4.
-    return min(valid, max(min_kept, math.ceil(round(keep * valid, 6))))
+    return min(valid, max(min_kept, 1, math.ceil(round(keep * valid, 6))))
 
 
-def _summed_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, kept: int) -> torch.Tensor:
-    """The (weighted) cross-entropy summed over the ``kept`` valid pixels of largest loss (all when
-    ``kept`` is the valid count: then the one reduction the original uses)."""
-    valid = int((target >= 0).sum())
-    if kept >= valid:
+def _summed_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, kept: int | None
+) -> torch.Tensor:
+    """The (weighted) cross-entropy summed over the ``kept`` valid pixels of largest loss, or over
+    all valid pixels when ``kept`` is ``None`` (then by the one reduction the original uses)."""
+    if kept is None:
         return F.cross_entropy(logits, target, weight=weight, ignore_index=-100, reduction="sum")
     per_pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=-100, reduction="none")
     return per_pixel[target >= 0].topk(kept, sorted=False).values.sum()
