@@ -20,7 +20,8 @@ DESCRIPTION = (
     "from the official VOC 2012 and SBD downloads. prepare-cityscapes, prepare-gta5, prepare-synthia, "
     "prepare-cocostuff, prepare-ade20k: training labels, lists and description from those official "
     "downloads. convert-masks: RGB colour masks -> index PNGs. "
-    "check: validate a data dir and list(s) before training. stats: the images' mean colour, or class weights from the labels. "
+    "check: validate a data dir and list(s) before training. "
+    "stats: the images' mean colour, or class weights from the labels. "
     "describe: print a built-in dataset description to start your own from."
 )
 
@@ -181,7 +182,8 @@ def _add_stats(sub) -> None:
         help="the mean colour (B, G, R) of a dataset's images, for its description; or class weights",
         description="Compute the exact per-channel mean (and standard deviation) over all pixels of the "
         "images of a list, or of a folder of images. Prints it in the description's B, G, R order; "
-        "--update FILE writes it into a description file as mean_bgr.",
+        "--update FILE writes it into a description file as mean_bgr. With --class-weights METHOD it counts "
+        "the list's label pixels per class instead and writes class weights (--output) for 'deeplab train'.",
     )
     _data_dir_option(p, required=False)
     p.add_argument("--data-list", default=None, help="list file (its images; with --class-weights, its labels)")
