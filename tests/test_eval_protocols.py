@@ -208,3 +208,32 @@ def test_tiled_evaluation_close_to_whole_on_voc(voc_fixture):
         tiled_labels, tiled_logits = tiled.predict(rgb, full=True)
         assert (tiled_logits - logits).norm() / logits.norm() <= 0.2
         assert (tiled_labels == labels).float().mean() >= 0.8
+
+
+def test_input_size_and_tile_through_the_cli(tmp_path, voc_fixture, tiny_weights, capsys):
+    from deeplab_resnet import load_model
+    from deeplab_resnet.images import read_image
+
+    common = ["evaluate", "--data-dir", str(voc_fixture), "--data-list", str(voc_fixture / "list_val.txt")]
+    common += ["--weights", str(tiny_weights), "--limit", "1", "--quiet", "--native-size"]
+    assert main([*common, "-o", str(tmp_path / "whole")]) == 0
+    assert main([*common, "--tile", "600", "--tile-overlap", "64", "-o", str(tmp_path / "tiled")]) == 0
+    assert (
+        main([*common, "--input-size", "96,64", "-o", str(tmp_path / "r"), "--save-logits", str(tmp_path / "l")]) == 0
+    )
+    whole, tiled, resized = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("whole", "tiled", "r"))
+    assert tiled["tile"] == 600 and tiled["tile_overlap"] == 64 and resized["input_size"] == [96, 64]
+    assert tiled["confusion_matrix"] == whole["confusion_matrix"]  # one window covers the 500-px image
+    image_path = str(voc_fixture) + (voc_fixture / "list_val.txt").read_text().split()[0]
+    rgb = read_image(image_path)
+    resized_rgb = np.asarray(Image.fromarray(rgb).resize((96, 64), Image.BILINEAR))
+    model = load_model(tiny_weights).eval()
+    with torch.no_grad():
+        logits = model(to_input(resized_rgb, model.spec.mean_bgr).unsqueeze(0))[0].double()
+    expected = F.interpolate(logits[None], size=rgb.shape[:2], mode="bilinear", align_corners=True)[0]
+    saved = torch.from_numpy(np.load(next((tmp_path / "l").glob("*.npy")))).permute(2, 0, 1).double()
+    assert (saved - expected).norm() / expected.norm() <= 1e-5
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*common, "--input-size", "1024x512"])
+    assert "--input-size: expected two positive sizes W,H" in capsys.readouterr().err
