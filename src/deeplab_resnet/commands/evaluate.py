@@ -71,7 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-size", type=parse_input_size, default=None, metavar="W,H",
         help="resize every image to W x H for the network and upsample the logits to the label's size: the "
-        "Cityscapes test of AdaptSegNet and ADVENT (--input-size 1024,512 on 2048x1024 images)",
+        "Cityscapes test of AdaptSegNet and ADVENT (--input-size 1024,512 on 2048x1024 images; add --native-size "
+        "with caffe-convention weights, which are otherwise padded to 513 afterwards)",
     )  # fmt: skip
     add_tile_arguments(p)
     add_protocol_arguments(p)
