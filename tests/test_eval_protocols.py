@@ -87,7 +87,7 @@ def test_classes_cli_on_voc_fixture(tmp_path, voc_fixture, tiny_weights, capsys)
     assert status == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["class_subset"] == ["background", "cat", "person"]
+    assert report["class_subset"] == ["background", "cat", "person"] and report["class_subset_indices"] == [0, 8, 15]
     lines = [line for line in out.splitlines() if line[:4].strip().rstrip("*").isdigit()]
     assert [line.split()[0] for line in lines if "*" in line[:4]] == ["0*", "8*", "15*"]
     preds, gts = [], []
@@ -149,6 +149,22 @@ def test_resized_input_equals_independent_computation(convention):
     # and it is not the native-size result
     native = Segmenter(model).predict(rgb, full=True)[1].double()
     assert (native - expected).norm() / expected.norm() > 1e-2
+
+
+def test_resized_input_with_the_authors_padding_equals_independent_computation():
+    """``--input-size`` with caffe weights' default padding: resize, pad bottom/right with 0, zoom 8
+    (corner-aligned), crop the resized image's part, then resize that to the image (corner-aligned)."""
+    model = tiny_model("caffe").eval()
+    rgb = smooth_image(75, 110, seed=3)
+    width, height, pad = 96, 64, 105
+    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+    x = F.pad(to_input(resized, model.spec.mean_bgr).unsqueeze(0), (0, pad - width, 0, pad - height))
+    with torch.no_grad():
+        logits = model(x).double()
+    zoomed = F.interpolate(logits, size=(pad, pad), mode="bilinear", align_corners=True)[:, :, :height, :width]
+    expected = F.interpolate(zoomed, size=(75, 110), mode="bilinear", align_corners=True)[0]
+    upsampled = Segmenter(model, input_size=(width, height), pad_size=pad).predict(rgb, full=True)[1]
+    assert (upsampled.double() - expected).norm() / expected.norm() <= 1e-5
 
 
 def test_resized_input_refuses_tile_and_max_size():

@@ -53,12 +53,14 @@ def build_report(
 ) -> dict:
     """The JSON report: every metric (``null`` where undefined), the matrix, and ``info`` (run details).
 
-    With ``subset`` (``--classes``): ``class_subset`` (its class names) and ``subset_mean_iou``.
+    With ``subset`` (``--classes``): ``class_subset`` (its class names), ``class_subset_indices`` and
+    ``subset_mean_iou``.
     """
     report = s.as_dict(class_names)
     if subset is not None:
         subset_miou = subset_mean_iou(s.iou, subset)
         report["class_subset"] = [class_names[i] for i in subset]
+        report["class_subset_indices"] = [int(i) for i in subset]
         report["subset_mean_iou"] = None if math.isnan(subset_miou) else subset_miou
     report["class_names"] = list(class_names)
     report["confusion_matrix"] = np.asarray(matrix, dtype=np.int64).tolist()
