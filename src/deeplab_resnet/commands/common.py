@@ -122,6 +122,22 @@ def int_at_least(minimum: int):
     return parse
 
 
+def add_tile_arguments(p: argparse.ArgumentParser, instead_of: str = "") -> None:
+    """``--tile`` and ``--tile-overlap``, as ``segment`` and ``evaluate`` both take them (the
+    :class:`~deeplab_resnet.inference.segmenter.Segmenter`'s ``tile``/``tile_overlap``)."""
+    p.add_argument(
+        "--tile", type=int_at_least(64), default=None, metavar="SIZE",
+        help=f"run the network on overlapping SIZE x SIZE windows at full resolution{instead_of}; "
+        "each window keeps only its centre, so memory is bounded by one window whatever the image size "
+        "(windows run at their own size, without the test protocol's padding)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tile-overlap", type=int_at_least(0), default=192,
+        help="margin of each window in pixels; windows overlap by twice this and each owns the pixels up to "
+        "the middle of its overlaps (the full model sees ~200 px of context; default: %(default)s)",
+    )  # fmt: skip
+
+
 def float_between(low: float, high: float):
     """An argparse ``type``: a finite number in ``[low, high]`` (so ``nan`` and ``inf`` are refused)."""
 

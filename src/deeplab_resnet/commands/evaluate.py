@@ -13,6 +13,7 @@ from .common import (
     add_crf_arguments,
     add_model_arguments,
     add_protocol_arguments,
+    add_tile_arguments,
     check_protocol_args,
     crf_params_from_args,
     dataset_from_args,
@@ -61,6 +62,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the results equal one-at-a-time up to float rounding); default: %(default)s",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument(
+        "--classes", default=None, metavar="NAMES|INDICES",
+        help="also report the mean IoU over these classes only (comma-separated names or indices, or synthia16 / "
+        "synthia13: the 16 and 13 Cityscapes classes of the SYNTHIA->Cityscapes papers); the IoUs come from the "
+        "full confusion matrix, so pixels of other classes still count as errors",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-size", type=parse_input_size, default=None, metavar="W,H",
+        help="resize every image to W x H for the network and upsample the logits to the label's size: the "
+        "Cityscapes test of AdaptSegNet and ADVENT (--input-size 1024,512 on 2048x1024 images; add --native-size "
+        "with caffe-convention weights, which are otherwise padded to 513 afterwards)",
+    )  # fmt: skip
+    add_tile_arguments(p)
     add_protocol_arguments(p)
     add_crf_arguments(p)
     p.add_argument(
@@ -69,6 +83,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "0 = inline, the default below 4 CPUs)",
     )  # fmt: skip
     add_backend_argument(p)
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """An argparse ``type`` for ``--input-size W,H`` (a bad value is argparse's one-line usage error)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected two positive sizes W,H such as 1024,512, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def _scales(args: argparse.Namespace) -> tuple[float, ...]:
@@ -92,9 +114,14 @@ def _score_model(args, pairs, dist):
         device = f"cuda:{dist.local_rank}"
     init_distributed(dist, device)
     model = load_model_from_args(args, device)
+    _class_subset(args, model.dataset.class_names)  # a bad --classes fails before the long run
     network = with_backend(args, model, device)
     pad_size = pad_size_from_args(args, model.convention)
-    protocol.check_scales_for_images([p.image for p in pairs], scales, model.convention, pad_size=pad_size)
+    protocol.check_input_size(args.input_size, tile=args.tile)
+    protocol.check_scales_for_images(
+        [p.image for p in pairs], scales, model.convention, pad_size=pad_size, tile=args.tile,
+        input_size=args.input_size,
+    )  # fmt: skip
     workers = args.crf_workers if args.crf_workers is not None else default_crf_workers()
     if dist.active:
         workers = max(workers // dist.world_size, 0 if args.crf_workers == 0 else 1)
@@ -108,15 +135,25 @@ def _score_model(args, pairs, dist):
         pad_size=pad_size,
         flip=args.flip, crf=crf, crf_backend=args.crf_backend, crf_workers=workers, outputs=outputs,
         progress=Progress("evaluating", unit="images", enabled=not args.quiet and dist.rank == 0).callback,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, input_size=args.input_size, tile=args.tile, tile_overlap=args.tile_overlap,
     )  # fmt: skip
     loop_seconds = time.perf_counter() - start
     options = {"scales": list(scales), "pad_size": pad_size, "flip": args.flip, "crf": crf.__dict__ if crf else None}
     options["batch_size"] = args.batch_size
+    options["input_size"] = list(args.input_size) if args.input_size else None
+    options["tile"] = args.tile
+    if args.tile is not None:
+        options["tile_overlap"] = args.tile_overlap
     if crf:
         options.update(crf_backend=args.crf_backend, crf_workers=workers)
     options["evaluation_seconds"] = loop_seconds  # the loop alone, without loading the model (rank 0's)
     return meter, model.dataset, device, {"weights": str(args.weights), "convention": model.convention, **options}
+
+
+def _class_subset(args: argparse.Namespace, class_names) -> tuple[int, ...] | None:
+    from ..evaluation.subsets import parse_class_subset
+
+    return None if args.classes is None else parse_class_subset(args.classes, class_names)
 
 
 def _check_outputs(args: argparse.Namespace, pairs) -> None:
@@ -155,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         if dist.active:
             raise DeepLabError("--predictions runs on one process; start it without torchrun")
         dataset = dataset_from_args(args)  # --ignore-label, if given, is already applied
+        _class_subset(args, dataset.class_names)
         meter = evaluate_prediction_dir(args.predictions, pairs, dataset.num_classes, dataset.ignore_label)
         device, info = "cpu", {"predictions": str(args.predictions), "evaluation_seconds": time.perf_counter() - start}
     else:
@@ -170,14 +208,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     scores = metric_scores(matrix)
     names = dataset.class_names
+    subset = _class_subset(args, names)
     info.update(
         data_list=str(args.data_list), images=len(pairs), seconds_total=round(elapsed, 3),
         seconds_evaluating=round(loop, 3), images_per_second=round(len(pairs) / loop, 4) if loop > 0 else None,
         processes=dist.world_size,
     )  # fmt: skip
-    report = build_report(scores, matrix, names, **info)
+    report = build_report(scores, matrix, names, subset, **info)
     written = write_reports(args.output_dir, report, matrix, names)
-    print(class_table(scores, names))
+    print(class_table(scores, names, subset))
     print(
         f"{len(pairs)} images in {loop:.1f} s ({len(pairs) / loop:.2f} images/s; {elapsed:.1f} s in all); wrote "
         + ", ".join(map(str, written))

@@ -13,6 +13,7 @@ from .common import (
     add_crf_arguments,
     add_model_arguments,
     add_protocol_arguments,
+    add_tile_arguments,
     check_protocol_args,
     crf_params_from_args,
     expand_inputs,
@@ -44,15 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the network sees images whose longer side exceeds this shrunk to it; outputs stay full "
         "size (0 = always full resolution; default: %(default)s)",
     )  # fmt: skip
-    p.add_argument(
-        "--tile", type=int_at_least(64), default=None, metavar="SIZE",
-        help="run the network on overlapping SIZE x SIZE windows at full resolution (instead of --max-size; "
-        "windows run at their own size, without the test protocol's padding)",
-    )  # fmt: skip
-    p.add_argument(
-        "--tile-overlap", type=int_at_least(0), default=192,
-        help="margin of each window in pixels; windows overlap by twice this (default: %(default)s)",
-    )  # fmt: skip
+    add_tile_arguments(p, instead_of=" (instead of --max-size)")
     p.add_argument(
         "--max-pixels", type=int_at_least(0), default=80_000_000,
         help="refuse images with more pixels than this before decoding them (0 = no limit; default: %(default)s)",

@@ -77,6 +77,9 @@ def evaluate_pairs(
     progress: Progress | None = None,
     batch_size: int = 1,
     pad_size: int | str | None = None,
+    input_size: tuple[int, int] | None = None,
+    tile: int | None = None,
+    tile_overlap: int = 192,
 ) -> ConfusionMeter:
     """Run ``model`` on every pair and accumulate the confusion matrix.
 
@@ -100,11 +103,18 @@ def evaluate_pairs(
             they may finish out of list order; the scores do not depend on the order).
         pad_size: the test protocol, see :class:`Segmenter` (``None``: native size; 513: the
             authors' Caffe padding; ``"auto"``: the weights' original's).
+        input_size: ``(width, height)`` every image is resized to for the network, the logits
+            upsampled to the label's size (AdaptSegNet/ADVENT on Cityscapes); see :class:`Segmenter`.
+        tile, tile_overlap: run the network on overlapping windows (each owns its centre) to bound
+            memory; see :class:`Segmenter`.
     """
     if batch_size < 1:
         raise DeepLabError(f"batch size must be >= 1, got {batch_size}")
     pairs = list(pairs)
-    segmenter = Segmenter(model, spec, device=device, scales=scales, flip=flip, pad_size=pad_size)
+    segmenter = Segmenter(
+        model, spec, device=device, scales=scales, flip=flip, pad_size=pad_size, input_size=input_size,
+        tile=tile, tile_overlap=tile_overlap,
+    )  # fmt: skip
     dataset = segmenter.dataset
     meter = ConfusionMeter(dataset.num_classes, dataset.ignore_label if ignore_label is None else ignore_label)
     scoring = _Scoring(meter, dataset, outputs or EvalOutputs(), len(pairs), progress, crf, crf_backend, crf_workers)

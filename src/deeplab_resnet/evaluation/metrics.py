@@ -8,6 +8,7 @@ absent from both ground truth and prediction has no IoU (``nan``) and is left ou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,3 +103,17 @@ class ConfusionMeter:
 
     def scores(self) -> Scores:
         return scores(self.matrix)
+
+
+def subset_mean_iou(iou: np.ndarray, classes: Sequence[int]) -> float:
+    """Mean IoU over ``classes`` only, the IoUs being those of the full confusion matrix.
+
+    This is how the SYNTHIA->Cityscapes papers report their 16- and 13-class mIoU: the matrix keeps
+    every class, so a pixel of a class outside the subset predicted as one inside it (or the
+    reverse) still counts against the class inside. Classes of the subset without an IoU (absent
+    from ground truth and predictions) are left out of the mean, as in :func:`scores`; ``nan`` if
+    none has one.
+    """
+    picked = np.asarray(iou, dtype=np.float64)[list(classes)]
+    present = ~np.isnan(picked)
+    return float(picked[present].mean()) if present.any() else float("nan")

@@ -11,28 +11,36 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_write, atomic_write_text, save_npy
-from .metrics import Scores
+from .metrics import Scores, subset_mean_iou
 
 
 def _pct(value: float) -> str:
     return "     -" if math.isnan(value) else f"{100 * value:6.2f}"
 
 
-def class_table(s: Scores, class_names: Sequence[str]) -> str:
+def class_table(s: Scores, class_names: Sequence[str], subset: Sequence[int] | None = None) -> str:
     """Per-class IoU and accuracy (in %), then the summary metrics, as fixed-width text.
 
     A class absent from both ground truth and predictions has no IoU: shown as ``-`` and
-    marked, and left out of the means.
+    marked, and left out of the means. With ``subset`` (``--classes``), its classes are marked
+    ``*`` and their mean IoU follows the full one.
     """
     width = max([len("class")] + [len(n) for n in class_names])
     lines = [f"{'#':>3}  {'class':<{width}}  {'IoU %':>6}  {'acc %':>6}", "-" * (width + 23)]
     for i, name in enumerate(class_names):
         note = "" if s.present[i] else "  (absent: not in ground truth or predictions)"
-        lines.append(f"{i:>3}  {name:<{width}}  {_pct(s.iou[i])}  {_pct(s.accuracy[i])}{note}")
+        mark = "*" if subset is not None and i in subset else " "
+        lines.append(f"{i:>3}{mark} {name:<{width}}  {_pct(s.iou[i])}  {_pct(s.accuracy[i])}{note}")
     lines.append("-" * (width + 23))
     present = int(np.sum(s.present))
     lines += [
         f"mean IoU            {_pct(s.mean_iou)}  (over {present} of {len(class_names)} classes)",
+    ]
+    if subset is not None:
+        lines.append(
+            f"mean IoU *          {_pct(subset_mean_iou(s.iou, subset))}  (over the {len(subset)} classes marked *)"
+        )
+    lines += [
         f"pixel accuracy      {_pct(s.pixel_accuracy)}",
         f"mean accuracy       {_pct(s.mean_accuracy)}",
         f"frequency-weighted  {_pct(s.frequency_weighted_iou)}  (IoU)",
@@ -40,9 +48,20 @@ def class_table(s: Scores, class_names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def build_report(s: Scores, matrix: np.ndarray, class_names: Sequence[str], **info) -> dict:
-    """The JSON report: every metric (``null`` where undefined), the matrix, and ``info`` (run details)."""
+def build_report(
+    s: Scores, matrix: np.ndarray, class_names: Sequence[str], subset: Sequence[int] | None = None, **info
+) -> dict:
+    """The JSON report: every metric (``null`` where undefined), the matrix, and ``info`` (run details).
+
+    With ``subset`` (``--classes``): ``class_subset`` (its class names), ``class_subset_indices`` and
+    ``subset_mean_iou``.
+    """
     report = s.as_dict(class_names)
+    if subset is not None:
+        subset_miou = subset_mean_iou(s.iou, subset)
+        report["class_subset"] = [class_names[i] for i in subset]
+        report["class_subset_indices"] = [int(i) for i in subset]
+        report["subset_mean_iou"] = None if math.isnan(subset_miou) else subset_miou
     report["class_names"] = list(class_names)
     report["confusion_matrix"] = np.asarray(matrix, dtype=np.int64).tolist()
     report["confusion_matrix_axes"] = "rows: ground truth, columns: prediction"

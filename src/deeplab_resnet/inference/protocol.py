@@ -18,6 +18,11 @@ image and pads the mirror the same way (bottom/right), so both runs are the auth
 computation on an image, and the mirrored result lines up with the image after the crop;
 mirroring the padded input instead would put the padding on the left, which no original did.
 Tiles (``--tile``) always run at their own size: the protocol is about whole images.
+
+* **resized input** (``--input-size W,H``, the domain-adaptation papers' Cityscapes test:
+  AdaptSegNet, ADVENT): every image is resized to ``W x H`` for the network and the logits are
+  upsampled to the label's size. It takes the place of ``--max-size``, and combines with the
+  padding above like a ``--max-size`` shrink does.
 """
 
 from __future__ import annotations
@@ -120,13 +125,38 @@ def shrunk_size(height: int, width: int, max_size: int | None) -> tuple[int, int
     return height, width
 
 
-def network_size(
-    height: int, width: int, *, max_size: int | None = None, pad_size: int | None = None, tile: int | None = None
+def check_input_size(
+    input_size: tuple[int, int] | None, *, max_size: int | None = None, tile: int | None = None
+) -> tuple[int, int] | None:
+    """A valid ``--input-size`` ``(width, height)``: positive, and not together with ``--max-size`` or ``--tile``."""
+    if input_size is None:
+        return None
+    if len(input_size) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in input_size):
+        raise DeepLabError(f"--input-size must be two positive sizes W,H (e.g. 1024,512), got {input_size}")
+    if max_size:
+        raise DeepLabError("--input-size fixes the network's input size; leave out --max-size")
+    if tile is not None:
+        raise DeepLabError("--input-size resizes whole images; it does not combine with --tile")
+    return int(input_size[0]), int(input_size[1])
+
+
+def network_image_size(
+    height: int, width: int, max_size: int | None = None, input_size: tuple[int, int] | None = None
 ) -> tuple[int, int]:
+    """``(height, width)`` of the image given to the network: ``input_size`` (W,H) if set, else :func:`shrunk_size`."""
+    if input_size is not None:
+        return input_size[1], input_size[0]
+    return shrunk_size(height, width, max_size)
+
+
+def network_size(
+    height: int, width: int, *, max_size: int | None = None, pad_size: int | None = None, tile: int | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> tuple[int, int]:  # fmt: skip
     """The (largest) input the network sees for a ``height x width`` image."""
     if tile is not None:
         return min(tile, height), min(tile, width)
-    h, w = shrunk_size(height, width, max_size)
+    h, w = network_image_size(height, width, max_size, input_size)
     return padded_length(h, pad_size), padded_length(w, pad_size)
 
 
@@ -154,6 +184,7 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
 def check_scales_for_images(
     paths: Iterable[str | Path], scales: Sequence[float], convention: str, *,
     max_size: int | None = None, pad_size: int | None = None, tile: int | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> None:  # fmt: skip
     """:func:`check_scales` for every image before anything runs (or is written).
 
@@ -167,7 +198,7 @@ def check_scales_for_images(
         size = image_size(path)
         if size is None:
             continue
-        net = network_size(*size, max_size=max_size, pad_size=pad_size, tile=tile)
+        net = network_size(*size, max_size=max_size, pad_size=pad_size, tile=tile, input_size=input_size)
         if net not in seen:
             seen.add(net)
             check_scales(*net, scales, convention, what=f"the network input for {Path(path).name}")

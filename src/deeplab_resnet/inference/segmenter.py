@@ -147,6 +147,10 @@ class Segmenter:
             padded bottom/right to it (513 in their test), logits zoomed by 8 and cropped.
             ``"auto"``: what the weights' original did (513 for caffe, native for tf), as
             ``deeplab segment``/``evaluate`` do by default. Not applied to tiles.
+        input_size: ``(width, height)``: every image is resized (bilinear) to exactly this size for
+            the network, and its logits are upsampled to the image's own size with the convention's
+            bilinear: the protocol of AdaptSegNet and ADVENT on Cityscapes (input 1024x512,
+            prediction upsampled to 2048x1024). Replaces ``max_size``; not with ``tile``.
 
     Before the network runs, its memory is estimated (:mod:`.memory`) and an input that would not
     fit is refused with one line instead of being killed by the system.
@@ -157,7 +161,7 @@ class Segmenter:
         scales: Sequence[float] = (1.0,), max_size: int | None = None, flip: bool = False,
         crf: CRFParams | None = None, crf_backend: str = "auto",
         tile: int | None = None, tile_overlap: int = 192, rows_per_chunk: int = 256,
-        pad_size: int | str | None = None,
+        pad_size: int | str | None = None, input_size: tuple[int, int] | None = None,
     ):  # fmt: skip
         self.spec = _spec_of(network, spec)
         self.device = torch.device(device)
@@ -179,6 +183,7 @@ class Segmenter:
         self.rows_per_chunk = rows_per_chunk
         # None = the image's own size; else the size every input is padded to (inference/protocol.py)
         self.pad_size = protocol.resolve_pad_size(pad_size, self.spec.convention)
+        self.input_size = protocol.check_input_size(input_size, max_size=max_size, tile=tile)
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, num_classes: int | None = None, **kwargs) -> Segmenter:
@@ -190,8 +195,8 @@ class Segmenter:
         return self.spec.dataset
 
     def network_input(self, rgb: np.ndarray) -> np.ndarray:
-        """The image as the network sees it: shrunk to ``max_size`` if larger."""
-        h, w = protocol.shrunk_size(rgb.shape[0], rgb.shape[1], self.max_size)
+        """The image as the network sees it: resized to ``input_size``, or shrunk to ``max_size`` if larger."""
+        h, w = protocol.network_image_size(rgb.shape[0], rgb.shape[1], self.max_size, self.input_size)
         if (h, w) != rgb.shape[:2]:
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
         return rgb
