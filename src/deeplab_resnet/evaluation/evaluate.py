@@ -61,6 +61,8 @@ def default_crf_workers() -> int:
     return min(cores // 2, 8) if cores >= 4 else 0
 
 
+# Over 60 lines only through its keyword arguments and their documentation: every option of the
+# evaluation is described here once; the body is the ~20 lines at the end.
 def evaluate_pairs(
     model: Network,
     pairs: Iterable[Pair],
