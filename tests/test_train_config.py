@@ -50,7 +50,7 @@ def test_every_field_has_a_flag_and_every_flag_a_field():
 
 def test_help_shows_the_fields_defaults_and_choices():
     text = " ".join(train_parser().format_help().split())
-    for snippet in ("(default: 20001)", "(default: 321,321)", "{logits,image}", "(default: 1.0,0.75,0.5)"):
+    for snippet in ("(default: 20001)", "else 321,321)", "{logits,image}", "(default: 1.0,0.75,0.5)"):
         assert snippet in text, snippet
 
 

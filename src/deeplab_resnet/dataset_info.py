@@ -103,7 +103,14 @@ class DatasetInfo:
         d = asdict(self)
         d.pop("extra")
         d["num_classes"] = self.num_classes
+        if self.extra.get("training"):
+            d["training"] = dict(self.extra["training"])
         return d
+
+    @property
+    def training_defaults(self) -> dict:
+        """The description's own ``deeplab train`` defaults (``input_size``, ``scale_range``), if any."""
+        return dict(self.extra.get("training", {}))
 
     def to_json(self) -> str:
         """The description as a JSON document :func:`load_dataset_info` reads back (palette one colour per line)."""
@@ -155,7 +162,7 @@ class DatasetInfo:
             palette=palette_t,
             mean_bgr=mean,  # type: ignore[arg-type]
             ignore_label=_as_int(d.get("ignore_label", 255), "ignore_label", name),
-            extra={k: d[k] for k in OPTIONAL_NOTES if k in d},
+            extra={k: d[k] for k in OPTIONAL_NOTES if k in d} | _training_defaults(d, name),
         )
         if strict:
             check_dataset_values(info)
@@ -164,7 +171,40 @@ class DatasetInfo:
 
 # Keys a description file may carry besides the fields: free-form notes kept in ``extra``.
 OPTIONAL_NOTES: tuple[str, ...] = ("description", "source", "license", "notes")
-DESCRIPTION_KEYS: tuple[str, ...] = ("name", "class_names", "num_classes", "palette", "mean_bgr", "ignore_label")
+DESCRIPTION_KEYS: tuple[str, ...] = (
+    "name", "class_names", "num_classes", "palette", "mean_bgr", "ignore_label", "training",
+)  # fmt: skip
+# "training": the dataset's own defaults for ``deeplab train`` (a flag or config value given wins).
+TRAINING_DEFAULTS: tuple[str, ...] = ("input_size", "scale_range")
+
+
+def _training_defaults(d: dict, name: str) -> dict:
+    """``{"training": {...}}`` from a description's ``training`` mapping, checked, or ``{}``:
+    ``input_size`` [height, width] of the random crop (1..4096 each) and ``scale_range``
+    [low, high] of the random rescaling (0 < low <= high <= 4)."""
+    given = d.get("training")
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or set(given) - set(TRAINING_DEFAULTS):
+        raise DeepLabError(f"dataset {name!r}: 'training' must be a mapping of {', '.join(TRAINING_DEFAULTS)}")
+    out = {}
+    try:
+        if "input_size" in given:
+            h, w = (int(v) for v in given["input_size"])
+            if not (1 <= h <= 4096 and 1 <= w <= 4096) or any(isinstance(v, bool) for v in given["input_size"]):
+                raise ValueError
+            out["input_size"] = [h, w]
+        if "scale_range" in given:
+            low, high = (float(v) for v in given["scale_range"])
+            if not 0 < low <= high <= 4:
+                raise ValueError
+            out["scale_range"] = [low, high]
+    except (TypeError, ValueError) as exc:
+        raise DeepLabError(
+            f"dataset {name!r}: training.input_size must be [height, width] (1..4096) and training.scale_range "
+            "[low, high] with 0 < low <= high <= 4"
+        ) from exc
+    return {"training": out}
 
 
 def _as_int(value, key: str, name: str) -> int:

@@ -90,6 +90,8 @@ class TrainTransform:
             the label always by TF nearest neighbour.
         crop_tries: crop windows drawn at most while the label window is all ignore label
             (1: the original's single draw).
+        scale_range: ``(low, high)`` of the continuous random scale (the original: 0.5, 1.5); a
+            dataset description may set its own (``training.scale_range``).
     """
 
     crop_size: tuple[int, int]
@@ -100,6 +102,7 @@ class TrainTransform:
     scale_mode: str = "continuous"
     convention: str = "tf"
     crop_tries: int = CROP_TRIES
+    scale_range: tuple[float, float] = (0.5, 1.5)
 
     def __post_init__(self) -> None:
         if self.scale_mode not in ("continuous", "discrete"):
@@ -115,7 +118,7 @@ class TrainTransform:
         y = torch.from_numpy(np.asarray(label, dtype=np.int64))
         # The draws happen in a fixed order whatever the flags, so the stream never shifts.
         if self.scale_mode == "continuous":
-            scale = float(rng.uniform(0.5, 1.5))
+            scale = float(rng.uniform(*self.scale_range))
         else:
             scale = float(CAFFE_SCALES[rng.integers(len(CAFFE_SCALES))])
         flip = bool(rng.random() < 0.5)

@@ -22,6 +22,8 @@ from ..errors import DeepLabError
 from ..mapping_files import read_mapping
 
 ORIGINAL = "the original's flags"
+DEFAULT_INPUT_SIZE = "321,321"  # the original recipe (docs/original.md §4)
+DEFAULT_SCALE_RANGE = (0.5, 1.5)
 MORE = "more"
 
 
@@ -54,13 +56,15 @@ class TrainConfig:
     data_dir: str = setting("", "directory the list's paths are relative to", group=ORIGINAL)
     data_list: str = setting("", "list file: '/JPEGImages/x.jpg /SegmentationClassAug/x.png' lines", group=ORIGINAL)
     batch_size: int = setting(10, "global batch", minimum=1, group=ORIGINAL)
-    input_size: str = setting("321,321", "crop HEIGHT,WIDTH", group=ORIGINAL)
+    input_size: str | None = setting(
+        None, "crop HEIGHT,WIDTH (default: the --dataset description's, else 321,321)", group=ORIGINAL
+    )
     learning_rate: float = setting(2.5e-4, "base learning rate", above=0, group=ORIGINAL)
     momentum: float = setting(0.9, "SGD momentum", minimum=0, maximum=1, group=ORIGINAL)
     num_steps: int = setting(20001, "training steps", minimum=1, group=ORIGINAL)
     power: float = setting(0.9, "poly learning rate power", minimum=0, group=ORIGINAL)
     random_mirror: bool = setting(False, "random horizontal flip", group=ORIGINAL)
-    random_scale: bool = setting(False, "random rescaling, U(0.5, 1.5)", group=ORIGINAL)
+    random_scale: bool = setting(False, "random rescaling, U(0.5, 1.5) or --scale-range", group=ORIGINAL)
     random_seed: int = setting(1234, "seed of the initialisation and the data order", minimum=0, group=ORIGINAL)
     restore_from: str | None = setting(
         None, "initial weights (.safetensors, or an original .caffemodel/.ckpt); none: from scratch", group=ORIGINAL
@@ -81,6 +85,9 @@ class TrainConfig:
     is_training: bool = setting(False, "train batch norm (default: frozen)", group=ORIGINAL)
     grad_update_every: int = setting(1, "micro-batches per update (Caffe iter_size)", minimum=1, group=ORIGINAL)
     # Ours.
+    scale_range: list[float] | None = setting(
+        None, "LOW,HIGH of the random rescaling (default: the --dataset description's, else 0.5,1.5)", above=0
+    )
     msc: bool = setting(False, "multi-scale training: one loss per scale and one for the max-fused logits")
     msc_scales: list[float] = setting([1.0, 0.75, 0.5], "input scales of --msc, comma-separated", above=0)
     scale_mode: str = setting(
@@ -131,7 +138,21 @@ class TrainConfig:
 
     @property
     def crop_size(self) -> tuple[int, int]:
-        return parse_size(self.input_size, flag_name("input_size"))
+        return parse_size(self.input_size or DEFAULT_INPUT_SIZE, flag_name("input_size"))
+
+    @property
+    def scale_bounds(self) -> tuple[float, float]:
+        low, high = self.scale_range or DEFAULT_SCALE_RANGE
+        return float(low), float(high)
+
+    def with_dataset_defaults(self, defaults: dict) -> TrainConfig:
+        """This config with the dataset description's ``training`` defaults where nothing was given."""
+        changes = {}
+        if self.input_size is None and "input_size" in defaults:
+            changes["input_size"] = ",".join(str(v) for v in defaults["input_size"])
+        if self.scale_range is None and "scale_range" in defaults:
+            changes["scale_range"] = list(defaults["scale_range"])
+        return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -219,12 +240,19 @@ def check_value(name: str, value: Any, where: str) -> Any:
         values = [check_scalar(item, v, where) for v in value]
         for v in values:
             check_range(f, v, where)
+        if name == "scale_range":
+            _check_scale_range(values, where)
         return values
     value = check_scalar(kind, value, where)
     check_range(f, value, where)
     if name == "input_size":
         parse_size(value, where)
     return value
+
+
+def _check_scale_range(values: list[float], where: str) -> None:
+    if len(values) != 2 or values[0] > values[1] or values[1] > 4:
+        raise DeepLabError(f"{where} must be LOW,HIGH with LOW <= HIGH <= 4, got {values!r}")
 
 
 def parse_flag(name: str, text: str) -> Any:

@@ -82,6 +82,7 @@ def train(cfg: TrainConfig, resume: str | None = None, *, overwrite: bool = Fals
     np.random.seed(cfg.random_seed % 2**32)
 
     model, model_info = prepare_model(cfg, state, log)
+    cfg = cfg.with_dataset_defaults(model.dataset.training_defaults)  # crop, scales: flags given win
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -324,7 +325,7 @@ def make_loader(
     """The endless, position-seeded stream of this process's share of each global batch from ``start`` on."""
     transform = TrainTransform(
         cfg.crop_size, model.mean_bgr, model.dataset.ignore_label, cfg.random_scale, cfg.random_mirror,
-        cfg.scale_mode, model.convention,
+        cfg.scale_mode, model.convention, scale_range=cfg.scale_bounds,
     )  # fmt: skip
     stream = TrainStream(pairs, transform, cfg.random_seed)
     sampler = StreamBatchSampler(
