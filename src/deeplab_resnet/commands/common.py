@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # the real import waits for the command to run: 'deeplab --he
 def add_model_arguments(p: argparse.ArgumentParser, *, weights_required: bool = False) -> None:
     p.add_argument(
         "--weights", required=weights_required, default=None if weights_required else "voc12",
-        help="weight file (.safetensors, or an original .caffemodel/.ckpt) or a registered name "
-        "(default: %(default)s)",
+        help="weight file (.safetensors, or an original .caffemodel/.ckpt), a registered name, or "
+        "hf://OWNER/REPO[@REVISION] on the Hugging Face Hub (default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--num-classes", type=int, default=None, help="expected class count (checked against the weights)")
     p.add_argument("--dataset", default=None, help="dataset description (voc12, camvid or a JSON/YAML file)")

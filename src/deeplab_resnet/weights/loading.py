@@ -3,7 +3,9 @@
 :func:`read_weights` turns a user's ``--weights`` argument into a state dict plus metadata.
 It reads the native safetensors format, the original releases' files (``.caffemodel``, TF V1/V2
 checkpoints, ``.npy`` dictionaries: converted on the fly, see :mod:`.original`) and registry
-names (``voc12``, ...: downloaded and converted once, see :mod:`.registry`), through
+names (``voc12``, ...: downloaded and converted once, see :mod:`.registry`) and Hugging Face
+Hub repositories (``hf://owner/repo[@revision]``: downloaded, verified and cached, see
+:mod:`.hf_hub`), through
 :data:`READERS` (each a ``(can_read, read)`` pair).
 """
 
@@ -17,6 +19,7 @@ import torch
 from ..dataset_info import DatasetInfo, resolve_dataset_info
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2, model_from_architecture
+from .hf_hub import is_hf_spec, read_hf
 from .native import WeightsMeta, is_native, read_native
 from .original import detect, read_original_weights
 from .registry import REGISTRY, is_registered_name, read_registered
@@ -28,6 +31,7 @@ Reader = tuple[Callable[[str], bool], Callable[[str], tuple[dict[str, torch.Tens
 
 # Tried in order; the first whose predicate accepts the spec reads it.
 READERS: list[Reader] = [
+    (is_hf_spec, read_hf),
     (is_native, read_native),
     (lambda spec: detect(spec) is not None, read_original_weights),
     (is_registered_name, read_registered),
@@ -35,13 +39,16 @@ READERS: list[Reader] = [
 
 
 def read_weights(spec: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """A weight file path (or registered name) → (state dict, metadata)."""
+    """A weight file path, registered name or ``hf://owner/repo[@revision]`` → (state dict, metadata)."""
     spec = str(spec)
     for can_read, read in READERS:
         if can_read(spec):
             return read(spec)
     if not Path(spec).exists():
-        raise DeepLabError(f"weight file not found: {spec} (known weights names: {', '.join(REGISTRY)})")
+        raise DeepLabError(
+            f"weight file not found: {spec} (known weights names: {', '.join(REGISTRY)}; "
+            "or hf://OWNER/REPO for a Hugging Face Hub repository)"
+        )
     raise DeepLabError(
         f"{spec}: unsupported weight file (expected a deeplab_resnet .safetensors file, a .caffemodel, "
         "a TensorFlow checkpoint or an .npy weight dictionary; 'deeplab weights list' shows the names)"

@@ -15,6 +15,7 @@ caffemodel that holds exactly the ResNet-101 DeepLab-v2 tensors with the expecte
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,9 @@ from .convert import convert
 from .native import WeightsMeta, read_native
 
 RELEASE_URL = "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip"
+# A mirror of the release zip (an institute's file server, a test's local server): when set, every
+# entry downloads from this URL instead of its own (they all come from the same zip).
+RELEASE_URL_ENV = "DEEPLAB_RESNET_RELEASE_URL"
 CITATION = (
     "L.-C. Chen, G. Papandreou, I. Kokkinos, K. Murphy, A. L. Yuille. DeepLab: Semantic Image Segmentation "
     "with Deep Convolutional Nets, Atrous Convolution, and Fully Connected CRFs. TPAMI 2017."
@@ -93,6 +97,11 @@ def get_entry(name: str) -> WeightsEntry:
 
 def cached_path(name: str) -> Path:
     return cache_dir() / f"{get_entry(name).name}.safetensors"
+
+
+def release_url(entry: WeightsEntry) -> str:
+    """Where ``entry``'s zip is downloaded from: ``$DEEPLAB_RESNET_RELEASE_URL`` if set, else the entry's URL."""
+    return os.environ.get(RELEASE_URL_ENV) or entry.url
 
 
 def manual_steps(entry: WeightsEntry, url: str) -> str:
@@ -176,7 +185,8 @@ def fetch(
 
     Args:
         name: a key of :data:`REGISTRY` (``voc12``, ``voc12-trainval``, ``coco-init``).
-        url: download from here instead of the entry's URL (a mirror).
+        url: download from here instead of the entry's URL (a mirror; without it,
+            ``$DEEPLAB_RESNET_RELEASE_URL`` if set, see :func:`release_url`).
         from_zip: use this already-downloaded release zip instead of downloading.
         force: convert again even if a cached file exists.
         progress: show download progress on stderr.
@@ -187,7 +197,7 @@ def fetch(
         print(f"warning: {entry.warning}", file=sys.stderr)
     if target.is_file() and not force:
         return target
-    url = url or entry.url
+    url = url or release_url(entry)
     if from_zip is not None:
         zip_path = Path(from_zip)
         if not zip_path.is_file():
