@@ -42,8 +42,8 @@ def is_hf_spec(spec: str) -> bool:
 def parse_hf_spec(spec: str) -> tuple[str, str | None]:
     """``hf://owner/repo[@revision]`` → ``(repo_id, revision or None)``; a one-line error otherwise."""
     body = str(spec)[len(SCHEME) :] if is_hf_spec(spec) else str(spec)
-    repo_id, _, revision = body.partition("@")
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or (revision and not _REVISION.fullmatch(revision)):
+    repo_id, at, revision = body.partition("@")
+    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or (at and not _REVISION.fullmatch(revision)):
         raise DeepLabError(
             f"{spec}: not a Hub weights name; expected hf://OWNER/REPO or hf://OWNER/REPO@REVISION "
             "(a branch, tag or commit)"
