@@ -62,6 +62,7 @@ class FakeHub:
         self.repos: dict[tuple[str, str], tuple[str, dict[str, bytes]]] = {}
         self.requests: list[str] = []
         self.lfs_etag: dict[str, str] = {}  # file name -> the ETag to report instead of the content's hash
+        self.drop: set[str] = set()  # files whose download breaks off halfway
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -87,10 +88,15 @@ class FakeHub:
     def answer(self, request, body: bool) -> None:
         self.requests.append(f"{request.command} {request.path}")
         owner, name, resolve, revision, filename = (request.path.lstrip("/").split("/", 4) + [""] * 5)[:5]
-        found = self.find(f"{owner}/{name}", revision) if resolve == "resolve" else None
-        if found is None or filename not in found[1]:
-            request.send_response(404)
-            request.send_header("X-Error-Code", "EntryNotFound")
+        repo = f"{owner}/{name}"
+        found = self.find(repo, revision) if resolve == "resolve" else None
+        if found is None or filename not in found[1]:  # the Hub's answers, told apart by X-Error-Code
+            if not any(name == repo for name, _ in self.repos):
+                status, code = 401, "RepoNotFound"
+            else:
+                status, code = 404, "RevisionNotFound" if found is None else "EntryNotFound"
+            request.send_response(status)
+            request.send_header("X-Error-Code", code)
             request.send_header("Content-Length", "0")
             request.end_headers()
             return
@@ -107,8 +113,10 @@ class FakeHub:
         else:
             request.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
         request.end_headers()
-        if body:
-            request.wfile.write(data)
+        if body:  # a dropped connection sends half the file
+            request.wfile.write(data[: len(data) // 2] if filename in self.drop else data)
+            if filename in self.drop:
+                request.close_connection = True
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -322,6 +330,32 @@ def test_a_tampered_download_is_refused_and_not_cached(tmp_path, hub, cache, who
     files["model.safetensors"] = good
     hub.lfs_etag.clear()
     assert _equal_states(load_model("hf://owner/tiny"), model)  # downloaded anew, now accepted
+
+
+def test_unknown_repository_revision_and_file_are_one_line_errors(tmp_path, hub):
+    pretrained.save_pretrained(tiny_model(), tmp_path / "m")
+    files = _publish(hub, tmp_path / "m")
+    del files["model.safetensors"]
+    for spec, message in (
+        ("hf://owner/other", "no such repository on the Hub"),
+        ("hf://owner/tiny@v9", "the repository has no revision 'v9'"),
+        ("hf://owner/tiny", "the repository has no model.safetensors"),
+    ):
+        with pytest.raises(DeepLabError, match=message) as exc:
+            load_model(spec)
+        assert "\n" not in str(exc.value)
+
+
+def test_a_download_that_breaks_off_leaves_nothing_half_written(tmp_path, hub, cache):
+    model = tiny_model(seed=7)
+    _publish(hub, pretrained.save_pretrained(model, tmp_path / "m")[0].parent)
+    hub.drop.add("model.safetensors")
+    with pytest.raises(DeepLabError, match="downloading model.safetensors failed"):
+        load_model("hf://owner/tiny")
+    assert [p.name for p in (cache / "hub").rglob("*.incomplete")] == []
+    assert not [p for p in (cache / "hub").rglob("model.safetensors")]
+    hub.drop.clear()
+    assert _equal_states(load_model("hf://owner/tiny"), model)
 
 
 # ---------------------------------------------------------------- torch.hub

@@ -14,9 +14,11 @@ pins what is downloaded; without one the repository's ``main`` is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -95,10 +97,11 @@ def download_file(repo_id: str, filename: str, revision: str | None = None) -> P
     where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
     steps = _manual_steps(repo_id, revision)
     try:
-        path = hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=str(hub_cache()), local_files_only=_offline(),
-            endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="deeplab_resnet",
-        )  # fmt: skip
+        with _no_partial_file_left(repo_id):
+            path = hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=str(hub_cache()), local_files_only=_offline(),
+                endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="deeplab_resnet",
+            )  # fmt: skip
     except RevisionNotFoundError as exc:
         raise DeepLabError(f"{where}: the repository has no revision {revision!r}") from exc
     except RepositoryNotFoundError as exc:
@@ -107,9 +110,26 @@ def download_file(repo_id: str, filename: str, revision: str | None = None) -> P
         raise DeepLabError(f"{where}: {filename} is not cached and the Hub cannot be reached; {steps}") from exc
     except EntryNotFoundError as exc:
         raise DeepLabError(f"{where}: the repository has no {filename} (not saved by deeplab_resnet?)") from exc
-    except OSError as exc:  # connection failures, HTTP errors (HfHubHTTPError is an OSError)
+    except Exception as exc:
+        # Connection failures and HTTP errors: huggingface_hub's are OSErrors, but its HTTP client's
+        # own (httpx, requests: a connection dropped mid-file) share no base class with them.
         raise DeepLabError(f"{where}: downloading {filename} failed ({_first_line(exc)}); {steps}") from exc
     return Path(path)
+
+
+@contextlib.contextmanager
+def _no_partial_file_left(repo_id: str) -> Iterator[None]:
+    """On any failure (Ctrl-C, SIGTERM, a dropped connection) remove the partial download this call
+    started: ``huggingface_hub`` keeps ``*.incomplete`` files to resume, but nothing half-written
+    stays in the cache (the next run downloads the file again)."""
+    blobs = hub_cache() / f"models--{repo_id.replace('/', '--')}" / "blobs"
+    before = set(blobs.glob("*.incomplete"))
+    try:
+        yield
+    except BaseException:
+        for partial in set(blobs.glob("*.incomplete")) - before:
+            partial.unlink(missing_ok=True)
+        raise
 
 
 def _first_line(exc: BaseException) -> str:
