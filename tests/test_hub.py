@@ -176,6 +176,14 @@ def test_a_folder_whose_weights_differ_from_its_config_is_refused(tmp_path):
     (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
     with pytest.raises(DeepLabError, match="not the file config.json describes"):
         pretrained.from_pretrained(tmp_path / "a")
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    config["convention"] = "tf"
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DeepLabError, match="config.json says convention 'tf' but model.safetensors says 'caffe'"):
+        pretrained.from_pretrained(tmp_path / "b")
+    (tmp_path / "b" / "config.json").write_text("{}")
+    with pytest.raises(DeepLabError, match="was not written by deeplab_resnet"):
+        pretrained.from_pretrained(tmp_path / "b")
 
 
 def test_no_output_replaces_an_input_or_an_earlier_save(tmp_path, tiny_weights):
@@ -356,6 +364,23 @@ def test_a_download_that_breaks_off_leaves_nothing_half_written(tmp_path, hub, c
     assert not [p for p in (cache / "hub").rglob("model.safetensors")]
     hub.drop.clear()
     assert _equal_states(load_model("hf://owner/tiny"), model)
+
+
+def test_ctrl_c_during_a_download_removes_its_partial_file_only(cache, monkeypatch):
+    import huggingface_hub
+
+    blobs = cache / "hub" / "models--owner--tiny" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "other.incomplete").write_bytes(b"another download's")
+
+    def interrupted(*args, **kwargs):  # what huggingface_hub leaves when Ctrl-C hits mid-file
+        (blobs / "abc.incomplete").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_model("hf://owner/tiny")
+    assert sorted(p.name for p in blobs.iterdir()) == ["other.incomplete"]
 
 
 # ---------------------------------------------------------------- torch.hub
