@@ -25,6 +25,7 @@ from conftest import REPO, tiny_model
 from fixtures_weights import caffe_layers, random_tf_arrays, tf_variables, write_caffemodel
 from PIL import Image
 
+import deeplab_resnet
 from deeplab_resnet import DeepLabError, Segmenter, load_model
 from deeplab_resnet.cli import main
 from deeplab_resnet.evaluation.metrics import scores
@@ -207,7 +208,7 @@ def test_the_model_card_shows_the_report_the_classes_and_the_source(tmp_path, ti
     folder = tmp_path / "card"
     assert (
         main(["weights", "save-pretrained", str(folder), "--weights", str(tiny_weights), "--report",
-              str(tmp_path / "report.json"), "--license", "mit", "--hub-dataset", "pascal_voc", "--tag", "voc"])
+              str(tmp_path / "report.json"), "--license", "mit", "--hub-dataset", "pascal_voc", "--tag", "voc", "--repo-id", "me/voc"])
         == 0
     )  # fmt: skip
     card = (folder / "README.md").read_text()
@@ -223,6 +224,7 @@ def test_the_model_card_shows_the_report_the_classes_and_the_source(tmp_path, ti
     assert f"| person | {100 * iou[15]:.2f} |" in body
     assert all(f"| {i} | {name} |" in body for i, name in enumerate(model.dataset.class_names))
     assert "Weights: test." in body and "TPAMI 2017" in body and "val.txt" in body
+    assert "--weights hf://me/voc" in body and 'dl.from_pretrained("me/voc")' in body
 
 
 def test_a_report_of_other_classes_is_refused(tmp_path, tiny_weights):
@@ -307,7 +309,7 @@ def test_hf_weights_download_verify_cache_and_work_offline(tmp_path, hub, cache,
         main(["segment", str(_photo(tmp_path)), "--weights", "hf://owner/tiny@v1.0", "-o", str(tmp_path / "out")]) == 0
     )
     assert (tmp_path / "out" / "photo.png").is_file()
-    assert _equal_states(pretrained.from_pretrained("owner/tiny", revision="v1.0"), model)
+    assert _equal_states(deeplab_resnet.from_pretrained("owner/tiny", revision="v1.0"), model)
 
 
 def test_not_cached_and_offline_says_what_to_do(tmp_path, hub, monkeypatch, capsys):

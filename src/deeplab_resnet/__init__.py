@@ -7,6 +7,7 @@ The short tour::
     model = dl.load_model("deeplab_voc12.safetensors")            # or from a weight file
     labels = dl.Segmenter(model)("photo.jpg").labels              # H x W class indices
     dl.save_weights(model, "copy.safetensors", source="my run")
+    model = dl.from_pretrained("owner/repo")                       # a Hugging Face Hub repository
 
 Names are imported lazily so that ``deeplab --help`` does not pay for importing PyTorch.
 """
@@ -36,6 +37,9 @@ _EXPORTS = {
     "segment_image": "inference.segmenter",
     "load_model": "weights",
     "save_weights": "weights",
+    "from_pretrained": "weights",
+    "save_pretrained": "weights",
+    "push_to_hub": "weights",
 }
 
 __all__ = ["__version__", *_EXPORTS]

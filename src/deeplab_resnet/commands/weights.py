@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     save = sub.add_parser("save-pretrained", help="write weights as a Hub model folder (weights, config, card)")
     save.add_argument("folder", metavar="DIR")
     _add_hub_arguments(save)
+    save.add_argument(
+        "--repo-id", default=None, metavar="OWNER/REPO", help="the Hub repository it is for (for the card)"
+    )
     save.add_argument("--force", action="store_true", help="replace the files of an earlier save in DIR")
     push = sub.add_parser(
         "push-to-hub", help="upload weights as a Hub model repository (token: HF_TOKEN or huggingface-cli login)"
@@ -83,7 +86,7 @@ def _run_hub(args: argparse.Namespace) -> int:
 
     card = {"report": args.report, "license": args.license, "datasets": args.hub_dataset, "tags": args.tag}
     if args.action == "save-pretrained":
-        for path in save_pretrained(args.weights, args.folder, overwrite=args.force, **card):
+        for path in save_pretrained(args.weights, args.folder, repo_id=args.repo_id, overwrite=args.force, **card):
             print(path)
         return 0
     print(push_to_hub(args.weights, args.repo_id, private=args.private or None, **card))

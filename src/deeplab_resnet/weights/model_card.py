@@ -128,8 +128,8 @@ def model_card(
         "```",
         "",
         "```python",
-        "from deeplab_resnet.weights.pretrained import from_pretrained",
-        f'model = from_pretrained("{repo_id or "OWNER/REPO"}")',
+        "import deeplab_resnet as dl",
+        f'model = dl.from_pretrained("{repo_id or "OWNER/REPO"}")',
         "```",
         "",
         f"Convention: `{meta.convention}` (the numerics of the original "
