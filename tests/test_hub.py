@@ -333,7 +333,9 @@ def test_a_tampered_download_is_refused_and_not_cached(tmp_path, hub, cache, who
         hub.lfs_etag["model.safetensors"] = _sha256(good)
     else:  # the file was replaced on the Hub without its config.json
         pass
-    with pytest.raises(DeepLabError, match="model.safetensors has SHA-256 .* removed from the cache") as exc:
+    with pytest.raises(
+        DeepLabError, match="model.safetensors downloaded with SHA-256 .* removed from the cache"
+    ) as exc:
         load_model("hf://owner/tiny")
     assert "\n" not in str(exc.value)
     assert not [p for p in (cache / "hub").rglob("*") if p.is_file() and p.read_bytes() == bytes(tampered)]

@@ -15,7 +15,6 @@ pins what is downloaded; without one the repository's ``main`` is used.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ..cache import cache_dir
 from ..errors import DeepLabError
 from .hub_config import CONFIG_FILE, WEIGHTS_FILE, check_config_matches, read_config
 from .native import WeightsMeta, read_native
+from .registry import sha256_of
 
 SCHEME = "hf://"
 INSTALL_HINT = "pip install 'deeplab_resnet[hub]'"
@@ -56,14 +56,6 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None]:
 def hub_cache() -> Path:
     """Where downloads from the Hub are kept (``huggingface_hub``'s cache layout, in the package's cache)."""
     return cache_dir("hub")
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _offline() -> bool:
@@ -158,12 +150,14 @@ def fetch_repo_weights(repo_id: str, revision: str | None = None) -> tuple[Path,
     actual = sha256_of(weights)
     blob = Path(os.path.realpath(weights))
     hub_hash = blob.name if _SHA256.fullmatch(blob.name) else actual
-    if actual != config["weights_sha256"] or actual != hub_hash:
+    recorded = config["weights_sha256"]
+    if actual != recorded or actual != hub_hash:
         weights.unlink(missing_ok=True)
         blob.unlink(missing_ok=True)
         raise DeepLabError(
-            f"{where}: {WEIGHTS_FILE} has SHA-256 {actual[:12]}..., not the {config['weights_sha256'][:12]}... "
-            f"its {CONFIG_FILE} records: damaged or replaced; removed from the cache, run again to download it anew"
+            f"{where}: {WEIGHTS_FILE} downloaded with SHA-256 {actual[:12]}..., but {CONFIG_FILE} records "
+            f"{recorded[:12]}... and the Hub {hub_hash[:12]}...: damaged or replaced; removed from the cache, "
+            "run again to download it anew"
         )
     return weights, config
 

@@ -146,7 +146,8 @@ def _safe_member(archive: zipfile.ZipFile, entry: WeightsEntry, where: str) -> z
     return found[0]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file, as hex (every download check in the package uses this one)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
@@ -157,7 +158,7 @@ def _sha256(path: Path) -> str:
 def install_from_zip(entry: WeightsEntry, zip_path: Path, target: Path, source: str) -> None:
     """Verify the zip, extract the entry's member to a temporary file, convert it to ``target``."""
     where = str(zip_path)
-    if entry.sha256 is not None and _sha256(zip_path) != entry.sha256:
+    if entry.sha256 is not None and sha256_of(zip_path) != entry.sha256:
         raise DeepLabError(f"{where}: SHA-256 does not match the registry's; the file is damaged or not the release")
     try:
         with zipfile.ZipFile(zip_path) as archive:
