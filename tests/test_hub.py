@@ -292,7 +292,7 @@ def test_hub_names_are_checked():
 # ---------------------------------------------------------------- hf:// weights
 
 
-def test_hf_weights_download_verify_cache_and_work_offline(tmp_path, hub, cache, capsys):
+def test_hf_weights_download_verify_cache_and_work_offline(tmp_path, hub, cache, monkeypatch):
     model = tiny_model(seed=5)
     pretrained.save_pretrained(model, tmp_path / "m", source="pushed")
     _publish(hub, tmp_path / "m", revision="v1.0")
@@ -310,6 +310,8 @@ def test_hf_weights_download_verify_cache_and_work_offline(tmp_path, hub, cache,
     )
     assert (tmp_path / "out" / "photo.png").is_file()
     assert _equal_states(deeplab_resnet.from_pretrained("owner/tiny", revision="v1.0"), model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline by choice: the cache serves the pinned revision
+    assert _equal_states(load_model("hf://owner/tiny@v1.0"), model)
 
 
 def test_not_cached_and_offline_says_what_to_do(tmp_path, hub, monkeypatch, capsys):

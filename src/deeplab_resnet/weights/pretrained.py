@@ -47,7 +47,7 @@ def _check_outputs(folder: Path, input_file: str, overwrite: bool) -> None:
     existing = [t.name for t in targets if t.exists()]
     if existing and not overwrite:
         raise DeepLabError(
-            f"{folder} already holds {', '.join(existing)}; choose an empty folder (or --force to replace)"
+            f"{folder} already holds {', '.join(existing)}; choose an empty folder (or replace them: --force, overwrite=True)"
         )
     if folder.exists() and not folder.is_dir():
         raise DeepLabError(f"{folder} exists and is not a folder")
