@@ -121,7 +121,7 @@ def model_card(
         f"# {name}",
         "",
         f"DeepLab-v2 (DeepLab-ResNet) semantic segmentation, {meta.num_classes} classes ({meta.dataset.name}), "
-        f"for the [deeplab_resnet](https://pypi.org/project/deeplab_resnet/) package.",
+        "for the `deeplab_resnet` package (`pip install 'deeplab_resnet[hub]'`).",
         "",
         "```",
         f"deeplab segment photo.jpg --weights {spec}",
