@@ -51,6 +51,7 @@ def server(release):
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(registry.RELEASE_URL_ENV, raising=False)  # each test names its own URL
     return tmp_path / "xdg" / "deeplab_resnet"
 
 
@@ -167,3 +168,14 @@ def test_registry_lists_the_release():
     assert "val" in registry.REGISTRY["voc12-trainval"].warning
     assert registry.REGISTRY["coco-init"].not_restore_last
     assert all(e.sha256 is None and e.convention == "caffe" for e in registry.REGISTRY.values())
+
+
+def test_the_release_mirror_replaces_every_entrys_url(tmp_path, cache, monkeypatch, capsys):
+    assert registry.release_url(registry.REGISTRY["coco-init"]) == registry.RELEASE_URL
+    mirror = "http://127.0.0.1:9/mirror/prototxt_and_model.zip"  # port 9: nothing listens
+    monkeypatch.setenv(registry.RELEASE_URL_ENV, mirror)
+    assert all(registry.release_url(e) == mirror for e in registry.REGISTRY.values())
+    tiny_entry(monkeypatch, registry.RELEASE_URL)
+    assert main(["segment", str(_photo(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert f"{mirror} could not be fetched" in err and f"download {mirror} by hand" in err
