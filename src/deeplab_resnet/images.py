@@ -60,8 +60,8 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Ima
             img = Image.open(source)
         if max_pixels and img.width * img.height > max_pixels:
             raise TooManyPixelsError(
-                f"{name}: {img.width}x{img.height} is {img.width * img.height / 1e6:.0f} megapixels, more than the "
-                f"limit of {max_pixels / 1e6:.0f} (raise it with --max-pixels if the image is genuine)"
+                f"{name}: {img.width}x{img.height} is {img.width * img.height / 1e6:.3g} megapixels, more than the "
+                f"limit of {max_pixels / 1e6:.3g} (raise it with --max-pixels if the image is genuine)"
             )
         img.load()  # decode now, so truncated files fail here with a clear message
     except UnidentifiedImageError as exc:

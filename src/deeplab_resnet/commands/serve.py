@@ -90,11 +90,10 @@ def weights_source(weights: str) -> str:
     return weights if is_registered_name(weights) else Path(weights).name
 
 
-def run(args: argparse.Namespace) -> int:
-    _require_serve_extra()
+def build_app(args: argparse.Namespace):
+    """The application ``deeplab serve`` runs for these arguments (its model loaded, its segmenter built)."""
     from ..inference.segmenter import Segmenter
     from ..serve.app import Limits, create_app
-    from ..serve.server import run_server
 
     crf_default = args.crf
     # The CRF parameters of requests that ask for it, whether or not --crf made it their default.
@@ -113,9 +112,16 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels, queue_size=args.queue_size,
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
     )  # fmt: skip
-    app = create_app(
+    return create_app(
         segmenter, model.spec, limits, crf_params=crf_params, crf_default=crf_default,
-        source=weights_source(args.weights), backend="torch" if network is model else getattr(network, "name", type(network).__name__),
+        source=weights_source(args.weights),
+        backend="torch" if network is model else getattr(network, "name", type(network).__name__),
     )  # fmt: skip
-    run_server(app, args.host, args.port)
+
+
+def run(args: argparse.Namespace) -> int:
+    _require_serve_extra()
+    from ..serve.server import run_server
+
+    run_server(build_app(args), args.host, args.port)
     return 0
