@@ -109,8 +109,14 @@ def create_app(
     app.state.queue = queue
     app.state.limits = limits
     _add_error_handlers(app)
+    _add_pages(app, model_json(spec, source))
+    _add_segment_route(app, queue, limits, backend=backend, crf_default=crf_default)
+    return app
+
+
+def _add_pages(app: FastAPI, model_info: dict) -> None:
+    """The page (a static file of this package), the model's description and the health check."""
     page = resources.files(__package__).joinpath("static", "index.html").read_text(encoding="utf-8")
-    model_info = model_json(spec, source)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -124,6 +130,8 @@ def create_app(
     async def model() -> dict:
         return model_info
 
+
+def _add_segment_route(app: FastAPI, queue: BatchQueue, limits: Limits, *, backend: str, crf_default: bool) -> None:
     @app.post("/v1/segment", openapi_extra=_UPLOAD_SCHEMA, responses=_SEGMENT_RESPONSES)
     async def segment(
         request: Request,
@@ -153,8 +161,6 @@ def create_app(
         clock.lap("encode")
         answer.update(backend=backend, crf=bool(crf), flip=bool(flip), batch_size=job.batch_size, ms=clock.summary())
         return JSONResponse(answer)
-
-    return app
 
 
 class _Clock:
