@@ -29,8 +29,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from deeplab_resnet.cli import build_parser, main  # noqa: E402
 from deeplab_resnet.commands.serve import build_app  # noqa: E402
 from deeplab_resnet.inference.segmenter import Segmenter  # noqa: E402
-from deeplab_resnet.serve.app import Limits, create_app  # noqa: E402
+from deeplab_resnet.serve.app import create_app  # noqa: E402
 from deeplab_resnet.serve.batching import BatchQueue, QueueFull  # noqa: E402
+from deeplab_resnet.serve.limits import Limits  # noqa: E402
 from deeplab_resnet.serve.upload import UploadError, read_bounded  # noqa: E402
 
 PAGE_IDS = ("file", "drop", "crf", "flip", "photo", "overlay", "labels", "download", "legend", "status")
@@ -99,6 +100,23 @@ def test_png_equals_what_deeplab_segment_writes(voc_fixture, tiny_weights, tmp_p
     assert pixels.shape == cli_pixels.shape == Image.open(image).size[::-1]
     np.testing.assert_array_equal(pixels, cli_pixels)
     assert not np.array_equal(decoded(plain.content)[0], pixels)  # flip=1 was applied, not ignored
+
+
+def test_crf_requests_equal_deeplab_segment_crf(voc_fixture, tiny_weights, tmp_path):
+    """--crf on the server makes the CRF the default; crf=0 turns it off; both equal the CLI's files."""
+    image = tmp_path / "piece.png"
+    image.write_bytes(png_of(crop(fixture_jpegs(voc_fixture, 2)[1], (120, 90))))
+    common = ["--weights", str(tiny_weights), "--native-size", "--crf-iterations", "3"]
+    assert main(["segment", str(image), "-o", str(tmp_path / "crf"), "--crf", *common]) == 0
+    assert main(["segment", str(image), "-o", str(tmp_path / "plain"), *common[:3]]) == 0
+    with TestClient(build_app(build_parser().parse_args(["serve", "--crf", *common]))) as api:
+        refined, plain = upload(api, image.read_bytes()), upload(api, image.read_bytes(), "?crf=0")
+    refined_cli = decoded((tmp_path / "crf" / "piece.png").read_bytes())[0]
+    np.testing.assert_array_equal(decoded(refined.content)[0], refined_cli)
+    np.testing.assert_array_equal(
+        decoded(plain.content)[0], decoded((tmp_path / "plain" / "piece.png").read_bytes())[0]
+    )
+    assert not np.array_equal(decoded(plain.content)[0], refined_cli)
 
 
 def test_json_shares_match_the_label_png(client, voc_fixture, model):

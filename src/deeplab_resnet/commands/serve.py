@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DeepLabError
+from ..serve.limits import Limits
 from .common import (
     add_backend_argument,
     add_crf_arguments,
@@ -29,6 +30,7 @@ DESCRIPTION = (
     "Needs pip install 'deeplab_resnet[serve]'."
 )
 
+MB = 1024 * 1024
 INSTALL_HINT = "deeplab serve needs FastAPI and uvicorn: pip install 'deeplab_resnet[serve]'"
 
 
@@ -42,24 +44,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the network sees images whose longer side exceeds this shrunk to it (0 = full resolution; "
         "default: %(default)s)",
     )  # fmt: skip
+    limits = Limits()
     g = p.add_argument_group("limits")
     g.add_argument(
-        "--max-upload-mb", type=int_at_least(1), default=20, help="largest upload in MB (default: %(default)s)"
-    )
+        "--max-upload-mb", type=int_at_least(1), default=limits.max_upload_bytes // MB,
+        help="largest upload in MB (default: %(default)s)",
+    )  # fmt: skip
     g.add_argument(
-        "--max-pixels", type=int_at_least(1), default=25_000_000,
+        "--max-pixels", type=int_at_least(1), default=limits.max_pixels,
         help="refuse images with more pixels than this, checked before decoding (default: %(default)s)",
     )  # fmt: skip
     g.add_argument(
-        "--queue-size", type=int_at_least(1), default=16,
+        "--queue-size", type=int_at_least(1), default=limits.queue_size,
         help="requests that may wait for the network; more are answered 503 (default: %(default)s)",
     )  # fmt: skip
     g.add_argument(
-        "--max-batch", type=int_at_least(1), default=4,
+        "--max-batch", type=int_at_least(1), default=limits.max_batch,
         help="most same-size requests run through the network together (default: %(default)s)",
     )  # fmt: skip
     g.add_argument(
-        "--batch-wait-ms", type=int_at_least(0), default=10,
+        "--batch-wait-ms", type=int_at_least(0), default=int(limits.batch_wait_ms),
         help="how long a request waits for others to share its batch (default: %(default)s)",
     )  # fmt: skip
     add_protocol_arguments(p)
@@ -93,7 +97,7 @@ def weights_source(weights: str) -> str:
 def build_app(args: argparse.Namespace):
     """The application ``deeplab serve`` runs for these arguments (its model loaded, its segmenter built)."""
     from ..inference.segmenter import Segmenter
-    from ..serve.app import Limits, create_app
+    from ..serve.app import create_app
 
     crf_default = args.crf
     # The CRF parameters of requests that ask for it, whether or not --crf made it their default.
@@ -109,7 +113,7 @@ def build_app(args: argparse.Namespace):
         crf_backend=args.crf_backend, pad_size=pad_size_from_args(args, model.convention),
     )  # fmt: skip
     limits = Limits(
-        max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels, queue_size=args.queue_size,
+        max_upload_bytes=args.max_upload_mb * MB, max_pixels=args.max_pixels, queue_size=args.queue_size,
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
     )  # fmt: skip
     return create_app(

@@ -34,21 +34,11 @@ from ..inference.segmenter import Segmentation, Segmenter
 from ..models.spec import ModelSpec
 from .batching import BatchQueue, QueueFull
 from .errors import CatchAll, error_response, validation_message
+from .limits import Limits
 from .results import label_png, model_json, result_json
 from .upload import UploadError, form_file, read_bounded
 
 LOG = logging.getLogger("deeplab_resnet.serve")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may cost, and how requests share the network (``deeplab serve``'s flags)."""
-
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 25_000_000
-    queue_size: int = 16
-    max_batch: int = 4
-    batch_wait_ms: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +74,7 @@ def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def create_app(
-    segmenter: Segmenter, spec: ModelSpec, limits: Limits = Limits(), *, crf_params: CRFParams | None = None,
+    segmenter: Segmenter, spec: ModelSpec, limits: Limits | None = None, *, crf_params: CRFParams | None = None,
     crf_default: bool = False, source: str = "", backend: str = "torch",
 ) -> FastAPI:  # fmt: skip
     """The application serving ``segmenter`` (whose ``flip`` and ``crf`` each request chooses).
@@ -93,6 +83,7 @@ def create_app(
     the deeplab-resnet preset); ``crf_default`` is what a request without ``crf`` gets; ``source``
     names the weights in ``GET /v1/model``; ``backend`` names what runs the network.
     """
+    limits = limits or Limits()
     if crf_params is None:
         crf_params = segmenter.crf or PRESETS["deeplab-resnet"]
     network = _Network(segmenter, crf_params)
@@ -146,6 +137,7 @@ def _add_segment_route(app: FastAPI, queue: BatchQueue, limits: Limits, *, backe
         body = await read_bounded(request.stream(), request.headers.get("content-length"), limits.max_upload_bytes)
         data, _filename = form_file(body, request.headers.get("content-type"), "image")
         clock.lap("read")
+        queue.check_room()  # before the costly decoding (the body is read: see read_bounded)
         rgb = await run_in_threadpool(_decode_upload, data, limits.max_pixels)
         clock.lap("decode")
         job = queue.submit((rgb.shape[0], rgb.shape[1], _Options(flip=bool(flip), crf=bool(crf))), rgb)

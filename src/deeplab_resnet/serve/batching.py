@@ -58,14 +58,22 @@ class BatchQueue:
         with self._cond:
             return len(self._pending)
 
+    def check_room(self) -> None:
+        """:class:`QueueFull` if a job submitted now would be refused."""
+        with self._cond:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if self._closed:
+            raise QueueFull("the server is shutting down")
+        if len(self._pending) >= self.max_queue:
+            raise QueueFull(f"{len(self._pending)} requests are already waiting")
+
     def submit(self, key: Hashable, payload: Any) -> Job:
         """Queue one job; :class:`QueueFull` at once if ``max_queue`` jobs are already waiting."""
         job = Job(key, payload)
         with self._cond:
-            if self._closed:
-                raise QueueFull("the server is shutting down")
-            if len(self._pending) >= self.max_queue:
-                raise QueueFull(f"{len(self._pending)} requests are already waiting")
+            self._check_room()
             self._pending.append(job)
             self._start_worker()
             self._cond.notify_all()

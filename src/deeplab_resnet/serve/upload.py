@@ -25,7 +25,11 @@ class UploadError(Exception):
 
 
 async def read_bounded(chunks: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
-    """The whole body, or 413 once it is known to be over ``limit`` bytes (from Content-Length, or while reading)."""
+    """The whole body, or 413 once it is known to be over ``limit`` bytes (from Content-Length, or while reading).
+
+    A body within the limit is read to its end even when the request will be refused (a full
+    queue): an answer sent while the client is still uploading can reach it as a reset connection.
+    """
     too_large = UploadError(413, f"the upload is larger than the server's limit of {limit / 1e6:g} MB")
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise too_large
