@@ -344,7 +344,18 @@ def test_the_server_binds_localhost_and_stops_cleanly_on_sigterm(tiny_weights, v
     assert server.stdout.read() == ""  # the one line, nothing else
 
 
-def test_help_lists_serve():
-    parser = build_parser()
-    args = parser.parse_args(["serve", "--weights", "w.safetensors"])
+def test_the_defaults_bind_localhost_and_a_taken_port_is_one_line():
+    from deeplab_resnet.errors import DeepLabError
+    from deeplab_resnet.serve.server import bind, url_of
+
+    args = build_parser().parse_args(["serve", "--weights", "w.safetensors"])
     assert (args.host, args.port, args.max_upload_mb, args.queue_size, args.max_batch) == ("127.0.0.1", 8000, 20, 16, 4)
+    taken = bind("127.0.0.1", 0)
+    try:
+        assert taken.getsockname()[0] == "127.0.0.1" and url_of("127.0.0.1", taken).endswith(
+            f":{taken.getsockname()[1]}"
+        )
+        with pytest.raises(DeepLabError, match="--port"):
+            bind("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
