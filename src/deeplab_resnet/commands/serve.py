@@ -31,7 +31,7 @@ DESCRIPTION = (
 )
 
 MB = 1024 * 1024
-INSTALL_HINT = "deeplab serve needs FastAPI and uvicorn: pip install 'deeplab_resnet[serve]'"
+INSTALL_HINT = "deeplab serve needs FastAPI, uvicorn and python-multipart: pip install 'deeplab_resnet[serve]'"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,15 +75,10 @@ def _require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
+
+        from ..serve import upload  # noqa: F401  (python-multipart's parser)
     except ImportError as exc:
         raise DeepLabError(INSTALL_HINT) from exc
-    try:
-        import python_multipart  # noqa: F401
-    except ImportError:
-        try:
-            import multipart  # noqa: F401
-        except ImportError as exc:
-            raise DeepLabError(INSTALL_HINT) from exc
 
 
 def weights_source(weights: str) -> str:
