@@ -134,7 +134,7 @@ def test_directory_skips_broken_files_and_reports(tmp_path, tiny_weights, voc_fi
 
 def test_help_lists_every_subcommand():
     result = run_cli("--help")
-    for name in ("train", "evaluate", "segment", "convert", "data", "benchmark", "export"):
+    for name in ("train", "evaluate", "segment", "convert", "data", "benchmark", "export", "serve"):
         assert name in result.stdout
         sub = run_cli(name, "--help")
         assert sub.returncode == 0 and "usage: deeplab" in sub.stdout

@@ -37,6 +37,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("data", "data", "prepare, convert and check datasets"),
     ("benchmark", "benchmark", "time inference, training, data loading and the CRF"),
     ("export", "export", "export a model to ONNX or TorchScript"),
+    ("serve", "serve", "serve a web page and JSON API that segment uploaded photos"),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 MAX_PIXELS = 80_000_000
 
 
+class NotAnImageError(DeepLabError):
+    """The bytes are no image format PIL can read."""
+
+
+class DamagedImageError(DeepLabError):
+    """An image format PIL knows, but the data is damaged or truncated."""
+
+
+class TooManyPixelsError(DeepLabError):
+    """The image header announces more pixels than the limit allows (nothing was decoded)."""
+
+
 def open_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
     """Open and decode an image file as PIL reads it; a missing, damaged or too large (more than
     ``max_pixels`` pixels, checked from the header) file is a one-line :class:`DeepLabError` naming
@@ -31,24 +44,34 @@ def open_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Image.I
         raise DeepLabError(f"file not found: {path}")
     if path.is_dir():
         raise DeepLabError(f"{path} is a directory, not an image")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image_bytes(data: bytes, name: str = "image", max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """:func:`open_image` for an image held in memory (an upload): the same checks and errors, with
+    ``name`` in the messages."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():  # PIL's own bomb warning: the limit below is ours
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
         if max_pixels and img.width * img.height > max_pixels:
-            raise DeepLabError(
-                f"{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.0f} megapixels, more than the "
-                f"limit of {max_pixels / 1e6:.0f} (raise it with --max-pixels if the image is genuine)"
+            raise TooManyPixelsError(
+                f"{name}: {img.width}x{img.height} is {img.width * img.height / 1e6:.3g} megapixels, more than the "
+                f"limit of {max_pixels / 1e6:.3g} (raise it with --max-pixels if the image is genuine)"
             )
         img.load()  # decode now, so truncated files fail here with a clear message
     except UnidentifiedImageError as exc:
-        raise DeepLabError(f"{path}: not an image file PIL can read") from exc
+        raise NotAnImageError(f"{name}: not an image file PIL can read") from exc
     except Image.DecompressionBombError as exc:
-        raise DeepLabError(f"{path}: image too large to decode safely ({exc})") from exc
+        raise TooManyPixelsError(f"{name}: image too large to decode safely ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # the system refused the read (permission, I/O error): not the file's content
-        raise DeepLabError(f"{path}: damaged or truncated image ({exc})") from exc
+        raise DamagedImageError(f"{name}: damaged or truncated image ({exc})") from exc
     return img
 
 
@@ -140,3 +163,10 @@ def save_image(img: Image.Image, path: str | Path) -> None:
     """Save atomically (PNG or JPEG by suffix)."""
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
     atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """The PNG file :func:`save_image` writes for ``img``, in memory (what the web server sends)."""
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()

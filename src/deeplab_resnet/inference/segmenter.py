@@ -312,6 +312,26 @@ class Segmenter:
         """
         rgb = as_rgb(image)
         labels, upsampled = self.predict(rgb, full=return_probs or return_logits or self.crf is not None)
+        return self._finish(rgb, labels, upsampled, return_probs, return_logits)
+
+    @torch.inference_mode()
+    def segment_batch(
+        self, images: Sequence, *, return_probs: bool = False, return_logits: bool = False
+    ) -> list[Segmentation]:
+        """:meth:`__call__` for several images of one size, with one network run for all of them
+        (:meth:`predict_batch`); the CRF, if any, then refines each image on its own."""
+        rgbs = [as_rgb(im) for im in images]
+        predictions = self.predict_batch(rgbs, full=return_probs or return_logits or self.crf is not None)
+        return [
+            self._finish(rgb, labels, upsampled, return_probs, return_logits)
+            for rgb, (labels, upsampled) in zip(rgbs, predictions)
+        ]
+
+    def _finish(
+        self, rgb: np.ndarray, labels: torch.Tensor, upsampled: torch.Tensor | None, return_probs: bool,
+        return_logits: bool,
+    ) -> Segmentation:  # fmt: skip
+        """One image's :class:`Segmentation` from its predicted labels and upsampled logits (CRF applied here)."""
         probs = logits = None
         if upsampled is not None:
             probs_chw = torch.softmax(upsampled, dim=0).cpu().numpy()
