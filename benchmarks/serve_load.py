@@ -7,7 +7,8 @@ runs ``--clients`` threads for ``--seconds``, each posting the images round robi
 (queue full: they must carry Retry-After and come back quickly), lost requests (anything but a 200
 or a 503, including timeouts and refused connections: there must be none), wrong answers (a 200
 whose label PNG differs from the CLI's), the server's resident memory sampled from /proc
-(start/peak/end: it should stay flat), and the CPU model and load average before and after.
+(at the start, the middle, the peak and the end of the run: after the first batches it should stay
+flat), and the CPU model and load average before and after.
 
     PYTHONPATH=src python benchmarks/serve_load.py --clients 4 --seconds 30 --json serve_load.json
     PYTHONPATH=src python benchmarks/serve_load.py --weights W.safetensors --serve-args "--max-batch 4"
@@ -162,11 +163,15 @@ def reference_pngs(images: Sequence[Path], model_args: Sequence[str], out_dir: P
 
 
 class RssSampler(threading.Thread):
-    """The resident memory (VmRSS, MiB) of one process, every ``interval`` seconds, from /proc."""
+    """The resident memory (VmRSS, MiB) of one process, every ``interval`` seconds, from /proc.
+
+    ``samples`` holds ``(seconds since start, MiB)`` pairs.
+    """
 
     def __init__(self, pid: int, interval: float = 0.1):
         super().__init__(daemon=True)
         self.pid, self.interval, self.samples = pid, interval, []
+        self.started = time.perf_counter()
         self._stop_event = threading.Event()
 
     def read(self) -> float | None:
@@ -178,10 +183,16 @@ class RssSampler(threading.Thread):
         return int(match.group(1)) / 1024 if match else None
 
     def run(self) -> None:
+        self.started = time.perf_counter()
         while not self._stop_event.wait(self.interval):
             rss = self.read()
             if rss is not None:
-                self.samples.append(rss)
+                self.samples.append((time.perf_counter() - self.started, rss))
+
+    def at(self, seconds: float) -> float | None:
+        """The last sample taken by ``seconds`` into the run."""
+        earlier = [rss for t, rss in self.samples if t <= seconds]
+        return earlier[-1] if earlier else None
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -308,10 +319,10 @@ def run_benchmark(
     report = check_answers(answers, references)
     report["requests_per_s"] = round(report["ok"] / wall, 2)
     report["answers_per_s"] = round(report["requests"] / wall, 2)
-    peak = max([rss_start, rss_end, *sampler.samples])
-    report["rss_mib"] = {
-        k: round(v, 1) for k, v in dict(ready=rss_ready, start=rss_start, peak=peak, end=rss_end).items()
-    }
+    # A leak keeps growing; the allocator's working set does not: "middle" to "end" tells them apart.
+    peak = max([rss_start, rss_end, *(rss for _, rss in sampler.samples)])
+    rss = dict(ready=rss_ready, start=rss_start, middle=sampler.at(wall / 2) or rss_start, peak=peak, end=rss_end)
+    report["rss_mib"] = {k: round(v, 1) for k, v in rss.items()}
     report["server_exit_code_on_sigterm"] = exit_code
     report["setup"] = {
         "clients": clients, "seconds": seconds, "backoff_s": backoff, "wall_s": round(wall, 2), "images": len(images),
@@ -334,7 +345,8 @@ def format_report(r: dict) -> str:
         f"accepted latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}",
         f"503 latency ms: p50 {rej['p50']}  p95 {rej['p95']}  max {rej['max']}; "
         f"without Retry-After: {r['rejected_without_retry_after']}",
-        f"server RSS MiB: ready {rss['ready']}  start {rss['start']}  peak {rss['peak']}  end {rss['end']}",
+        f"server RSS MiB: ready {rss['ready']}  start {rss['start']}  middle {rss['middle']}  peak {rss['peak']}  "
+        f"end {rss['end']}",
         f"{m['cpu']} x{m['cores']}, load average before {m['load_before']} after {m['load_after']}",
     ])  # fmt: skip
 
