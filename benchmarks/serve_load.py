@@ -57,10 +57,11 @@ class ServeProcess:
     def __init__(self, args: Sequence[str], log_path: Path, startup_timeout: float = 180.0):
         cmd = [sys.executable, "-m", "deeplab_resnet", "serve", *args, "--port", "0"]
         self.log_path = Path(log_path)
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")  # closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
         self.stdout_lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
         try:
             self.url = self._wait_for_serving_line(startup_timeout)
         except BaseException:
@@ -103,8 +104,16 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reader.join(timeout=5)
         self._log.close()
         return self.proc.returncode
+
+    def later_stdout(self) -> list[str]:
+        """What the server printed on stdout after its ``serving on`` line (read it after :meth:`stop`)."""
+        lines = []
+        while not self.stdout_lines.empty():
+            lines.append(self.stdout_lines.get())
+        return lines
 
     def __enter__(self) -> ServeProcess:
         return self
@@ -316,6 +325,7 @@ def run_benchmark(
         sampler.stop()
         rss_end = sampler.read()
         exit_code = server.stop()
+        later_stdout = server.later_stdout()
     report = check_answers(answers, references)
     report["requests_per_s"] = round(report["ok"] / wall, 2)
     report["answers_per_s"] = round(report["requests"] / wall, 2)
@@ -324,6 +334,7 @@ def run_benchmark(
     rss = dict(ready=rss_ready, start=rss_start, middle=sampler.at(wall / 2) or rss_start, peak=peak, end=rss_end)
     report["rss_mib"] = {k: round(v, 1) for k, v in rss.items()}
     report["server_exit_code_on_sigterm"] = exit_code
+    report["server_stdout_after_serving_line"] = later_stdout[:10]
     report["setup"] = {
         "clients": clients, "seconds": seconds, "backoff_s": backoff, "wall_s": round(wall, 2), "images": len(images),
         "weights": str(weights), "model_args": list(model_args), "serve_args": list(serve_args),

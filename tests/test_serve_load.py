@@ -36,6 +36,7 @@ def test_serve_under_load_answers_every_request_correctly(tmp_path, tiny_weights
     # what it catches is a server that keeps every upload or result
     rss = report["rss_mib"]
     assert rss["end"] - rss["start"] < 256 and rss["peak"] - rss["start"] < 384, rss
+    assert report["server_stdout_after_serving_line"] == []  # "serving on URL" is its only line
     assert report["server_exit_code_on_sigterm"] in (0, 128 + signal.SIGTERM, -signal.SIGTERM)
 
 
