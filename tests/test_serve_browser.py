@@ -191,10 +191,13 @@ def test_choosing_a_photo_shows_the_apis_result(page, server, tmp_path):
 
 
 def test_with_flip_the_result_still_arrives_and_matches(page, server):
-    page.set_input_files("#file", str(photo("2007_000032.jpg")))
+    first = photo("2007_000032.jpg")
+    page.set_input_files("#file", str(first))
     wait_until_done(page)
-    page.check("#flip")
-    wait_until_done(page)  # a page that re-runs on the toggle has finished that run
+    with page.expect_response(lambda response: "/v1/segment" in response.url and "flip=1" in response.url):
+        page.check("#flip")  # switching an option re-runs the photo shown
+    wait_until_done(page)
+    assert_result_matches_api(page, server, first)
     image = photo("2007_000039.jpg")  # a browser sends no change event for the same file chosen again
     with page.expect_response(lambda response: "/v1/segment" in response.url):
         page.set_input_files("#file", str(image))
