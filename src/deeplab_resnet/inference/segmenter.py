@@ -312,6 +312,21 @@ class Segmenter:
         """
         rgb = as_rgb(image)
         labels, upsampled = self.predict(rgb, full=return_probs or return_logits or self.crf is not None)
+        return self._segmentation(rgb, labels, upsampled, return_probs, return_logits)
+
+    @torch.inference_mode()
+    def segment_batch(self, images: Sequence) -> list[Segmentation]:
+        """:meth:`__call__` (labels only, CRF included) for several images of one size, such as the
+        frames of a video, run through the network as one batch (:meth:`predict_batch`)."""
+        rgbs = [as_rgb(im) for im in images]
+        results = self.predict_batch(rgbs, full=self.crf is not None)
+        return [self._segmentation(rgb, labels, upsampled) for rgb, (labels, upsampled) in zip(rgbs, results)]
+
+    def _segmentation(
+        self, rgb: np.ndarray, labels: torch.Tensor, upsampled: torch.Tensor | None,
+        return_probs: bool = False, return_logits: bool = False,
+    ) -> Segmentation:  # fmt: skip
+        """The result for ``rgb`` from :meth:`predict`'s labels and upsampled logits (the CRF runs here)."""
         probs = logits = None
         if upsampled is not None:
             probs_chw = torch.softmax(upsampled, dim=0).cpu().numpy()
