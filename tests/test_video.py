@@ -6,7 +6,10 @@ PyAV decodes them in the test (H.264 is lossy: the PNGs are not what the network
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -295,6 +298,21 @@ def test_upright_turns_by_the_display_rotation():
 ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
 
 
+def _read_until(fd: int, text: str, pattern: str | None, deadline: float) -> str:
+    """Read the process's terminal until ``pattern`` shows (``None``: until it closes)."""
+    while time.monotonic() < deadline and not (pattern and re.search(pattern, text)):
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the process has exited and closed the terminal
+                break
+            if not chunk:
+                break
+            text += chunk.decode(errors="replace")
+    return text
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_leaves_playable_videos_of_the_frames_done(signum, tmp_path, tiny_weights):
     frames = camvid_frames(12, (160, 120))
@@ -302,22 +320,25 @@ def test_a_signal_leaves_playable_videos_of_the_frames_done(signum, tmp_path, ti
     out = tmp_path / "out"
     command = [sys.executable, "-m", "deeplab_resnet", "segment", str(clip), "--weights", str(tiny_weights)]
     command += ["-o", str(out), "--save-labels", "--native-size"]
-    proc = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # stderr is a terminal, so the progress line shows: the signal comes once some frames are done
+    main_fd, terminal = pty.openpty()
+    proc = subprocess.Popen(command, env=ENV, stderr=terminal, stdout=subprocess.DEVNULL)
+    os.close(terminal)
     try:
-        deadline = time.monotonic() + 120
-        # wait until the encoder has written some frames into the temporary overlay
-        while not any(p.stat().st_size > 20_000 for p in out.glob(".*.tmp")) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
+        shown = _read_until(main_fd, "", r"long\.mp4: ([5-9]|\d\d+)/300 frames", time.monotonic() + 120)
+        assert proc.poll() is None, shown
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=120)
+        stderr = _read_until(main_fd, shown, None, time.monotonic() + 120)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+        os.close(main_fd)
     assert proc.returncode == {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}[signum], stderr
     assert "Traceback" not in stderr
+    assert re.search(r"\d+(\.\d+)? frames/s", stderr)
     done = int(re.search(r"wrote the first (\d+) frames", stderr).group(1))
-    assert 0 < done < 300
+    assert 5 <= done < 300
     assert sorted(p.name for p in out.iterdir()) == ["long_labels.mkv", "long_overlay.mp4"]  # no temporary file
     overlay = probe(out / "long_overlay.mp4")
     assert overlay["frames"] == done and overlay["size"] == (160, 120)
