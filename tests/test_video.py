@@ -6,6 +6,7 @@ PyAV decodes them in the test (H.264 is lossy: the PNGs are not what the network
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -351,3 +352,26 @@ def test_segment_video_refuses_bad_input_before_writing(tmp_path):
     with pytest.raises(DeepLabError, match="file not found"):
         segment_video(Segmenter(tiny_model()), tmp_path / "missing.mp4", tmp_path / "o.mp4")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_segment_batch_equals_one_image_at_a_time_with_the_crf():
+    from deeplab_resnet.crf import PRESETS
+
+    frames = [np.array(f) for f in camvid_frames(2, (48, 40))]  # writable, as decoded frames are
+    segmenter = Segmenter(tiny_model(), crf=PRESETS["deeplab-resnet"])
+    batched = segmenter.segment_batch(frames)
+    for frame, result in zip(frames, batched):
+        single = segmenter(frame)
+        assert np.mean(result.labels == single.labels) > 0.999
+    plain = Segmenter(tiny_model()).segment_batch(frames)
+    assert any((a.labels != b.labels).any() for a, b in zip(plain, batched))  # the CRF did run
+
+
+def test_json_summary_with_multi_scale(small_clip, tmp_path, tiny_weights):
+    out = tmp_path / "out"
+    args = ["--weights", tiny_weights, "-o", out, "--native-size", "--max-frames", "3", "--every", "2"]
+    assert run(small_clip, *args, "--scales", "1,0.5", "--json", tmp_path / "summary.json") == EXIT_OK
+    (summary,) = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["frames"], summary["segmented"], summary["width"], summary["height"]) == (3, 2, 160, 120)
+    assert summary["outputs"] == [str(out / "clip_overlay.mp4")]
+    assert all(0 < n <= 2 for n in summary["classes"].values())
