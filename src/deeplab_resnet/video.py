@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import DeepLabError
 
+# The suffixes ``deeplab segment`` takes for videos (commands/segment_video.py tells them apart).
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 INSTALL_HINT = "pip install 'deeplab_resnet[video]'"
 
@@ -42,11 +43,6 @@ X264_OPTIONS = {"crf": "18"}
 MPEG4_BITS_PER_PIXEL = 0.5
 # The system refusing a read is the system's fault, not the file's: those stay OSErrors (exit 3).
 _SYSTEM_ERRNOS = (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-def is_video_path(path: str | Path) -> bool:
-    """Whether ``path`` names a video file by its suffix (``.mp4 .mov .avi .mkv .webm .m4v``)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def import_av():

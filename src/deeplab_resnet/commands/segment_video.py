@@ -60,6 +60,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def is_video_path(path: Path) -> bool:
+    """Whether ``path`` is a video, by its suffix."""
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
