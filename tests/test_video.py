@@ -375,3 +375,16 @@ def test_json_summary_with_multi_scale(small_clip, tmp_path, tiny_weights):
     assert (summary["frames"], summary["segmented"], summary["width"], summary["height"]) == (3, 2, 160, 120)
     assert summary["outputs"] == [str(out / "clip_overlay.mp4")]
     assert all(0 < n <= 2 for n in summary["classes"].values())
+
+
+def test_a_truncated_file_that_still_opens_gives_its_frames_and_exit_1(tmp_path, tiny_weights, capsys):
+    clip = encode(tmp_path / "cut.mkv", camvid_frames(12, (160, 120)), codec="ffv1", pix_fmt="yuv420p")
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) // 2])  # Matroska states its duration up front: the file still opens
+    held = len(decode(clip))
+    assert 0 < held < 12
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size") == 1
+    captured = capsys.readouterr()
+    assert f"wrote the {held} frames it holds" in captured.err and "truncated" in captured.out
+    assert probe(out / "cut_overlay.mp4")["frames"] == held

@@ -105,6 +105,17 @@ class VideoReader:
         return self._stream.frames or None
 
     @property
+    def duration(self) -> float | None:
+        """Seconds the file says the video stream lasts (``None`` where it does not say). The
+        container's duration stands in only when the video is its one stream: it covers audio too."""
+        av = import_av()
+        if self._stream.duration and self._stream.time_base:
+            return float(self._stream.duration * self._stream.time_base)
+        if self._container.duration and len(self._container.streams) == 1:
+            return self._container.duration / av.time_base
+        return None
+
+    @property
     def time_base(self) -> Fraction | None:
         return Fraction(self._stream.time_base) if self._stream.time_base else None
 

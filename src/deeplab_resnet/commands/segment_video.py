@@ -133,11 +133,13 @@ def run_videos(args: argparse.Namespace, paths: list[Path]) -> int:
             failures += _skip_or_raise(exc, len(paths))
     if json_file:
         atomic_write_text(json_file[0], json.dumps(summaries, indent=2) + "\n")
+    incomplete = sum(not s["complete"] for s in summaries)
+    message = f"wrote {len(summaries)} result(s) to {out_dir}" + (f"; {failures} failed" if failures else "")
     print(
-        f"wrote {len(summaries)} result(s) to {out_dir}" + (f"; {failures} failed" if failures else ""),
+        message + (f"; {incomplete} truncated" if incomplete else ""),
         file=sys.stderr if args.json == "-" else sys.stdout,
-    )  # fmt: skip
-    return EXIT_PARTIAL if failures else 0
+    )
+    return EXIT_PARTIAL if failures or incomplete else 0
 
 
 def _skip_or_raise(exc: Exception, inputs: int) -> int:
@@ -169,10 +171,17 @@ def _segment_one(args: argparse.Namespace, segmenter, path: Path, plan: dict[str
             for note in getattr(exc, "__notes__", []):
                 progress.write(note)  # what is complete; the CLI then says "interrupted"
             raise
+    if result.missing_seconds:
+        print(
+            f"warning: {path}: the frames end {result.missing_seconds:.2f} s before the {result.stated_duration:.2f} s "
+            f"the file states (truncated?); wrote the {result.frames} frames it holds",
+            file=sys.stderr,
+        )  # fmt: skip
     classes = dict(sorted(result.class_frames.items(), key=lambda kv: -kv[1]))
     summary = {
         "video": str(path), "height": result.height, "width": result.width, "frames": result.frames,
         "segmented": result.segmented, "classes": classes, "outputs": [str(p) for p in result.outputs],
+        "complete": not result.missing_seconds,
     }  # fmt: skip
     if args.json == "-":
         print(json.dumps(summary), flush=True)

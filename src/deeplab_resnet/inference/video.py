@@ -38,7 +38,8 @@ Group = list[VideoFrame]
 @dataclass
 class VideoResult:
     """What :func:`segment_video` wrote: ``frames`` output frames, of which ``segmented`` went
-    through the network; ``class_frames`` counts, per class name, the segmented frames showing it."""
+    through the network; ``class_frames`` counts, per class name, the segmented frames showing it;
+    :attr:`missing_seconds` says whether the file ended before the time it states (truncated)."""
 
     path: Path
     width: int
@@ -47,6 +48,21 @@ class VideoResult:
     segmented: int
     outputs: list[Path]
     class_frames: dict[str, int]
+    start_time: float | None = None  # seconds: the presentation time of the first frame
+    end_time: float | None = None  # seconds: the presentation time of the last frame written
+    stated_duration: float | None = None  # seconds the file says it lasts (None: it does not say, or max_frames)
+    rate: float | None = None
+
+    @property
+    def missing_seconds(self) -> float:
+        """Seconds the file states beyond the frames it held: a truncated file (0 when none is missing).
+
+        Frames last ``1/rate``; a shortfall of up to three frames (or 0.1 s) is the slack of
+        containers that state durations loosely and is not counted."""
+        if self.stated_duration is None or self.end_time is None or self.start_time is None or not self.rate:
+            return 0.0
+        missing = self.stated_duration - (self.end_time - self.start_time) - 1 / self.rate
+        return missing if missing > max(2 / self.rate, 0.1) else 0.0
 
 
 def batches(frames: Iterable[VideoFrame], every: int, batch_size: int) -> Iterator[list[Group]]:
@@ -152,9 +168,12 @@ def segment_video(
         with deferred_interrupts():
             outputs = _Outputs(Path(overlay_path), labels_path, first, reader)
         h, w = first.image.shape[:2]
-        result = VideoResult(path, w, h, 0, 0, outputs.paths, {})
+        result = VideoResult(path, w, h, 0, 0, outputs.paths, {}, rate=float(reader.rate) if reader.rate else None)
+        result.start_time = _seconds(first)
         total = min(reader.frame_count, max_frames or reader.frame_count) if reader.frame_count else max_frames
         _run(segmenter, outputs, itertools.chain([first], frames), result, every, batch_size, alpha, on_frames, total)
+        if max_frames is None or result.frames < max_frames:
+            result.stated_duration = reader.duration
     return result
 
 
@@ -186,6 +205,10 @@ def _run(
         raise stopped
 
 
+def _seconds(frame: VideoFrame) -> float | None:
+    return float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base is not None else None
+
+
 def _write_batch(segmenter: Segmenter, outputs: _Outputs, batch: list[Group], result: VideoResult, alpha: float):
     """Segment the first frame of each group; write every frame of the batch with its group's labels."""
     results = segmenter.segment_batch([group[0].image for group in batch])
@@ -195,6 +218,7 @@ def _write_batch(segmenter: Segmenter, outputs: _Outputs, batch: list[Group], re
             for frame in group:
                 colour = overlay(frame.image, segmentation.labels, segmenter.dataset, alpha)
                 outputs.write(frame, colour, segmentation.labels)
+            result.end_time = _seconds(frame)
             for name in segmentation.class_pixels():
                 result.class_frames[name] = result.class_frames.get(name, 0) + 1
         result.frames = outputs.frames
