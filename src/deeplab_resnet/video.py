@@ -72,7 +72,7 @@ def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class VideoFrame:
+class DecodedFrame:
     """One decoded frame: upright RGB ``image``, its presentation time ``pts`` in units of ``time_base``."""
 
     image: np.ndarray
@@ -119,7 +119,7 @@ class VideoReader:
     def time_base(self) -> Fraction | None:
         return Fraction(self._stream.time_base) if self._stream.time_base else None
 
-    def frames(self, pixel_format: str = "rgb24") -> Iterator[VideoFrame]:
+    def frames(self, pixel_format: str = "rgb24") -> Iterator[DecodedFrame]:
         """The frames in presentation order, upright, as ``H x W x 3`` RGB (``H x W`` for
         ``pixel_format="gray"``); damaged data is a :class:`DeepLabError`."""
         av = import_av()
@@ -133,7 +133,7 @@ class VideoReader:
                 raise _as_deeplab_error(self.path, exc, "damaged video data") from exc
             image = upright(frame.to_ndarray(format=pixel_format), frame.rotation)
             time_base = Fraction(frame.time_base) if frame.time_base else None
-            yield VideoFrame(image, frame.pts, time_base)
+            yield DecodedFrame(image, frame.pts, time_base)
 
     def close(self) -> None:
         self._container.close()

@@ -95,8 +95,11 @@ def _check_scales(args: argparse.Namespace, paths: list[Path], scales, conventio
     if tuple(scales) == (1.0,):
         return
     for path in paths:
-        with open_video(path) as reader:
-            height, width = reader.size
+        try:
+            with open_video(path) as reader:
+                height, width = reader.size
+        except DeepLabError:  # not a video: reported (and skipped among several) when it is read
+            continue
         net = protocol.network_size(height, width, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile)
         protocol.check_scales(*net, scales, convention, what=f"the network input for {path.name}")
 

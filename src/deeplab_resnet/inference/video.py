@@ -28,11 +28,11 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import DeepLabError, add_note, deferred_interrupts
 from ..images import overlay
-from ..video import LABELS_ENCODING, VideoFrame, VideoWriter, open_video, overlay_encoding
+from ..video import LABELS_ENCODING, DecodedFrame, VideoWriter, open_video, overlay_encoding
 from .segmenter import Segmenter
 
 # A group: a frame to segment, followed by the frames that take its labels (with every > 1).
-Group = list[VideoFrame]
+Group = list[DecodedFrame]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class VideoResult:
         return missing if missing > max(2 / self.rate, 0.1) else 0.0
 
 
-def batches(frames: Iterable[VideoFrame], every: int, batch_size: int) -> Iterator[list[Group]]:
+def batches(frames: Iterable[DecodedFrame], every: int, batch_size: int) -> Iterator[list[Group]]:
     """Groups of frames (each: a frame to segment, then the ``every - 1`` frames holding its labels),
     ``batch_size`` groups at a time; a group is complete before it is yielded."""
     batch: list[Group] = []
@@ -84,7 +84,7 @@ def batches(frames: Iterable[VideoFrame], every: int, batch_size: int) -> Iterat
         yield batch
 
 
-def _one_size(path: Path, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
+def _one_size(path: Path, frames: Iterable[DecodedFrame]) -> Iterator[DecodedFrame]:
     """``frames``, refusing a frame whose size differs from the first (the outputs have one size)."""
     size = None
     for i, frame in enumerate(frames):
@@ -102,7 +102,7 @@ def _one_size(path: Path, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
 class _Outputs:
     """The output videos, written to temporary names beside their final ones."""
 
-    def __init__(self, overlay_path: Path, labels_path: Path | None, first: VideoFrame, reader) -> None:
+    def __init__(self, overlay_path: Path, labels_path: Path | None, first: DecodedFrame, reader) -> None:
         self._stack = contextlib.ExitStack()
         self.writers: dict[str, VideoWriter] = {}
         h, w = first.image.shape[:2]
@@ -122,7 +122,7 @@ class _Outputs:
     def frames(self) -> int:
         return self.writers["overlay"].frames
 
-    def write(self, frame: VideoFrame, colour: np.ndarray, labels: np.ndarray) -> None:
+    def write(self, frame: DecodedFrame, colour: np.ndarray, labels: np.ndarray) -> None:
         self.writers["overlay"].write(colour, frame.pts, frame.time_base)
         if "labels" in self.writers:
             self.writers["labels"].write(labels, frame.pts, frame.time_base)
@@ -178,7 +178,7 @@ def segment_video(
 
 
 def _run(
-    segmenter: Segmenter, outputs: _Outputs, frames: Iterable[VideoFrame], result: VideoResult, every: int,
+    segmenter: Segmenter, outputs: _Outputs, frames: Iterable[DecodedFrame], result: VideoResult, every: int,
     batch_size: int, alpha: float, on_frames: Callable[[int, int | None], None] | None, total: int | None,
 ) -> None:  # fmt: skip
     """Segment and write every batch; finish the outputs (also when interrupted) or discard them."""
@@ -205,7 +205,7 @@ def _run(
         raise stopped
 
 
-def _seconds(frame: VideoFrame) -> float | None:
+def _seconds(frame: DecodedFrame) -> float | None:
     return float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base is not None else None
 
 
