@@ -54,7 +54,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
         help="stop after the first K frames of each video (default: all)",
     )  # fmt: skip
     g.add_argument(
-        "--batch-size", type=int_at_least(1), default=1,
+        "--batch-size", type=int_at_least(1), default=1, metavar="N",
         help="frames through the network at once (more uses more memory; helps on a GPU; default: %(default)s)",
     )  # fmt: skip
 
