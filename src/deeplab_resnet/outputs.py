@@ -31,6 +31,8 @@ ENDINGS: dict[str, str] = {
     "mask": "_mask.png",
     "probs": "_probs.npy",
     "logits": "_logits.npy",
+    "video_overlay": "_overlay.mp4",  # a video input's results (inference/video.py)
+    "video_labels": "_labels.mkv",
 }
 
 

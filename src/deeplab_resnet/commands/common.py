@@ -215,6 +215,18 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def segmenter_from_args(args: argparse.Namespace, model, device: str, *, scales, crf, pad_size: int | None):
+    """The :class:`~deeplab_resnet.inference.segmenter.Segmenter` that ``deeplab segment``'s options
+    describe (the same for images and videos)."""
+    from ..inference.segmenter import Segmenter
+
+    return Segmenter(
+        with_backend(args, model, device), model.spec, device=device, scales=scales,
+        max_size=args.max_size or None, flip=args.flip, crf=crf, crf_backend=args.crf_backend,
+        tile=args.tile, tile_overlap=args.tile_overlap, pad_size=pad_size,
+    )  # fmt: skip
+
+
 def with_backend(args: argparse.Namespace, model, device: str):
     """The network to run: ``model`` itself, or ``--backend``'s runtime of it (a callable from a
     preprocessed batch to logits; ``model.spec`` still says what they mean)."""

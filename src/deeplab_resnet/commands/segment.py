@@ -23,13 +23,15 @@ from .common import (
     pad_size_from_args,
     parse_scales,
     resolve_device,
-    with_backend,
+    segmenter_from_args,
 )
+from .segment_video import add_video_arguments, run_videos, wants_video_run
 
 DESCRIPTION = (
     "Segment images (files, directories, globs such as 'photos/*.jpg', or list files *.txt): for each "
     "input writes NAME.png (palette PNG of class indices, VOC colours) and NAME_overlay.jpg (the image "
-    "blended with the colour mask) into --output-dir, and prints the classes found."
+    "blended with the colour mask) into --output-dir, and prints the classes found. Videos "
+    "(.mp4 .mov .avi .mkv .webm .m4v) give NAME_overlay.mp4 (see the video options)."
 )
 
 
@@ -66,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--json", nargs="?", const="-", default=None, metavar="FILE",
         help="write the per-image class summaries as JSON to FILE (or one JSON line per image on stdout)",
     )  # fmt: skip
+    add_video_arguments(p)
     add_protocol_arguments(p)
     add_crf_arguments(p)
     add_backend_argument(p)
@@ -113,10 +116,11 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..errors import EXIT_PARTIAL, describe_os_error, is_disk_full
     from ..inference import protocol
-    from ..inference.segmenter import Segmenter
     from ..outputs import check_writable_dir, plan_outputs, unique_inputs
 
     paths = unique_inputs(expand_inputs(args.inputs, args.data_dir))
+    if wants_video_run(args, paths):
+        return run_videos(args, paths)
     out_dir = Path(args.output_dir)
     json_file = [Path(args.json)] if args.json not in (None, "-") else []
     plans = plan_outputs(paths, out_dir, _output_kinds(args), extra=json_file)
@@ -132,11 +136,7 @@ def run(args: argparse.Namespace) -> int:
     protocol.check_scales_for_images(
         paths, scales, model.convention, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile
     )
-    segmenter = Segmenter(
-        with_backend(args, model, device), model.spec, device=device, scales=scales,
-        max_size=args.max_size or None, flip=args.flip, crf=crf, crf_backend=args.crf_backend,
-        tile=args.tile, tile_overlap=args.tile_overlap, pad_size=pad_size,
-    )  # fmt: skip
+    segmenter = segmenter_from_args(args, model, device, scales=scales, crf=crf, pad_size=pad_size)
     failures, summaries = 0, []
     for path, plan in zip(paths, plans):
         try:

@@ -1,0 +1,278 @@
+"""Reading and writing video files through PyAV (FFmpeg's libraries in a wheel; no system ffmpeg).
+
+``pip install 'deeplab_resnet[video]'`` installs it; without it, every function here is a one-line
+:class:`DeepLabError` saying so. ``av`` is imported inside the functions that use it, so that the
+package and ``deeplab --help`` work without it.
+
+What the rest of the package sees:
+
+- :func:`open_video` gives a :class:`VideoReader`: the frames of the first video stream as upright
+  ``H x W x 3`` uint8 RGB arrays (a rotation in the file's display matrix is applied, as EXIF
+  orientation is for photos), each with its presentation time. Audio and other streams are ignored.
+  A file FFmpeg cannot read, damaged data or a file without a video stream is a :class:`DeepLabError`
+  naming the file.
+- :class:`VideoWriter` encodes frames into a container at a path the caller chose (a temporary
+  one: see ``inference/video.py``), keeping each frame's presentation time, so frame rate, variable
+  frame rate and duration are those of the input.
+- :func:`read_labels` reads back the label videos ``deeplab segment --save-labels`` writes: FFV1
+  (lossless) in Matroska, 8-bit grey, one frame per video frame, the pixel value the class index.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeepLabError
+
+# The suffixes ``deeplab segment`` takes for videos (commands/segment_video.py tells them apart).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+INSTALL_HINT = "pip install 'deeplab_resnet[video]'"
+
+# The overlay video: H.264 in MP4, as every player and browser plays it. FFmpeg builds without
+# libx264 (it is GPL) fall back to FFmpeg's own MPEG-4 Part 2 encoder, which every FFmpeg has.
+OVERLAY_CODECS = ("libx264", "mpeg4")
+# Quality of the overlay: x264's constant rate factor 18 is close to visually lossless; the
+# MPEG-4 fallback gets a bit rate of 0.5 bits per pixel per frame instead.
+X264_OPTIONS = {"crf": "18"}
+MPEG4_BITS_PER_PIXEL = 0.5
+# The system refusing a read is the system's fault, not the file's: those stay OSErrors (exit 3).
+_SYSTEM_ERRNOS = (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def import_av():
+    """The ``av`` module, or a one-line :class:`DeepLabError` saying how to install it."""
+    try:
+        import av
+    except ImportError as exc:
+        raise DeepLabError(f"reading and writing videos needs PyAV: {INSTALL_HINT}") from exc
+    return av
+
+
+def _as_deeplab_error(path: Path, exc: Exception, doing: str) -> Exception:
+    """A PyAV error while reading ``path`` as what the user sees: the system's refusals stay
+    ``OSError`` (exit 3), anything about the file's content is a :class:`DeepLabError` (exit 2)."""
+    if isinstance(exc, OSError) and exc.errno in _SYSTEM_ERRNOS:
+        return OSError(exc.errno, exc.strerror, str(path))
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return DeepLabError(f"{path}: {doing} ({reason})")
+
+
+def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
+    """A decoded frame as it is meant to be shown: ``rotation`` is the display matrix's
+    counterclockwise angle in degrees (PyAV's ``VideoFrame.rotation``), applied here in
+    quarter turns (phones write 0, 90, 180 or -90)."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded frame: upright RGB ``image``, its presentation time ``pts`` in units of ``time_base``."""
+
+    image: np.ndarray
+    pts: int | None
+    time_base: Fraction | None
+
+
+class VideoReader:
+    """The first video stream of a file; use :func:`open_video`."""
+
+    def __init__(self, path: Path, container) -> None:
+        self.path = path
+        self._container = container
+        self._stream = container.streams.video[0]
+
+    @property
+    def rate(self) -> Fraction | None:
+        """The average frame rate the file states (``None`` if it states none)."""
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return Fraction(rate) if rate else None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the coded frames (a rotation by a quarter turn swaps them when shown)."""
+        return self._stream.height, self._stream.width
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames the container says it holds (``None`` where it does not say)."""
+        return self._stream.frames or None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the file says the video stream lasts (``None`` where it does not say). The
+        container's duration stands in only when the video is its one stream: it covers audio too."""
+        av = import_av()
+        if self._stream.duration and self._stream.time_base:
+            return float(self._stream.duration * self._stream.time_base)
+        if self._container.duration and len(self._container.streams) == 1:
+            return self._container.duration / av.time_base
+        return None
+
+    @property
+    def time_base(self) -> Fraction | None:
+        return Fraction(self._stream.time_base) if self._stream.time_base else None
+
+    def frames(self, pixel_format: str = "rgb24") -> Iterator[DecodedFrame]:
+        """The frames in presentation order, upright, as ``H x W x 3`` RGB (``H x W`` for
+        ``pixel_format="gray"``); damaged data is a :class:`DeepLabError`."""
+        av = import_av()
+        decoded = self._container.decode(self._stream)
+        while True:
+            try:
+                frame = next(decoded)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                raise _as_deeplab_error(self.path, exc, "damaged video data") from exc
+            image = upright(frame.to_ndarray(format=pixel_format), frame.rotation)
+            time_base = Fraction(frame.time_base) if frame.time_base else None
+            yield DecodedFrame(image, frame.pts, time_base)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(path: str | Path) -> VideoReader:
+    """Open ``path`` for reading its first video stream (other streams, such as audio, are ignored)."""
+    av = import_av()
+    path = Path(path)
+    if not path.is_file():
+        raise DeepLabError(f"{path}: not a file" if path.exists() else f"file not found: {path}")
+    try:
+        container = av.open(str(path), "r")
+    except av.error.FFmpegError as exc:
+        raise _as_deeplab_error(path, exc, "not a video file FFmpeg can read") from exc
+    if not container.streams.video:
+        container.close()
+        raise DeepLabError(f"{path}: the file holds no video stream")
+    container.streams.video[0].thread_type = "AUTO"  # decode with frame threads: decoding is not the bottleneck
+    return VideoReader(path, container)
+
+
+def read_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """The frames of a video file as upright ``H x W x 3`` uint8 RGB arrays."""
+    with open_video(path) as reader:
+        for frame in reader.frames():
+            yield frame.image
+
+
+def read_labels(path: str | Path) -> Iterator[np.ndarray]:
+    """The label maps of a ``NAME_labels.mkv`` that ``deeplab segment --save-labels`` wrote: one
+    ``H x W`` uint8 array of class indices per frame of the video it labels, in order."""
+    with open_video(path) as reader:
+        for frame in reader.frames("gray"):
+            yield frame.image
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How :class:`VideoWriter` encodes: FFmpeg's container format, codec and pixel format."""
+
+    container: str
+    codec: str
+    pix_fmt: str
+    options: dict[str, str]
+
+
+def overlay_encoding(width: int, height: int) -> Encoding:
+    """H.264 (``libx264``) in MP4, or MPEG-4 Part 2 where the PyAV build lacks libx264.
+
+    H.264's usual ``yuv420p`` holds only even sizes; an odd-sized video is encoded as ``yuv444p``
+    instead, which keeps its size exactly (some players, such as browsers, play only ``yuv420p``).
+    The MPEG-4 encoder takes odd sizes in ``yuv420p``.
+    """
+    av = import_av()
+    if "libx264" in av.codecs_available:
+        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        return Encoding("mp4", "libx264", pix_fmt, dict(X264_OPTIONS))
+    return Encoding("mp4", "mpeg4", "yuv420p", {})
+
+
+LABELS_ENCODING = Encoding("matroska", "ffv1", "gray", {})
+
+
+class VideoWriter:
+    """Encodes frames into ``path`` (written as ``encoding.container`` whatever its suffix).
+
+    Each frame keeps its presentation time from the input (``pts`` in ``time_base``), so frame
+    rate, variable rates and duration carry over; frames without one are spaced by ``1/rate``.
+    :meth:`finish` flushes the encoder and closes the container: the file is then complete and
+    playable with every frame written so far. Encoder failures raise :class:`DeepLabError` naming
+    ``name`` (the final path, where ``path`` is a temporary one), or ``OSError`` for a refused write.
+    """
+
+    def __init__(
+        self, path: Path, encoding: Encoding, width: int, height: int, rate: Fraction | None,
+        time_base: Fraction | None, name: Path | None = None,
+    ) -> None:  # fmt: skip
+        av = import_av()
+        self.path = path
+        self.name = name or path  # the file the user asked for, in messages (``path`` may be a temporary one)
+        self.rate = rate or Fraction(25)  # a container stating no rate: FFmpeg's own default
+        self.time_base = time_base or 1 / self.rate
+        self._container = av.open(str(path), "w", format=encoding.container)
+        try:
+            self._stream = self._container.add_stream(encoding.codec, rate=self.rate)
+            self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, encoding.pix_fmt
+            self._stream.time_base = self.time_base
+            self._stream.codec_context.time_base = self.time_base
+            if encoding.codec == "mpeg4":
+                self._stream.bit_rate = int(width * height * float(self.rate) * MPEG4_BITS_PER_PIXEL)
+            self._stream.options = encoding.options
+        except BaseException:
+            self._container.close()
+            raise
+        self._format = "gray" if encoding.pix_fmt == "gray" else "rgb24"
+        self._last_pts: int | None = None
+        self.frames = 0
+
+    def _next_pts(self, pts: int | None, time_base: Fraction | None) -> int:
+        """``pts`` in this stream's time base; one that does not advance (or is missing) follows the last by one frame."""
+        step = max(1, round(1 / (self.rate * self.time_base)))
+        if pts is not None and time_base is not None:
+            pts = round(pts * time_base / self.time_base)
+        if self._last_pts is not None and (pts is None or pts <= self._last_pts):
+            pts = self._last_pts + step
+        return 0 if pts is None else pts
+
+    def write(self, image: np.ndarray, pts: int | None = None, time_base: Fraction | None = None) -> None:
+        """Encode one frame (``H x W x 3`` RGB, or ``H x W`` class indices for a grey encoding)."""
+        av = import_av()
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=self._format)
+        frame.pts = self._last_pts = self._next_pts(pts, time_base)
+        frame.time_base = self.time_base
+        self._encode(frame)
+        self.frames += 1
+
+    def _encode(self, frame) -> None:
+        av = import_av()
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except av.error.FFmpegError as exc:
+            raise _as_deeplab_error(self.name, exc, f"cannot encode {self._stream.codec_context.name}") from exc
+
+    def finish(self) -> None:
+        """Flush the encoder and close the file (complete and playable)."""
+        self._encode(None)
+        self._container.close()
+
+    def abandon(self) -> None:
+        """Close the file without flushing (its content is to be thrown away)."""
+        try:
+            self._container.close()
+        except Exception:  # the file is being deleted: what went wrong was reported already
+            pass
