@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_argument(p)
 
 
-def _write_outputs(args, rgb, result, plan: dict[str, Path]) -> list[str]:
+def write_outputs(args, rgb, result, plan: dict[str, Path]) -> list[str]:
     from PIL import Image
 
     from ..atomic import save_npy
@@ -98,7 +98,7 @@ def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
 
     rgb = read_image(path, max_pixels=args.max_pixels)
     result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
-    written = _write_outputs(args, rgb, result, plan)
+    written = write_outputs(args, rgb, result, plan)
     classes = dict(sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
     summary = {"image": str(path), "height": rgb.shape[0], "width": rgb.shape[1], "classes": classes}
     summary["outputs"] = written
