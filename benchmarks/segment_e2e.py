@@ -42,7 +42,7 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     """``NAME=ARGS`` (ARGS split like a shell would) → ``(NAME, [ARGS...])``."""
     name, sep, rest = text.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=\"ARGS\", got {text!r}")
+        raise argparse.ArgumentTypeError(f'expected NAME="ARGS", got {text!r}')
     return name, shlex.split(rest)
 
 
@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     images = sorted(args.folder.glob("*.jpg"))[: args.limit]
     if not images:
         p.error(f"no .jpg files in {args.folder}")
-    cases = {"one": [str(images[0])], "folder": [str(i) for i in images] if args.limit else [str(args.folder / "*.jpg")]}
+    cases = {
+        "one": [str(images[0])],
+        "folder": [str(i) for i in images] if args.limit else [str(args.folder / "*.jpg")],
+    }
     load_before = os.getloadavg()
     result: dict = {"cpu": cpu_model(), "cpus": os.cpu_count(), "load_before": load_before, "images": len(images)}
     lines = [f"CPU: {result['cpu']} ({result['cpus']} logical); load average before: {load_before}"]
