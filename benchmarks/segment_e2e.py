@@ -9,7 +9,8 @@ folder. The table gives the median, the spread (min..max) and each arm's speed-u
     PYTHONPATH=src python benchmarks/segment_e2e.py --weights r101.safetensors \\
         --arm today="--backend torch" --arm new="--backend auto" --repeats 3 --json e2e.json
 
-An arm the CLI refuses (e.g. a ``--backend`` value this version does not have) is reported as
+An arm may start with environment assignments, as in a shell: ``--arm main="PYTHONPATH=../main/src
+--backend torch"`` times another checkout's code. An arm the CLI refuses (e.g. a ``--backend`` value this version does not have) is reported as
 unavailable and left out; the others still run. Without ``--weights`` a real-size DeepLab-v2
 ResNet-101 weight file (random weights, calibrated batch norms: ``bench.realistic``) is made in a
 temporary folder first.
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -46,6 +48,17 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     return name, shlex.split(rest)
 
 
+def split_env(arm_args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Leading ``VAR=VALUE`` words of an arm, as in a shell (``PYTHONPATH=../main/src --backend torch``
+    times another checkout's code): (the environment to add, the CLI arguments)."""
+    env = {}
+    while arm_args and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", arm_args[0]):
+        key, _, value = arm_args[0].partition("=")
+        env[key] = value
+        arm_args = arm_args[1:]
+    return env, arm_args
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -65,8 +78,10 @@ def segment_command(inputs: list[str], weights: str, out: Path, arm_args: list[s
 def run_once(inputs: list[str], weights: str, arm_args: list[str], scratch: Path) -> tuple[float, str | None]:
     """Seconds one CLI run takes (fresh output folder), and the error line if it failed."""
     out = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))
+    env, cli_args = split_env(arm_args)
+    command = segment_command(inputs, weights, out, cli_args)
     t0 = time.perf_counter()
-    done = subprocess.run(segment_command(inputs, weights, out, arm_args), capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
