@@ -90,21 +90,22 @@ def run_once(inputs: list[str], weights: str, arm_args: list[str], scratch: Path
 
 
 def time_case(
-    inputs: list[str], weights: str, arms: dict[str, list[str]], repeats: int, scratch: Path
+    inputs: list[str], weights: str, arms: dict[str, list[str]], repeats: int, scratch: Path, warmup: int = 1
 ) -> dict[str, dict]:
-    """Warm up each arm once (which also finds the arms the CLI refuses), then interleave the repeats."""
-    rows: dict[str, dict] = {}
+    """Warm up each arm (page cache, caches of exported models), then interleave the timed repeats.
+    An arm with a failed run (e.g. an option the CLI refuses) is reported with its error, not timed."""
+    rows: dict[str, dict] = {name: {"args": arm_args, "times_s": [], "error": None} for name, arm_args in arms.items()}
     for name, arm_args in arms.items():
-        _, error = run_once(inputs, weights, arm_args, scratch)
-        rows[name] = {"args": arm_args, "times_s": [], "error": error}
-    live = [name for name in arms if rows[name]["error"] is None]
+        for _ in range(warmup):
+            rows[name]["error"] = rows[name]["error"] or run_once(inputs, weights, arm_args, scratch)[1]
     for r in range(repeats):
+        live = [name for name in arms if rows[name]["error"] is None]
         for name in live[r % len(live) :] + live[: r % len(live)] if live else []:
             seconds, error = run_once(inputs, weights, arms[name], scratch)
             rows[name]["times_s"].append(seconds)
-            rows[name]["error"] = rows[name]["error"] or error
+            rows[name]["error"] = error
     for row in rows.values():
-        times = row["times_s"]
+        times = row["times_s"] if row["error"] is None else []
         row["median_s"] = statistics.median(times) if times else None
         row["spread_s"] = [min(times), max(times)] if times else None
     return rows
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="folder of JPEGs (default: voc_fixture's)")
     p.add_argument("--cases", default="one,folder", help="one (the first JPEG), folder (every JPEG), or both")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per arm and case, after one warm-up")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per arm and case (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per arm and case first (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="time the stages of one in-process run instead")
     p.add_argument("--limit", type=int, default=None, help="use only the first N JPEGs of --folder")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result["cases"] = {}
             for case in args.cases.split(","):
-                rows = time_case(cases[case], weights, arms, args.repeats, Path(scratch))
+                rows = time_case(cases[case], weights, arms, args.repeats, Path(scratch), args.warmup)
                 result["cases"][case] = rows
                 lines += format_rows(case, rows)
     result["load_after"] = os.getloadavg()

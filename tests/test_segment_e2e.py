@@ -129,8 +129,8 @@ def test_class_pixels_counts_each_present_class():
 
     labels = np.array([[0, 0, 15], [15, 15, 3]], dtype=np.uint8)
     counts = Segmentation(labels, resolve_dataset_info(None)).class_pixels()
-    assert counts == {"background": 2, "boat": 1, "person": 3}
-    assert list(counts) == ["background", "boat", "person"]  # by class index
+    assert counts == {"background": 2, "bird": 1, "person": 3}
+    assert list(counts) == ["background", "bird", "person"]  # by class index
 
 
 # -- the writer's failures ----------------------------------------------------------------------
@@ -295,7 +295,18 @@ def test_benchmark_times_the_arms_and_reports_a_refused_one(tmp_path, tiny_weigh
     folder = tmp_path / "jpegs"
     photos(folder, voc_fixture, 2)
     out = tmp_path / "e2e.json"
-    args = ["--weights", str(tiny_weights), "--folder", str(folder), "--repeats", "1", "--json", str(out)]
+    args = [
+        "--weights",
+        str(tiny_weights),
+        "--folder",
+        str(folder),
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+    ]
     arms = ["--arm", "a=--backend torch", "--arm", "bad=--backend no-such-engine"]
     assert bench.main([*args, *arms]) == 0
     result = json.loads(out.read_text())
