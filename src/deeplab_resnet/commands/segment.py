@@ -136,9 +136,8 @@ def _segment_all(args, segmenter, paths: list[Path], plans: list[dict[str, Path]
 
     def finish_oldest() -> None:
         nonlocal failures
-        path, job = pending.popleft()
         try:
-            summaries.append(job.result())
+            summaries.append(pending.popleft().result())
         except (DeepLabError, OSError) as exc:
             if len(paths) == 1:
                 raise
@@ -151,14 +150,12 @@ def _segment_all(args, segmenter, paths: list[Path], plans: list[dict[str, Path]
         _print_summary(args, summaries[-1])
 
     inline = not BACKGROUND_IO
-    with (
-        InOrderWorker("deeplab-read", inline=inline) as reader,
-        InOrderWorker("deeplab-write", halt_on=is_disk_full, inline=inline) as writer,
-    ):
+    reader = InOrderWorker("deeplab-read", inline=inline)
+    with reader, InOrderWorker("deeplab-write", halt_on=is_disk_full, inline=inline) as writer:
         images = read_ahead(reader, paths, lambda path: read_image(path, max_pixels=args.max_pixels))
         for path, plan, image in zip(paths, plans, images):
-            pending.append((path, _segment_and_queue(args, segmenter, writer, path, image, plan)))
-            while pending and (len(pending) > 2 or pending[0][1].done()):
+            pending.append(_segment_and_queue(args, segmenter, writer, path, image, plan))
+            while pending and (len(pending) > 2 or pending[0].done()):
                 finish_oldest()
         while pending:
             finish_oldest()
