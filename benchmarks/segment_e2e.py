@@ -75,18 +75,29 @@ def segment_command(inputs: list[str], weights: str, out: Path, arm_args: list[s
     return [sys.executable, "-m", "deeplab_resnet", "segment", *inputs, "--weights", weights, "-o", str(out), *arm_args]
 
 
-def run_once(inputs: list[str], weights: str, arm_args: list[str], scratch: Path) -> tuple[float, str | None]:
-    """Seconds one CLI run takes (fresh output folder), and the error line if it failed."""
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(inputs: list[str], weights: str, arm_args: list[str], scratch: Path) -> tuple[float, float, str | None]:
+    """Wall seconds and CPU seconds of one CLI run (fresh output folder), and the error line if it failed.
+
+    CPU seconds tell more on a busy machine, where wall time mostly measures the other processes;
+    overlapping work (background threads) shows in wall time only."""
     out = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))
     env, cli_args = split_env(arm_args)
     command = segment_command(inputs, weights, out, cli_args)
-    t0 = time.perf_counter()
+    cpu0, t0 = children_cpu_s(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, children_cpu_s() - cpu0
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
-        return seconds, lines[-1]
-    return seconds, None
+        return seconds, cpu, lines[-1]
+    return seconds, cpu, None
 
 
 def time_case(
@@ -94,20 +105,22 @@ def time_case(
 ) -> dict[str, dict]:
     """Warm up each arm (page cache, caches of exported models), then interleave the timed repeats.
     An arm with a failed run (e.g. an option the CLI refuses) is reported with its error, not timed."""
-    rows: dict[str, dict] = {name: {"args": arm_args, "times_s": [], "error": None} for name, arm_args in arms.items()}
+    rows = {name: {"args": arm_args, "times_s": [], "cpu_s": [], "error": None} for name, arm_args in arms.items()}
     for name, arm_args in arms.items():
         for _ in range(warmup):
-            rows[name]["error"] = rows[name]["error"] or run_once(inputs, weights, arm_args, scratch)[1]
+            rows[name]["error"] = rows[name]["error"] or run_once(inputs, weights, arm_args, scratch)[2]
     for r in range(repeats):
         live = [name for name in arms if rows[name]["error"] is None]
         for name in live[r % len(live) :] + live[: r % len(live)] if live else []:
-            seconds, error = run_once(inputs, weights, arms[name], scratch)
+            seconds, cpu, error = run_once(inputs, weights, arms[name], scratch)
             rows[name]["times_s"].append(seconds)
+            rows[name]["cpu_s"].append(cpu)
             rows[name]["error"] = error
     for row in rows.values():
         times = row["times_s"] if row["error"] is None else []
         row["median_s"] = statistics.median(times) if times else None
         row["spread_s"] = [min(times), max(times)] if times else None
+        row["median_cpu_s"] = statistics.median(row["cpu_s"]) if times else None
     return rows
 
 
@@ -122,7 +135,7 @@ def format_rows(case: str, rows: dict[str, dict]) -> list[str]:
         ratio = base / row["median_s"] if base else float("nan")
         lines.append(
             f"{case:<8} {name:<12} {row['median_s']:8.2f} s  ({low:.2f}..{high:.2f})  x{ratio:.2f}  "
-            + " ".join(row["args"])
+            f"cpu {row['median_cpu_s']:.2f} s  " + " ".join(row["args"])
         )
     return lines
 

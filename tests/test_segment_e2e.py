@@ -312,7 +312,7 @@ def test_benchmark_times_the_arms_and_reports_a_refused_one(tmp_path, tiny_weigh
     result = json.loads(out.read_text())
     for case in ("one", "folder"):
         rows = result["cases"][case]
-        assert rows["a"]["median_s"] > 0 and len(rows["a"]["times_s"]) == 1
+        assert rows["a"]["median_s"] > 0 and len(rows["a"]["times_s"]) == 1 and rows["a"]["median_cpu_s"] > 0
         assert rows["bad"]["median_s"] is None and "no-such-engine" in rows["bad"]["error"]
     assert "unavailable" in capsys.readouterr().out and result["cpu"] and len(result["load_before"]) == 3
 

@@ -84,8 +84,8 @@ def _upsample_rows(cols: torch.Tensor, wy: torch.Tensor, start: int, stop: int) 
 
 def labels_of(logits: torch.Tensor) -> torch.Tensor:
     """The class index of the largest value along dim 0, the first one on ties: ``argmax(0)``.
-    ``max(0).indices`` has the same rule and took a third of ``argmax(0)``'s time on CPU (a
-    reduction over the outer dimension)."""
+    ``max(0).indices`` follows the same documented rule and took a third of ``argmax(0)``'s time
+    on CPU for this reduction over the outer dimension."""
     return logits.max(0).indices
 
 
