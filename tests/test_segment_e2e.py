@@ -193,9 +193,15 @@ def test_worker_runs_in_order_halts_after_a_full_disk_and_cancels_on_close():
     assert ran == [0, 1, 2] and [f.result() for f in futures[:2]] == [0, 10]
     assert isinstance(futures[2].exception(), OSError) and futures[3].cancelled() and futures[4].cancelled()
 
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return gate.wait(5)
+
     blocked = InOrderWorker("test", max_waiting=4)
-    first = blocked.submit(gate.wait, 5)
+    first = blocked.submit(hold)
+    assert started.wait(5)
     waiting = [blocked.submit(job, i) for i in (7, 8)]
     threading.Timer(0.2, gate.set).start()
     blocked.close(cancel=True)  # the running job completes, the waiting ones never start
