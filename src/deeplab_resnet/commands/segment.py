@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DeepLabError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 from .common import (
     add_backend_argument,
     add_crf_arguments,
@@ -74,7 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_argument(p)
 
 
-def _write_outputs(args, rgb, result, plan: dict[str, Path]) -> list[str]:
+def write_outputs(args, rgb, result, plan: dict[str, Path]) -> list[str]:
+    """Write one image's results to the paths of ``plan`` (each atomically); the paths written."""
     from PIL import Image
 
     from ..atomic import save_npy
@@ -96,25 +102,91 @@ def _output_kinds(args: argparse.Namespace) -> list[str]:
     return ["labels", "overlay"] + [kind for kind, wanted in extra if wanted]
 
 
-def _segment_one(args, segmenter, path: Path, plan: dict[str, Path]) -> dict:
-    from ..images import read_image
-
-    rgb = read_image(path, max_pixels=args.max_pixels)
-    result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
-    written = _write_outputs(args, rgb, result, plan)
+def _write_and_summarise(args, path: Path, rgb, result, plan: dict[str, Path]) -> dict:
+    """The writer thread's job for one image: its outputs, then its summary."""
+    written = write_outputs(args, rgb, result, plan)
     classes = dict(sorted(result.class_pixels().items(), key=lambda kv: -kv[1]))
     summary = {"image": str(path), "height": rgb.shape[0], "width": rgb.shape[1], "classes": classes}
     summary["outputs"] = written
+    return summary
+
+
+def _print_summary(args, summary: dict) -> None:
     if args.json == "-":
         print(json.dumps(summary), flush=True)
     else:
-        print(f"{path}: " + ", ".join(f"{k} {v}" for k, v in classes.items()), flush=True)
-    return summary
+        classes = summary["classes"]
+        print(f"{summary['image']}: " + ", ".join(f"{k} {v}" for k, v in classes.items()), flush=True)
+
+
+# Decode the next image and write the last one's results in background threads while the network
+# runs (the results are the same either way; False runs everything in order in this thread).
+BACKGROUND_IO = True
+
+
+def _segment_all(args, segmenter, paths: list[Path], plans: list[dict[str, Path]], out_dir: Path) -> tuple[list, int]:
+    """Segment every image, in order: (the summaries of those done, how many failed).
+
+    A failure is one line per file and the run goes on; with one input, or when the disk is full
+    (every later write would fail too), it is raised after saying what is complete. Messages and
+    summaries come in input order, each once its image's outputs are written.
+    """
+    from ..background import InOrderWorker, read_ahead
+    from ..errors import is_disk_full
+    from ..images import read_image
+
+    failures, summaries, pending = 0, [], deque()
+
+    def finish_oldest() -> None:
+        nonlocal failures
+        try:
+            summaries.append(pending.popleft().result())
+        except (DeepLabError, OSError) as exc:
+            if len(paths) == 1:
+                raise
+            if is_disk_full(exc):  # every later write would fail too: stop, saying what is complete
+                _report(args, summaries, failures, out_dir, stopped=True)
+                raise
+            _print_skipped(exc)
+            failures += 1
+            return
+        _print_summary(args, summaries[-1])
+
+    inline = not BACKGROUND_IO
+    reader = InOrderWorker("deeplab-read", inline=inline)
+    with reader, InOrderWorker("deeplab-write", halt_on=is_disk_full, inline=inline) as writer:
+        images = read_ahead(reader, paths, lambda path: read_image(path, max_pixels=args.max_pixels))
+        for path, plan, image in zip(paths, plans, images):
+            pending.append(_segment_and_queue(args, segmenter, writer, path, image, plan))
+            while pending and (len(pending) > 2 or pending[0].done()):
+                finish_oldest()
+        while pending:
+            finish_oldest()
+    return summaries, failures
+
+
+def _segment_and_queue(args, segmenter, writer, path: Path, image: Future, plan: dict[str, Path]) -> Future:
+    """Run the network on a decoded image and queue its writes; a failure so far becomes a failed job."""
+    from ..background import failed_job
+
+    try:
+        rgb = image.result()
+        result = segmenter(rgb, return_probs=args.save_probs, return_logits=args.save_logits)
+    except (DeepLabError, OSError) as exc:
+        return failed_job(exc)
+    return writer.submit(_write_and_summarise, args, path, rgb, result, plan)
+
+
+def _print_skipped(exc: BaseException) -> None:
+    from ..errors import describe_os_error
+
+    reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    print(f"skipped: {reason}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
-    from ..errors import EXIT_PARTIAL, describe_os_error, is_disk_full
+    from ..errors import EXIT_PARTIAL
     from ..inference import protocol
     from ..outputs import check_writable_dir, plan_outputs, unique_inputs
 
@@ -137,19 +209,7 @@ def run(args: argparse.Namespace) -> int:
         paths, scales, model.convention, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile
     )
     segmenter = segmenter_from_args(args, model, device, scales=scales, crf=crf, pad_size=pad_size)
-    failures, summaries = 0, []
-    for path, plan in zip(paths, plans):
-        try:
-            summaries.append(_segment_one(args, segmenter, path, plan))
-        except (DeepLabError, OSError) as exc:
-            if len(paths) == 1:
-                raise
-            if is_disk_full(exc):  # every later write would fail too: stop, saying what is complete
-                _report(args, summaries, failures, out_dir, stopped=True)
-                raise
-            reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
-            print(f"skipped: {reason}", file=sys.stderr)
-            failures += 1
+    summaries, failures = _segment_all(args, segmenter, paths, plans, out_dir)
     if args.json not in (None, "-"):
         atomic_write_text(args.json, json.dumps(summaries, indent=2) + "\n")
     _report(args, summaries, failures, out_dir)

@@ -27,8 +27,11 @@ class ASPPClassifier(nn.Module):
         self.branch_names = [f"fc1_voc12_c{i}" for i in range(len(rates))]
         for name, rate in zip(self.branch_names, rates):
             conv = Conv(in_ch, num_classes, 3, dilation=rate, bias=True, convention=convention)
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+            # A model built on the meta device gets its values from a file (weights/loading.py); drawing
+            # normal values there has no effect and imports torch's compiler, which took seconds.
+            if not conv.weight.is_meta:
+                nn.init.normal_(conv.weight, std=0.01)
+                nn.init.zeros_(conv.bias)
             self.add_module(name, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

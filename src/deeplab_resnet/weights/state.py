@@ -28,12 +28,15 @@ def check_classifier_fits(file_classes: int | None, wanted: int, not_restore_las
 
 
 def load_state(
-    model: DeepLabV2, state: dict[str, torch.Tensor], *, skip_classifier: bool = False, source: str = ""
-) -> None:
+    model: DeepLabV2, state: dict[str, torch.Tensor], *, skip_classifier: bool = False, source: str = "",
+    assign: bool = False,
+) -> None:  # fmt: skip
     """Copy ``state`` into ``model``, naming every missing, unexpected or mis-shaped tensor.
 
     With ``skip_classifier`` the classifier tensors are neither required nor loaded (the
-    original's ``--not-restore-last``: start a new class count from pretrained weights).
+    original's ``--not-restore-last``: start a new class count from pretrained weights). With
+    ``assign`` the model takes ``state``'s tensors themselves (converted to its dtype, contiguous)
+    instead of copies, as a model built on the meta device needs; ``state`` must not be used after.
     """
     expected = model.state_dict()
     keep = {k: v for k, v in state.items() if not (skip_classifier and k.startswith(CLASSIFIER_PREFIX))}
@@ -53,4 +56,6 @@ def load_state(
             raise DeepLabError(
                 f"{where}tensor {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
             )
-    model.load_state_dict(keep, strict=not skip_classifier)
+    if assign:
+        keep = {k: v.to(expected[k].dtype).contiguous() for k, v in keep.items()}
+    model.load_state_dict(keep, strict=not skip_classifier, assign=assign)
