@@ -62,7 +62,10 @@ INSTALL_HINT = 'the Triton CRF kernel needs the triton package: pip install "dee
 
 def available() -> bool:
     """Whether ``triton`` is installed (found without importing it)."""
-    return importlib.util.find_spec("triton") is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (None)
+        return False
 
 
 def interpreting() -> bool:
@@ -267,19 +270,25 @@ def from_lattice(lattice: permutohedral.Lattice) -> TritonLattice:
 
 @dataclass
 class Kernel:
-    """One pairwise kernel of a batch, normalised and weighted, with its Potts gain."""
+    """One pairwise kernel of a batch: ``Q -> weight * n * K(n * Q)`` (densecrf's symmetric
+    normalisation ``n``, as :mod:`.torch_meanfield`) and what its Potts gain needs."""
 
     lattice: TritonLattice
-    gain: float
+    plain: TritonLattice
+    norm: torch.Tensor
+    weight: float
+
+    @functools.cached_property
+    def gain(self) -> float:
+        """:func:`.meanfield_rules.potts_gain` (a second filtering: only asked for when pruning may apply)."""
+        return potts_gain(self.norm, self.plain.filter(self.norm.reshape(-1, 1)), self.weight)
 
 
 def _kernel(lattice: permutohedral.Lattice, weight: float) -> Kernel:
-    """``Q -> weight * n * K(n * Q)`` with densecrf's symmetric normalisation (as :mod:`.torch_meanfield`)."""
     plain = from_lattice(lattice)
     ones = torch.ones(lattice.num_points, 1, device=lattice.device)
     norm = symmetric_norm(plain.filter(ones).reshape(-1))
-    gain = potts_gain(norm, plain.filter(norm.reshape(-1, 1)), weight)
-    return Kernel(plain.scaled(norm, norm * weight), gain)
+    return Kernel(plain.scaled(norm, norm * weight), plain, norm, weight)
 
 
 def _batch_lattice(features: list[torch.Tensor]) -> permutohedral.Lattice:
