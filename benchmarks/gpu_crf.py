@@ -14,14 +14,13 @@ pydensecrf caches per image size, as in a dataset run. A second timing at one it
 call into setup (lattices) and per-iteration cost: ``(T(iters) - T(1)) / (iters - 1)``.
 ``--agreement`` also compares the first batch's labels with the C kernel's (same model).
 
-Expected cost of the ``triton`` implementation (the cost model of ``crf/triton_lattice.py``):
-per iteration about ``4 C`` bytes times ``P`` (write Q) + ``2 P (d+1)`` (splat and slice
-gathers) + ``(4 d + 5) M`` (splat write, blur) per lattice, with ``C`` = 21, ``P`` = 187,500 pixels
-per 500x375 image, the bilateral lattice ``d`` = 5 and ``M`` ~ 0.6 P, the position lattice
-``d`` = 2 and ``M`` ~ 1.15 P: ~0.45 GB per image and iteration, ~0.15 ms at an H100's ~3 TB/s,
-~1.5 ms for 10 iterations. With gathers at a third of the peak bandwidth and the lattice
-construction (~1 ms per image, sorts and searches in torch) the target of <= 5 ms per image at
-batch 8 is within reach; the measured ``per-iter ms`` against ``0.15 * batch`` ms is the check.
+Expected cost of the ``triton`` implementation (the cost model in ``crf/triton_lattice.py``):
+per image and iteration 22 to 50 ``P`` rows of ``4 C`` bytes (``P`` = 187,500 pixels, ``C`` = 21:
+0.35 to 0.79 GB, depending on how many gathers hit L2), i.e. 0.12-0.26 ms at an H100's ~3 TB/s,
+1.2-2.6 ms for 10 iterations, plus the lattice construction. The printed ``per_iter_ms`` divided
+by the batch, against 0.12-0.26 ms, is the roofline check (scale by the GPU's bandwidth; an H200
+has ~4.8 TB/s); ``setup_ms`` is the lattices' share; ``*_m_per_p`` are the measured ``M / P``
+(the model assumes 0.61 bilateral and 1.16 position, from a VOC image).
 """
 
 from __future__ import annotations

@@ -20,18 +20,20 @@ The normalisation ``n`` (and the kernel weight and ``alpha`` for the slice) are 
 splat and slice weights once. A batch is one lattice per kind, keyed by image (no blur crosses
 from one image to another), so images of different sizes share every launch. The same proven label pruning as the other kernels applies (over the whole batch).
 
-Cost model (to check a GPU measurement against a roofline). Per iteration, for ``P`` pixels,
-``C`` filtered labels (float32), ``M`` vertices and ``d + 1`` corners per lattice, the bytes moved
-from memory are about ``4 C`` times: ``P`` (write ``Q``) + ``P (d+1)`` (splat gathers, largely from
-L2 since runs are in pixel order) + ``M`` (splat write) + ``(d+1) * 4 M`` (blur: three gathers and
-a write per vertex and direction) + ``P (d+1)`` (slice gathers), summed over the two lattices,
-plus the index/weight tables (8 bytes per slot). For one 500x375 VOC-like image (``P`` = 187,500;
-bilateral ``d`` = 5 with ``M`` ~ 0.6 P; position ``d`` = 2 with ``M`` ~ 1.15 P) and ``C`` = 21 this
-is roughly 0.45 GB without any cache hit, i.e. ~0.15 ms at an H100's ~3 TB/s: ~1.5 ms for 10
-iterations, inside the 5 ms target with room for the lattice construction (sort, searchsorted:
-once per batch) and the launches (~``(3 + d_b + d_g + levels)`` per iteration: keep the batch at
-8 or more images so each launch has enough rows). Gathers reach only part of the peak bandwidth,
-so expect 2-3x the roofline; a measurement is needed (``benchmarks/gpu_crf.py``).
+Cost model (to check a GPU measurement against a roofline). Per iteration, in units of one row of
+``C`` float32 labels (``4 C`` bytes; 84 for VOC's 21), for ``P`` pixels and a lattice of ``M``
+vertices with ``d + 1`` corners: splat reads ``P (d+1)`` rows and writes ``M``, the blur reads
+``3 M`` and writes ``M`` per direction, the fused step reads ``-U`` (``P``) and ``P (d+1)`` rows per
+lattice and writes ``Q`` (``P``). Measured lattice sizes on a 500x281 VOC image (deeplab-resnet
+preset): bilateral ``d`` = 5, ``M`` = 0.61 P; position ``d`` = 2, ``M`` = 1.16 P. That is ~50 P rows,
+0.79 GB per 500x375 image and iteration when no gather hits the cache, and ~22 P rows (0.35 GB)
+when every row is read once (neighbouring pixels share corners and splat runs follow pixel order,
+so many gathers hit L2). At an H100's ~3 TB/s: 0.12-0.26 ms per image and iteration, 1.2-2.6 ms
+for 10, plus the lattice construction (torch: sorts and searches, once per batch) and the index
+tables (8 bytes per slot, ~10% more). The 5 ms per image target at batch >= 8 leaves room for
+gathers reaching only part of the peak; ``benchmarks/gpu_crf.py`` measures it (per-iteration and
+setup time apart). Launches: ``(d_b + 1) + (d_g + 1) + 1 + splat levels`` (~14) per iteration,
+each over the whole batch.
 
 ``triton`` is optional (extra ``[gpu-crf]``): this module imports without it, and the kernels are
 compiled on first use. With ``TRITON_INTERPRET=1`` set before that first use, Triton's interpreter
