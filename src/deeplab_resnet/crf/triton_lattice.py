@@ -82,10 +82,16 @@ def runs_on(device: torch.device) -> bool:
 
 @functools.lru_cache(maxsize=2)
 def _kernels(interpret: bool):
-    """The compiled kernels; ``triton.jit`` chooses the interpreter when it decorates, so the
-    kernels are made here, on first use, once per mode."""
+    """The kernels ``(ell_gather, meanfield_step)``; ``triton.jit`` chooses the interpreter when it
+    decorates, so the kernels are made here, on first use, once per mode."""
     import triton
     import triton.language as tl
+
+    return _ell_gather(triton, tl), _meanfield_step(triton, tl)
+
+
+def _ell_gather(triton, tl):
+    """``out[r, :C] = sum_k weight[r, k] * x[index[r, k], :C]`` (slots with index -1 skipped)."""
 
     @triton.jit
     def ell_gather(x, index, weight, out, rows, cols, K: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -101,6 +107,15 @@ def _kernels(interpret: bool):
             v = tl.load(x + src.to(tl.int64)[:, None] * cols + c[None, :], mask=ok, other=0.0)
             acc += w[:, None] * v
         tl.store(out + r.to(tl.int64)[:, None] * cols + c[None, :], acc, mask=rmask[:, None] & cmask[None, :])
+
+    return ell_gather
+
+
+def _meanfield_step(triton, tl):
+    """One mean-field step per pixel: ``Q = softmax(-U + message)``, the message sliced from both
+    lattices' blurred values (weights include n, w and alpha) at the filtered labels' columns
+    (``slot_of[c]``, -1 for a label not filtered). Writes the filtered labels' ``Q`` (the next
+    splat's input), and all of ``Q`` when ``WRITE_ALL``. Without ``HAS_MESSAGE``: ``softmax(-U)``."""
 
     @triton.jit
     def meanfield_step(
@@ -138,7 +153,7 @@ def _kernels(interpret: bool):
         ok = rmask[:, None] & (slot >= 0)[None, :]
         tl.store(q_active + r.to(tl.int64)[:, None] * active + slot[None, :], out, mask=ok)
 
-    return ell_gather, meanfield_step
+    return meanfield_step
 
 
 def _grid_block(rows: int) -> tuple[tuple[int], int]:
