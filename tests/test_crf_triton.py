@@ -75,32 +75,36 @@ def test_splat_blur_slice_match_torch_ops(interpret, make):
 
 @needs_triton
 def test_long_runs_are_summed_in_levels(interpret, monkeypatch):
-    # width 2 forces every run of more than 2 entries through several levels
+    # width 2 sends every run of more than 2 entries through segment sums in the workspace
     monkeypatch.setattr(triton_lattice, "SPLAT_WIDTH", 2)
     lattice = _small_image_lattice()
     ours = triton_lattice.from_lattice(lattice)
-    assert len(ours.splat) >= 3 and all(level.width <= 2 for level in ours.splat)
+    assert len(ours.splat.partial) >= 2 and ours.splat.final.width == 2
     x = torch.rand(lattice.num_points, 3, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(ours.splat_values(x), lattice.operator().splat_values(x), rtol=1e-6, atol=1e-5)
 
 
 @needs_triton
-def test_runs_to_levels_against_a_dense_matrix(interpret):
+def test_splat_of_runs_against_a_dense_matrix(interpret):
     g = torch.Generator().manual_seed(3)
-    counts = torch.tensor([1, 7, 3, 12, 2, 5])
+    counts = torch.tensor([1, 7, 3, 12, 2, 5, 40])
     src = torch.randint(0, 9, (int(counts.sum()),), generator=g)
     weight = torch.rand(src.numel(), generator=g)
     dense = torch.zeros(len(counts), 9, dtype=torch.float64)
     row = torch.repeat_interleave(torch.arange(len(counts)), counts)
     for r, s, w in zip(row.tolist(), src.tolist(), weight.tolist()):
         dense[r, s] += w
-    levels = triton_lattice.ell_from_runs(src, weight, counts, width=4)
-    assert [level.width for level in levels] == [4, 4]  # 12 entries -> 3 segments -> one row
+    splat = triton_lattice.splat_from_runs(src, weight, counts, inputs=9, width=4)
+    # runs of 7, 12, 5, 40 -> 2, 3, 2, 10 segments; the 10 -> 3 more; runs of <= 4 read the input directly
+    assert [level.rows for level, _ in splat.partial] == [2 + 3 + 2 + 10, 3] and splat.final.rows == len(counts)
     x = torch.rand(9, 4, generator=g)
-    out = x
-    for level in levels:
-        out = level(out)
-    torch.testing.assert_close(out, (dense @ x.double()).float(), rtol=1e-6, atol=1e-6)
+    workspace = torch.full((splat.workspace_rows, 4), float("nan"))
+    workspace[:9] = x
+    torch.testing.assert_close(splat.run(workspace), (dense @ x.double()).float(), rtol=1e-6, atol=1e-6)
+    factor = torch.rand(9, generator=g)  # scaled: every input row times its factor
+    torch.testing.assert_close(
+        splat.scaled(factor).run(workspace), (dense @ (factor[:, None] * x).double()).float(), rtol=1e-6, atol=1e-6
+    )
 
 
 def _three_iterations(preset: str = "deeplab-resnet"):

@@ -9,8 +9,9 @@ atomics, so results are deterministic.
 - **splat** (points -> vertices): each vertex sums its (point, corner) entries, which
   :func:`.permutohedral.build_lattice` already sorts by vertex. Runs are uneven (a flat colour
   region sends a thousand pixels to one bilateral vertex), so a run longer than
-  :data:`SPLAT_WIDTH` is cut into segments summed first, then the segments are summed, as a
-  short tree of fixed-width levels (one launch each; the levels shrink by that width each time).
+  :data:`SPLAT_WIDTH` is cut into segments whose sums are written after the points' values in
+  one workspace (:class:`Splat`; again for runs of many segments), and the last launch sums every
+  vertex's run from points and segment sums alike: short runs, most of them, are read once.
 - **blur**: one ``[1/2, 1, 1/2]`` pass per lattice direction over the precomputed neighbours.
 - **slice + Potts + unary + softmax**: one fused kernel per iteration reads both lattices'
   blurred values at each pixel's simplex corners, adds ``-U``, takes the softmax over labels in
@@ -185,9 +186,11 @@ class Ell:
     def width(self) -> int:
         return self.index.shape[1]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply to ``x`` (``inputs x C`` float32, contiguous) with the Triton kernel."""
-        out = torch.empty(self.rows, x.shape[1], dtype=torch.float32, device=x.device)
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply to ``x`` (``inputs x C`` float32, contiguous) with the Triton kernel, into ``out``
+        (``rows x C``, contiguous) when given."""
+        if out is None:
+            out = torch.empty(self.rows, x.shape[1], dtype=torch.float32, device=x.device)
         grid, block = _grid_block(self.rows)
         ell_gather = _kernels(interpreting())[0]
         ell_gather[grid](
@@ -200,36 +203,85 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def ell_from_runs(src: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, width: int) -> list[Ell]:
-    """Fixed-width levels that together sum each run: row ``r`` of the result is
-    ``sum weight[e] * x[src[e]]`` over its ``counts[r]`` consecutive entries ``e``.
-
-    Runs longer than ``width`` are cut into segments of ``width`` entries; the segment sums are
-    the next level's input, until every row fits in one level.
-    """
+def _ell_rows(src: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, slots: int) -> tuple[Ell, torch.Tensor]:
+    """The runs (``counts[r]`` consecutive entries each) as rows of ``slots`` entries: a run longer
+    than ``slots`` takes several consecutive rows. Returns the matrix and the rows of each run."""
     dev = src.device
-    levels = []
-    while True:
-        longest = int(counts.max()) if counts.numel() else 1
-        slots = _pow2_at_least(longest) if longest <= width else width
-        per_run = torch.div(counts + slots - 1, slots, rounding_mode="floor")  # rows of each run
-        first_row = torch.cumsum(per_run, 0) - per_run
-        total = src.numel()
-        pos = torch.arange(total, device=dev) - torch.repeat_interleave(
-            torch.cumsum(counts, 0) - counts, counts, output_size=total
-        )
-        row = torch.repeat_interleave(first_row, counts, output_size=total) + torch.div(
-            pos, slots, rounding_mode="floor"
-        )
-        rows = int(per_run.sum())
-        index = torch.full((rows, slots), -1, dtype=torch.int32, device=dev)
-        table = torch.zeros(rows, slots, dtype=torch.float32, device=dev)
-        index[row, pos % slots] = src.to(torch.int32)
-        table[row, pos % slots] = weight.to(torch.float32)
-        levels.append(Ell(index, table))
-        if longest <= width:
-            return levels
-        src, weight, counts = torch.arange(rows, device=dev), torch.ones(rows, device=dev), per_run
+    per_run = torch.div(counts + slots - 1, slots, rounding_mode="floor")
+    first_row = torch.cumsum(per_run, 0) - per_run
+    total = src.numel()
+    pos = torch.arange(total, device=dev) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts, output_size=total
+    )
+    row = torch.repeat_interleave(first_row, counts, output_size=total) + torch.div(pos, slots, rounding_mode="floor")
+    rows = int(per_run.sum())
+    index = torch.full((rows, slots), -1, dtype=torch.int32, device=dev)
+    table = torch.zeros(rows, slots, dtype=torch.float32, device=dev)
+    index[row, pos % slots] = src.to(torch.int32)
+    table[row, pos % slots] = weight.to(torch.float32)
+    return Ell(index, table), per_run
+
+
+@dataclass
+class Splat:
+    """Sums of runs of weighted input rows, through a workspace.
+
+    The workspace's first ``inputs`` rows are the input; a run longer than the width is first cut
+    into segments whose sums (``partial``: each level and the workspace row it writes from) are
+    appended to the workspace, level after level, until every run fits in one row of ``final``,
+    which reads inputs and segment sums alike. Short runs (most of them) are read once.
+    """
+
+    inputs: int
+    partial: list[tuple[Ell, int]]
+    final: Ell
+
+    @property
+    def workspace_rows(self) -> int:
+        return self.inputs + sum(level.rows for level, _ in self.partial)
+
+    def run(self, workspace: torch.Tensor) -> torch.Tensor:
+        """The run sums, from a workspace whose first ``inputs`` rows hold the input (at least
+        :attr:`workspace_rows` rows; the rest is overwritten)."""
+        for level, start in self.partial:
+            level(workspace, out=workspace[start : start + level.rows])
+        return self.final(workspace)
+
+    def scaled(self, factor: torch.Tensor) -> Splat:
+        """The same sums with every input row ``i`` multiplied by ``factor[i]``."""
+        partial = [(_scale_inputs(level, factor), start) for level, start in self.partial]
+        return Splat(self.inputs, partial, _scale_inputs(self.final, factor))
+
+
+def _scale_inputs(level: Ell, factor: torch.Tensor) -> Ell:
+    """``level`` with the weight of every slot that reads input row ``i < len(factor)`` times ``factor[i]``."""
+    reads_input = (level.index >= 0) & (level.index < factor.numel())
+    at = factor.to(torch.float32)[level.index.clamp(0, factor.numel() - 1).long()]
+    return Ell(level.index, level.weight * torch.where(reads_input, at, 1.0))
+
+
+def splat_from_runs(src: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, inputs: int, width: int) -> Splat:
+    """The :class:`Splat` summing ``weight[e] * x[src[e]]`` over each run of ``counts[r]``
+    consecutive entries (sorted by run), for an input of ``inputs`` rows and rows of ``width`` slots."""
+    dev = src.device
+    run = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
+    partial, start = [], inputs
+    while counts.numel() and int(counts.max()) > width:
+        long = counts > width
+        take = long[run]
+        level, per_run = _ell_rows(src[take], weight[take], counts[long], width)
+        partial.append((level, start))
+        # the long runs' entries become their segments' sums, in run order (a stable sort keeps it)
+        seg_run = torch.repeat_interleave(torch.nonzero(long).reshape(-1), per_run)
+        run = torch.cat([run[~take], seg_run])
+        order = torch.argsort(run, stable=True)
+        src = torch.cat([src[~take], torch.arange(start, start + level.rows, device=dev)])[order]
+        weight = torch.cat([weight[~take], torch.ones(level.rows, device=dev)])[order]
+        run = run[order]
+        counts = counts.masked_scatter(long, per_run)
+        start += level.rows
+    longest = int(counts.max()) if counts.numel() else 1
+    return Splat(inputs, partial, _ell_rows(src, weight, counts, _pow2_at_least(longest))[0])
 
 
 @dataclass
@@ -237,19 +289,25 @@ class TritonLattice:
     """A lattice's splat (levels), blur (one pass per direction) and slice as :class:`Ell` matrices.
 
     Attributes:
-        splat: points -> vertices, applied in order.
+        splat: points -> vertices.
         blur: vertices -> vertices, one per lattice direction, applied in order.
         slice: vertices -> points (``P x (d+1)``: each point's corners, barycentric weight x alpha).
     """
 
-    splat: list[Ell]
+    splat: Splat
     blur: list[Ell]
     slice: Ell
 
     def splat_values(self, values: torch.Tensor) -> torch.Tensor:
-        for level in self.splat:
-            values = level(values)
-        return values
+        """Splat ``values`` (``P x C``); see :meth:`splat_workspace` to avoid the copy into a workspace."""
+        if not self.splat.partial:
+            return self.splat.final(values)
+        workspace = self.splat_workspace(values.shape[1], values.device)
+        workspace[: self.splat.inputs] = values
+        return self.splat.run(workspace)
+
+    def splat_workspace(self, columns: int, device: torch.device) -> torch.Tensor:
+        return torch.empty(self.splat.workspace_rows, columns, dtype=torch.float32, device=device)
 
     def blur_values(self, x: torch.Tensor) -> torch.Tensor:
         for direction in self.blur:
@@ -262,10 +320,9 @@ class TritonLattice:
 
     def scaled(self, pre: torch.Tensor, post: torch.Tensor) -> TritonLattice:
         """The same filter with per-point factors before splatting and after slicing."""
-        first = self.splat[0]
-        pre_at = pre.to(torch.float32)[first.index.clamp(min=0).long()]
-        splat = [Ell(first.index, first.weight * pre_at), *self.splat[1:]]
-        return TritonLattice(splat, self.blur, Ell(self.slice.index, self.slice.weight * post.reshape(-1, 1)))
+        return TritonLattice(
+            self.splat.scaled(pre), self.blur, Ell(self.slice.index, self.slice.weight * post.reshape(-1, 1))
+        )
 
 
 def from_lattice(lattice: permutohedral.Lattice) -> TritonLattice:
@@ -274,7 +331,7 @@ def from_lattice(lattice: permutohedral.Lattice) -> TritonLattice:
     order = lattice.splat_order
     counts = torch.diff(lattice.splat_offsets, append=torch.tensor([order.numel()], device=dev))
     point = torch.div(order, k, rounding_mode="floor")
-    splat = ell_from_runs(point, lattice.weight.reshape(-1)[order], counts, SPLAT_WIDTH)
+    splat = splat_from_runs(point, lattice.weight.reshape(-1)[order], counts, lattice.num_points, SPLAT_WIDTH)
     own = torch.arange(m, device=dev).reshape(m, 1)
     half = torch.tensor([0.5, 1.0, 0.5], device=dev).expand(m, 3)
     blur = []
@@ -346,14 +403,17 @@ def mean_field(neg_unary: torch.Tensor, kernels: tuple[Kernel, Kernel], iteratio
     slot = torch.full((labels,), -1, dtype=torch.int32, device=dev)
     slot[active] = torch.arange(active.numel(), dtype=torch.int32, device=dev)
     q = torch.empty(rows, labels, dtype=torch.float32, device=dev)
-    q_active = torch.empty(rows, max(1, active.numel()), dtype=torch.float32, device=dev)
     a, b = (kernel.lattice for kernel in kernels)
+    # the filtered labels' Q is the first rows of the splats' workspace: no copy between them
+    workspace_rows = max(a.splat.workspace_rows, b.splat.workspace_rows)
+    workspace = torch.empty(workspace_rows, max(1, active.numel()), dtype=torch.float32, device=dev)
+    q_active = workspace[:rows]
     blurred = (q_active, q_active)  # read only once there is a message
     step = _kernels(interpreting())[1]
     grid, block = _grid_block(rows)
     for it in range(iterations + 1):
         if it > 0:
-            blurred = tuple(k.blur_values(k.splat_values(q_active)) for k in (a, b))
+            blurred = tuple(k.blur_values(k.splat.run(workspace)) for k in (a, b))
         step[grid](
             neg_unary, q, q_active, slot, a.slice.index, a.slice.weight, blurred[0], b.slice.index, b.slice.weight,
             blurred[1], rows, labels, active.numel(),
