@@ -390,7 +390,9 @@ def _bilateral(images: list[torch.Tensor], params: CRFParams) -> Kernel:
     return _kernel(_batch_lattice(features), float(params.bi_w))
 
 
-def mean_field(neg_unary: torch.Tensor, kernels: tuple[Kernel, Kernel], iterations: int, active) -> torch.Tensor:
+def mean_field(
+    neg_unary: torch.Tensor, kernels: tuple[Kernel, Kernel], iterations: int, active: torch.Tensor | None
+) -> torch.Tensor:
     """``iterations`` mean-field steps from ``softmax(-U)`` (``neg_unary`` is ``-U``, ``P x C``); returns ``Q``.
 
     ``active``: the labels to filter (an index tensor), or ``None`` for all.
