@@ -24,7 +24,7 @@ SRC = REPO / "src"
 # so that the package works without them.
 OPTIONAL = (
     "pydensecrf", "onnx", "onnxruntime", "yaml", "scipy", "torch.utils.tensorboard", "tensorflow", "resource",
-    "huggingface_hub", "av",
+    "huggingface_hub", "av", "triton",
     "fastapi", "uvicorn", "python_multipart", "multipart",
 )  # fmt: skip
 # Imports that must happen late for a reason of their own (the comment at each says why).

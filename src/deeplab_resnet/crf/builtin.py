@@ -1,13 +1,16 @@
-"""The ``builtin`` CRF backend: our own dense CRF, on whichever of our two kernels suits the device.
+"""The ``builtin`` CRF backend: our own dense CRF, on whichever of our kernels suits the device.
 
-Both kernels compute the model of :mod:`.meanfield_rules` and agree to rounding:
+All kernels compute the model of :mod:`.meanfield_rules` and agree to rounding:
 
 - ``"c"``: :mod:`.c_meanfield`, the C kernel (CPU only: the lattice, all iterations, slice,
   messages and softmax fused, OpenMP threads), compiled on first use;
 - ``"torch"``: :mod:`.torch_meanfield`, torch ops on any device (CUDA, or a CPU without a C
-  compiler).
+  compiler);
+- ``"triton"``: :mod:`.triton_lattice`, Triton kernels on CUDA (optional extra ``[gpu-crf]``; on
+  the CPU only under Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use).
 
-``"auto"`` takes the C kernel on CPU when it compiles, else torch ops. Inputs are those
+``"auto"`` takes the C kernel on CPU when it compiles, else torch ops; on CUDA the Triton kernels
+when ``triton`` is installed, else torch ops. Inputs are those
 :func:`deeplab_resnet.crf.dense_crf` has checked.
 """
 
@@ -17,10 +20,10 @@ import numpy as np
 import torch
 
 from ..errors import DeepLabError
-from . import c_meanfield, kernel_c, torch_meanfield
+from . import c_meanfield, kernel_c, torch_meanfield, triton_lattice
 from .params import CRFParams
 
-KERNELS = ("auto", "c", "torch")
+KERNELS = ("auto", "c", "torch", "triton")
 
 
 def default_device() -> torch.device:
@@ -29,16 +32,24 @@ def default_device() -> torch.device:
 
 
 def resolve_kernel(kernel: str, device: torch.device) -> str:
-    """``"c"`` or ``"torch"``: what ``kernel`` means on ``device`` (see the module docstring)."""
+    """``"c"``, ``"torch"`` or ``"triton"``: what ``kernel`` means on ``device`` (see the module docstring)."""
     if kernel not in KERNELS:
         raise DeepLabError(f"unknown CRF kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     if kernel == "c" and device.type != "cpu":
         raise DeepLabError(f"the C CRF kernel runs on the CPU only, not on {device}")
     if kernel == "c" and not kernel_c.available():
         raise DeepLabError("the C CRF kernel could not be compiled (no working C compiler; set CC)")
-    if kernel == "auto":
-        return "c" if device.type == "cpu" and kernel_c.available() else "torch"
-    return kernel
+    if kernel == "triton" and not triton_lattice.available():
+        raise DeepLabError(triton_lattice.INSTALL_HINT)
+    if kernel == "triton" and not triton_lattice.runs_on(device):
+        raise DeepLabError(
+            f"the Triton CRF kernel runs on CUDA (on the CPU only with TRITON_INTERPRET=1, for testing), not on {device}"
+        )
+    if kernel != "auto":
+        return kernel
+    if device.type == "cpu":
+        return "c" if kernel_c.available() else "torch"
+    return "triton" if device.type == "cuda" and triton_lattice.available() else "torch"
 
 
 def refine_batch(images: torch.Tensor, probs: torch.Tensor, params: CRFParams, *, kernel: str = "auto") -> torch.Tensor:
@@ -48,14 +59,17 @@ def refine_batch(images: torch.Tensor, probs: torch.Tensor, params: CRFParams, *
         images: ``B x H x W x 3`` uint8 RGB.
         probs: ``B x C x H x W`` class probabilities (summing to 1 over C), same device.
         params: iterations, kernel weights and standard deviations.
-        kernel: ``"auto"``, ``"c"`` or ``"torch"`` (see the module docstring).
+        kernel: ``"auto"``, ``"c"``, ``"torch"`` or ``"triton"`` (see the module docstring).
 
     Returns:
         ``B x C x H x W`` float32 refined probabilities.
     """
-    if resolve_kernel(kernel, probs.device) == "c":
+    name = resolve_kernel(kernel, probs.device)
+    if name == "c":
         out = [c_meanfield.refine(images[i].numpy(), probs[i].numpy(), params) for i in range(len(probs))]
         return torch.from_numpy(np.stack(out))
+    if name == "triton":
+        return triton_lattice.refine_batch(images, probs, params)
     return torch_meanfield.refine_batch(images, probs, params)
 
 
@@ -74,14 +88,16 @@ def refine(
         probs: class probabilities at the image's size.
         params: iterations, kernel weights and standard deviations.
         device: where to run (default: CUDA when available, else CPU).
-        kernel: ``"auto"``, ``"c"`` or ``"torch"`` (see the module docstring).
+        kernel: ``"auto"``, ``"c"``, ``"torch"`` or ``"triton"`` (see the module docstring).
 
     Returns:
         ``C x H x W`` float32 refined probabilities.
     """
     dev = torch.device(device) if device is not None else default_device()
-    if resolve_kernel(kernel, dev) == "c":
+    name = resolve_kernel(kernel, dev)
+    if name == "c":
         return c_meanfield.refine(image, probs, params)
     img = torch.from_numpy(np.ascontiguousarray(image)).to(dev)[None]
     p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).to(dev)[None]
-    return torch_meanfield.refine_batch(img, p, params)[0].cpu().numpy()
+    module = triton_lattice if name == "triton" else torch_meanfield
+    return module.refine_batch(img, p, params)[0].cpu().numpy()
