@@ -108,6 +108,14 @@ def fixture_images(voc: Path, count: int, offset: int = 0) -> list[Path]:
     return [names[(offset + i) % len(names)] for i in range(count)]
 
 
+def fixture_crops(voc: Path, count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """``count`` fixture photos cropped to ``size`` (H, W): real content, small enough for CPU runs."""
+    from PIL import Image
+
+    h, w = size
+    return [np.ascontiguousarray(np.asarray(Image.open(p).convert("RGB"))[:h, :w]) for p in fixture_images(voc, count)]
+
+
 def fast_option_specs(device: str) -> list[str]:
     """Every fast path (``parse_options`` spelling) that can run on ``device``, and ``default``."""
     common = ["eager", "fold", "cl", "fold+cl", "bf16", "fold+cl+bf16", "default"]
@@ -173,7 +181,7 @@ def check_segmenter(model, images: Sequence[Path], device: str, *, bar: float = 
     (``kw``: scales, flip, pad_size, ...): agreement >= ``bar`` on every image."""
     from deeplab_resnet.inference.segmenter import Segmenter
 
-    seg = Segmenter(model, device=device, **kw)
+    seg = Segmenter(copy.deepcopy(model), device=device, **kw)  # the Segmenter moves its network
     ref = Segmenter(Float64Network(model), model.spec, device="cpu", **kw)
     agreements = [label_agreement(seg(p).labels, ref(p).labels) for p in images]
     assert min(agreements) >= bar, agreements
@@ -205,9 +213,12 @@ def check_segment_cli(weights: Path, images: Sequence[Path], device: str, out: P
     return {"min_label_agreement": min(agreements)}
 
 
-def check_evaluate_cli(weights: Path, voc: Path, device: str, out: Path, batch_size: int = 8) -> dict:
-    """``deeplab evaluate --device DEVICE --batch-size N`` against the CPU's one image at a time:
-    mIoU within EVAL_MIOU_ABS and >= EVAL_MATRIX_MASS of the matrix mass in the same cells."""
+def check_evaluate_cli(
+    weights: Path, voc: Path, device: str, out: Path, batch_size: int = 8, limit: int | None = None
+) -> dict:
+    """``deeplab evaluate --device DEVICE --batch-size N`` (on the first ``limit`` val images)
+    against the CPU's one image at a time: mIoU within EVAL_MIOU_ABS and >= EVAL_MATRIX_MASS of
+    the matrix mass in the same cells."""
     from deeplab_resnet.data.lists import read_list
     from deeplab_resnet.evaluation.evaluate import evaluate_pairs
     from deeplab_resnet.weights import load_model
@@ -215,10 +226,11 @@ def check_evaluate_cli(weights: Path, voc: Path, device: str, out: Path, batch_s
     result = run_cli(
         "evaluate", "--data-dir", voc, "--data-list", voc / "list_val.txt", "--weights", weights,
         "--device", device, "--batch-size", batch_size, "-o", out, "--quiet", "--crf-workers", 0,
+        *(["--limit", limit] if limit else []),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     matrix = np.asarray(json.loads((out / "report.json").read_text())["confusion_matrix"])
-    pairs = read_list(voc, voc / "list_val.txt")
+    pairs = read_list(voc, voc / "list_val.txt")[:limit]
     reference = evaluate_pairs(load_model(weights), pairs, device="cpu", pad_size="auto").matrix
     shared, miou_diff = matrix_mass_shared(reference, matrix), abs(mean_iou(reference) - mean_iou(matrix))
     assert shared >= EVAL_MATRIX_MASS and miou_diff <= EVAL_MIOU_ABS, (shared, miou_diff)
@@ -386,12 +398,14 @@ def crf_inputs(voc: Path, count: int, size: tuple[int, int], classes: int = 21) 
 def check_crf(voc: Path, device: str, count: int = 2, size: tuple[int, int] = (200, 240)) -> dict:
     """The torch-ops CRF on ``device`` (a batch) against the C kernel on the CPU, image by image:
     label agreement >= LABEL_AGREEMENT; the largest probability difference is reported."""
-    from deeplab_resnet.crf import PRESETS, DEFAULT_PRESET, c_meanfield, torch_meanfield
+    from deeplab_resnet.crf import DEFAULT_PRESET, PRESETS, c_meanfield, torch_meanfield
 
     params = PRESETS[DEFAULT_PRESET]
     images, probs = crf_inputs(voc, count, size)
     q = torch_meanfield.refine_batch(images.to(device), probs.to(device), params).cpu()
-    refs = torch.stack([torch.from_numpy(c_meanfield.refine(i.numpy(), p.numpy(), params)) for i, p in zip(images, probs)])
+    refs = torch.stack(
+        [torch.from_numpy(c_meanfield.refine(i.numpy(), p.numpy(), params)) for i, p in zip(images, probs)]
+    )
     agreements = [label_agreement(a.argmax(0), b.argmax(0)) for a, b in zip(q, refs)]
     assert min(agreements) >= LABEL_AGREEMENT, agreements
     assert label_agreement(q.argmax(1), probs.argmax(1)) < 0.999, "the CRF changed nothing"

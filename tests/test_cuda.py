@@ -1,0 +1,158 @@
+"""Every CUDA path against its CPU reference (marker ``cuda``; skipped without CUDA).
+
+Not part of the default run (``addopts`` deselects ``cuda``); ``pytest -m cuda`` or
+``benchmarks/gpu_check.py`` runs them. Each test calls a check of ``tests/device_checks.py``, whose
+CPU side (comparisons, tolerances, references) ``tests/test_device_checks.py`` runs on every
+default run. The full ResNet-101 with calibrated BN (``bench.realistic``) is used where the
+tolerance matters; the tiny model where only the plumbing is checked.
+"""
+
+from __future__ import annotations
+
+import os
+
+# cuBLAS reads this when it first starts; it makes its matmuls deterministic (resume test).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import copy  # noqa: E402
+
+import device_checks as dc  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from conftest import tiny_model  # noqa: E402
+
+from deeplab_resnet import save_weights  # noqa: E402
+from deeplab_resnet.bench.realistic import image_batch, realistic_model  # noqa: E402
+from deeplab_resnet.inference.optimize import FastInference, default_options, parse_options  # noqa: E402
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+CUDA = "cuda"
+MEAN_BGR = (104.008, 116.669, 122.675)
+
+
+@pytest.fixture(scope="module")
+def voc():
+    from conftest import shared_path
+
+    return shared_path("data", "voc_fixture")
+
+
+@pytest.fixture(scope="module")
+def models(voc):
+    """The calibrated ResNet-101 in both conventions, with a batch of two real photos at 321x321
+    and its float64 CPU logits."""
+    paths = [str(p) for p in dc.fixture_images(voc, 8)]
+    calibration = [image_batch(paths, 257, 4, MEAN_BGR, offset=4)]
+    out = {}
+    for convention in ("caffe", "tf"):
+        model = realistic_model(convention=convention, calibration=calibration)
+        x = image_batch(paths, 321, 2, model.mean_bgr)
+        out[convention] = (model, x, dc.float64_logits(model, x))
+    return out
+
+
+@pytest.mark.parametrize("convention", ["caffe", "tf"])
+def test_forward_fp32_tf32_off(models, convention):
+    model, x, ref = models[convention]
+    dc.check_fast_path(model, x, ref, CUDA, "eager")
+
+
+@pytest.mark.parametrize("convention", ["caffe", "tf"])
+def test_forward_fp32_tf32_on(models, convention):
+    model, x, ref = models[convention]
+    dc.check_forward_tf32(model, x, ref, CUDA)
+
+
+@pytest.mark.parametrize("spec", dc.fast_option_specs(CUDA))
+def test_fast_path(models, spec):
+    model, x, ref = models["caffe"]
+    dc.check_fast_path(model, x, ref, CUDA, spec)
+
+
+def test_documented_cuda_default_is_what_default_means(models):
+    assert parse_options("default", CUDA) == default_options(CUDA)
+    model, x, ref = models["tf"]
+    dc.check_fast_path(model, x, ref, CUDA, "default")
+
+
+@pytest.mark.slow  # inductor compiles for a minute or more
+def test_compile_path(models):
+    model, x, ref = models["caffe"]
+    dc.check_fast_path(model, x, ref, CUDA, "fold+cl+bf16+compile")
+
+
+def test_cuda_graph_replay_equals_eager(models):
+    model, x, _ = models["caffe"]
+    dc.check_graph_replay(model, [x[:1], x[1:], x[:1]], CUDA)
+
+
+@pytest.mark.parametrize("kw", [{}, {"scales": (1.0, 0.75, 0.5)}, {"flip": True}, {"pad_size": "auto"}])
+def test_segmenter(models, voc, kw):
+    dc.check_segmenter(models["caffe"][0], dc.fixture_images(voc, 1, offset=9), CUDA, **kw)
+
+
+def test_segment_cli(models, voc, tmp_path):
+    save_weights(models["caffe"][0], tmp_path / "w.safetensors", source="test")
+    dc.check_segment_cli(tmp_path / "w.safetensors", dc.fixture_images(voc, 2), CUDA, tmp_path / "out")
+
+
+def test_evaluate_cli_batch_8(models, voc, tmp_path):
+    save_weights(models["caffe"][0], tmp_path / "w.safetensors", source="test")
+    dc.check_evaluate_cli(tmp_path / "w.safetensors", voc, CUDA, tmp_path / "ev", batch_size=8)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_train_step(amp):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 65, 65, generator=g) * 50, torch.randint(0, 21, (2, 65, 65), generator=g)
+    dc.check_train_step(tiny_model(), x, y, CUDA, amp=amp)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_resume_bit_exact(voc, tmp_path, amp):
+    dc.check_resume_bit_exact(voc, tmp_path / "run", CUDA, amp=amp)
+
+
+def test_ddp_nccl_world_one_through_torchrun(tmp_path):
+    stats = dc.check_ddp_step(CUDA, tmp_path)
+    assert stats["world"] == 1 and stats["backend"] == "nccl"
+
+
+def test_crf_torch_ops_on_cuda_against_c_kernel(voc):
+    stats = dc.check_crf(voc, CUDA, count=2, size=(252, 333))
+    print(f"CRF on CUDA: label agreement {stats['min_label_agreement']:.4%}, max |dQ| {stats['max_abs_dq']:.2e}")
+
+
+def test_memory_released_after_segmenter_and_fast_paths(models, voc):
+    model = models["caffe"][0]
+    image = dc.fixture_images(voc, 1)[0]
+
+    def work():
+        from deeplab_resnet.inference.segmenter import Segmenter
+
+        Segmenter(copy.deepcopy(model), device=CUDA, flip=True)(image)
+        for spec in ("fold+cl+bf16+graphs", "default"):
+            FastInference(model, parse_options(spec, CUDA), CUDA).logits(models["caffe"][1])
+
+    dc.check_memory_released(CUDA, work)
+
+
+def test_memory_released_after_a_training_step():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 65, 65, generator=g) * 50, torch.randint(0, 21, (2, 65, 65), generator=g)
+    dc.check_memory_released(CUDA, lambda: dc.one_step(tiny_model().to(CUDA), x, y, amp=True))
+
+
+def test_memory_released_after_segment_command(models, voc, tmp_path):
+    from deeplab_resnet.cli import main
+
+    save_weights(tiny_model(), tmp_path / "w.safetensors", source="test")
+    image = dc.fixture_images(voc, 1)[0]
+    args = ["segment", str(image), "--weights", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "o")]
+
+    def work():
+        assert main([*args, "--device", CUDA]) == 0
+
+    dc.check_memory_released(CUDA, work)
+    assert (tmp_path / "o" / f"{image.stem}.png").exists()
