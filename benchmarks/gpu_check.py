@@ -203,11 +203,14 @@ def train_numbers(out: Path, log: str) -> dict:
         if ": val mIoU " in line and line.startswith("step "):
             step, rest = line[5:].split(": val mIoU ", 1)
             curve.append({"step": int(step), "val_miou": float(rest.split()[0])})
-    speeds = [float(w) for line in log.splitlines() if "samples/s" in line
-              for w, nxt in zip(line.split(), line.split()[1:]) if nxt == "samples/s"]  # fmt: skip
-    atomic_write_text(
-        out / "train.json", json.dumps({"val_miou_curve": curve, "samples_per_s": speeds}, indent=2) + "\n"
-    )
+    losses, speeds = [], []
+    for line in log.splitlines():  # "step 10/1500  loss 2.1234  lr 0.005  41.20 samples/s  ETA 3 min"
+        words = line.split()
+        if len(words) > 7 and words[0] == "step" and "/" in words[1] and words[2] == "loss" and words[7] == "samples/s":
+            losses.append({"step": int(words[1].split("/")[0]), "loss": float(words[3])})
+            speeds.append(float(words[6]))
+    results = {"val_miou_curve": curve, "loss_curve": losses, "samples_per_s": speeds}
+    atomic_write_text(out / "train.json", json.dumps(results, indent=2) + "\n")
     if not curve:
         raise ValueError("no validation result in the log")
     best = max(c["val_miou"] for c in curve)
