@@ -150,15 +150,18 @@ def run_all(parts: list[Part], out: Path, env: dict, total_s: float) -> list[Out
 def summary_table(outcomes: list[Outcome], header: str) -> str:
     """A Markdown table: part, status, seconds (of its limit), key numbers or the note."""
     lines = [header, "", "| part | status | seconds (limit) | key numbers |", "| --- | --- | --- | --- |"]
+    details = []
     for o in outcomes:
-        numbers = ", ".join(f"{k} {_fmt(v)}" for k, v in o.numbers.items())
+        numbers = ", ".join(f"{k} {_fmt(v)}" for k, v in o.numbers.items() if not isinstance(v, dict))
         detail = "; ".join(x for x in (numbers, o.note) if x).replace("|", "/")
         lines.append(f"| {o.name} | {o.status} | {o.seconds:.0f} ({o.limit_s:.0f}) | {detail} |")
-    return "\n".join(lines) + "\n"
+        for key, table in ((k, v) for k, v in o.numbers.items() if isinstance(v, dict)):
+            details += ["", f"{o.name}, {key}:"] + [f"- {name}: {_fmt(value)}" for name, value in table.items()]
+    return "\n".join(lines + details) + "\n"
 
 
 def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_summary(outcomes: list[Outcome], out: Path, header: str, info: dict) -> str:
@@ -173,13 +176,19 @@ def write_summary(outcomes: list[Outcome], out: Path, header: str, info: dict) -
 
 
 def suite_numbers(out: Path, _log: str) -> dict:
+    """Test counts from the JUnit XML, the first failing tests, and what each test measured (its
+    ``record_property`` values: errors, agreements)."""
     root = ET.parse(out / "junit.xml").getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    failed = [
-        c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None or c.find("error") is not None
-    ]
-    return {**counts, **({"first failing": ", ".join(failed[:4])} if failed else {})}
+    cases = list(suite.iter("testcase"))
+    failed = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    measured = {
+        c.get("name"): ", ".join(f"{p.get('name')} {p.get('value')}" for p in c.iter("property"))
+        for c in cases
+        if c.find(".//property") is not None
+    }
+    return {**counts, **({"first failing": ", ".join(failed[:4])} if failed else {}), "measured": measured}
 
 
 def gpu_all_numbers(out: Path, _log: str) -> dict:

@@ -31,6 +31,12 @@ CUDA = "cuda"
 MEAN_BGR = (104.008, 116.669, 122.675)
 
 
+def record(record_property, stats: dict) -> None:
+    """The measured numbers into the JUnit XML (benchmarks/gpu_check.py puts them in its summary)."""
+    for key, value in stats.items():
+        record_property(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+
+
 @pytest.fixture(scope="module")
 def voc():
     from conftest import shared_path
@@ -53,75 +59,87 @@ def models(voc):
 
 
 @pytest.mark.parametrize("convention", ["caffe", "tf"])
-def test_forward_fp32_tf32_off(models, convention):
+def test_forward_fp32_tf32_off(models, convention, record_property):
     model, x, ref = models[convention]
-    dc.check_fast_path(model, x, ref, CUDA, "eager")
+    stats = dc.check_fast_path(model, x, ref, CUDA, "eager")
+    record(record_property, stats)
 
 
 @pytest.mark.parametrize("convention", ["caffe", "tf"])
-def test_forward_fp32_tf32_on(models, convention):
+def test_forward_fp32_tf32_on(models, convention, record_property):
     model, x, ref = models[convention]
-    dc.check_forward_tf32(model, x, ref, CUDA)
+    stats = dc.check_forward_tf32(model, x, ref, CUDA)
+    record(record_property, stats)
 
 
 @pytest.mark.parametrize("spec", dc.fast_option_specs(CUDA))
-def test_fast_path(models, spec):
+def test_fast_path(models, spec, record_property):
     model, x, ref = models["caffe"]
-    dc.check_fast_path(model, x, ref, CUDA, spec)
+    stats = dc.check_fast_path(model, x, ref, CUDA, spec)
+    record(record_property, stats)
 
 
-def test_documented_cuda_default_is_what_default_means(models):
+def test_documented_cuda_default_is_what_default_means(models, record_property):
     assert parse_options("default", CUDA) == default_options(CUDA)
     model, x, ref = models["tf"]
-    dc.check_fast_path(model, x, ref, CUDA, "default")
+    stats = dc.check_fast_path(model, x, ref, CUDA, "default")
+    record(record_property, stats)
 
 
 @pytest.mark.slow  # inductor compiles for a minute or more
-def test_compile_path(models):
+def test_compile_path(models, record_property):
     model, x, ref = models["caffe"]
-    dc.check_fast_path(model, x, ref, CUDA, "fold+cl+bf16+compile")
+    stats = dc.check_fast_path(model, x, ref, CUDA, "fold+cl+bf16+compile")
+    record(record_property, stats)
 
 
-def test_cuda_graph_replay_equals_eager(models):
+def test_cuda_graph_replay_equals_eager(models, record_property):
     model, x, _ = models["caffe"]
-    dc.check_graph_replay(model, [x[:1], x[1:], x[:1]], CUDA)
+    stats = dc.check_graph_replay(model, [x[:1], x[1:], x[:1]], CUDA)
+    record(record_property, stats)
 
 
 @pytest.mark.parametrize("kw", [{}, {"scales": (1.0, 0.75, 0.5)}, {"flip": True}, {"pad_size": "auto"}])
-def test_segmenter(models, voc, kw):
-    dc.check_segmenter(models["caffe"][0], dc.fixture_images(voc, 1, offset=9), CUDA, **kw)
+def test_segmenter(models, voc, kw, record_property):
+    stats = dc.check_segmenter(models["caffe"][0], dc.fixture_images(voc, 1, offset=9), CUDA, **kw)
+    record(record_property, stats)
 
 
-def test_segment_cli(models, voc, tmp_path):
+def test_segment_cli(models, voc, tmp_path, record_property):
     save_weights(models["caffe"][0], tmp_path / "w.safetensors", source="test")
-    dc.check_segment_cli(tmp_path / "w.safetensors", dc.fixture_images(voc, 2), CUDA, tmp_path / "out")
+    stats = dc.check_segment_cli(tmp_path / "w.safetensors", dc.fixture_images(voc, 2), CUDA, tmp_path / "out")
+    record(record_property, stats)
 
 
-def test_evaluate_cli_batch_8(models, voc, tmp_path):
+def test_evaluate_cli_batch_8(models, voc, tmp_path, record_property):
     save_weights(models["caffe"][0], tmp_path / "w.safetensors", source="test")
-    dc.check_evaluate_cli(tmp_path / "w.safetensors", voc, CUDA, tmp_path / "ev", batch_size=8)
+    stats = dc.check_evaluate_cli(tmp_path / "w.safetensors", voc, CUDA, tmp_path / "ev", batch_size=8)
+    record(record_property, stats)
 
 
 @pytest.mark.parametrize("amp", [False, True])
-def test_train_step(amp):
+def test_train_step(amp, record_property):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 3, 65, 65, generator=g) * 50, torch.randint(0, 21, (2, 65, 65), generator=g)
-    dc.check_train_step(tiny_model(), x, y, CUDA, amp=amp)
+    stats = dc.check_train_step(tiny_model(), x, y, CUDA, amp=amp)
+    record(record_property, stats)
 
 
 @pytest.mark.parametrize("amp", [False, True])
-def test_resume_bit_exact(voc, tmp_path, amp):
-    dc.check_resume_bit_exact(voc, tmp_path / "run", CUDA, amp=amp)
+def test_resume_bit_exact(voc, tmp_path, amp, record_property):
+    stats = dc.check_resume_bit_exact(voc, tmp_path / "run", CUDA, amp=amp)
+    record(record_property, stats)
 
 
-def test_ddp_nccl_world_one_through_torchrun(tmp_path):
+def test_ddp_nccl_world_one_through_torchrun(tmp_path, record_property):
     stats = dc.check_ddp_step(CUDA, tmp_path)
+    record(record_property, stats)
     assert stats["world"] == 1 and stats["backend"] == "nccl"
 
 
-def test_crf_torch_ops_on_cuda_against_c_kernel(voc):
+def test_crf_torch_ops_on_cuda_against_c_kernel(voc, record_property):
     stats = dc.check_crf(voc, CUDA, count=2, size=(252, 333))
-    print(f"CRF on CUDA: label agreement {stats['min_label_agreement']:.4%}, max |dQ| {stats['max_abs_dq']:.2e}")
+    record(record_property, stats)  # the label agreement and the largest |dQ| go to the summary
 
 
 def test_memory_released_after_segmenter_and_fast_paths(models, voc):
