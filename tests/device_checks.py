@@ -422,17 +422,28 @@ def check_crf(voc: Path, device: str, count: int = 2, size: tuple[int, int] = (2
 # ---------------------------------------------------------------- memory
 
 
+# What a first command may leave behind for good: per-stream cuBLAS workspaces, the CRF's cached
+# position lattices (crf/torch_meanfield.py keeps up to 4 image sizes). Leaks grow with every run.
+ONE_TIME_CACHE_MB = 256
+
+
 def check_memory_released(device: str, work: Callable[[], object]) -> dict:
-    """After ``work`` and a garbage collection, the CUDA allocator holds no more than before."""
-    gc.collect()
-    torch.cuda.synchronize(device)
-    baseline = torch.cuda.memory_allocated(device)
+    """``work`` twice: the second run leaves the CUDA allocator holding no more than the first did
+    (nothing grows from command to command), and the first leaves at most ONE_TIME_CACHE_MB."""
+
+    def allocated() -> int:
+        gc.collect()
+        torch.cuda.synchronize(device)
+        return torch.cuda.memory_allocated(device)
+
+    baseline = allocated()
     work()
-    gc.collect()
-    torch.cuda.synchronize(device)
-    after = torch.cuda.memory_allocated(device)
-    assert after <= baseline, f"{(after - baseline) / 2**20:.1f} MiB still allocated"
-    return {"baseline_mb": baseline / 2**20, "after_mb": after / 2**20}
+    first = allocated()
+    work()
+    second = allocated()
+    stats = {"baseline_mb": baseline / 2**20, "after_first_mb": first / 2**20, "after_second_mb": second / 2**20}
+    assert second <= first and first - baseline <= ONE_TIME_CACHE_MB * 2**20, stats
+    return stats
 
 
 def main() -> int:

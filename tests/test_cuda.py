@@ -142,7 +142,7 @@ def test_crf_torch_ops_on_cuda_against_c_kernel(voc, record_property):
     record(record_property, stats)  # the label agreement and the largest |dQ| go to the summary
 
 
-def test_memory_released_after_segmenter_and_fast_paths(models, voc):
+def test_memory_released_after_segmenter_and_fast_paths(models, voc, record_property):
     model = models["caffe"][0]
     image = dc.fixture_images(voc, 1)[0]
 
@@ -153,24 +153,39 @@ def test_memory_released_after_segmenter_and_fast_paths(models, voc):
         for spec in ("fold+cl+bf16+graphs", "default"):
             FastInference(model, parse_options(spec, CUDA), CUDA).logits(models["caffe"][1])
 
-    dc.check_memory_released(CUDA, work)
+    stats = dc.check_memory_released(CUDA, work)
+    record(record_property, stats)
 
 
-def test_memory_released_after_a_training_step():
+def test_memory_released_after_a_training_step(record_property):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 3, 65, 65, generator=g) * 50, torch.randint(0, 21, (2, 65, 65), generator=g)
-    dc.check_memory_released(CUDA, lambda: dc.one_step(tiny_model().to(CUDA), x, y, amp=True))
+    stats = dc.check_memory_released(CUDA, lambda: dc.one_step(tiny_model().to(CUDA), x, y, amp=True))
+    record(record_property, stats)
 
 
-def test_memory_released_after_segment_command(models, voc, tmp_path):
+def test_memory_released_after_the_crf(voc, record_property):
+    from deeplab_resnet.crf import DEFAULT_PRESET, PRESETS, torch_meanfield
+
+    images, probs = dc.crf_inputs(voc, 2, (252, 333))
+    images, probs = images.to(CUDA), probs.to(CUDA)
+    stats = dc.check_memory_released(CUDA, lambda: torch_meanfield.refine_batch(images, probs, PRESETS[DEFAULT_PRESET]))
+    record(record_property, stats)
+
+
+def test_memory_released_after_segment_command(voc, tmp_path, record_property):
     from deeplab_resnet.cli import main
 
     save_weights(tiny_model(), tmp_path / "w.safetensors", source="test")
     image = dc.fixture_images(voc, 1)[0]
-    args = ["segment", str(image), "--weights", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "o")]
+    runs = []
 
-    def work():
-        assert main([*args, "--device", CUDA]) == 0
+    def work():  # a fresh output folder each time: the command refuses to overwrite its outputs
+        out = tmp_path / f"o{len(runs)}"
+        runs.append(out)
+        assert main(["segment", str(image), "--weights", str(tmp_path / "w.safetensors"), "-o", str(out),
+                     "--device", CUDA]) == 0  # fmt: skip
 
-    dc.check_memory_released(CUDA, work)
-    assert (tmp_path / "o" / f"{image.stem}.png").exists()
+    stats = dc.check_memory_released(CUDA, work)
+    record(record_property, stats)
+    assert all((out / f"{image.stem}.png").exists() for out in runs) and len(runs) == 2
