@@ -254,7 +254,7 @@ def plan(args: argparse.Namespace, out: Path, data: Path, work: Path) -> list[Pa
     install = [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
                "--upgrade", "--target", str(SITE), *map(str, wheels)]  # fmt: skip
     suite = [py, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda" if args.with_slow else "cuda and not slow",
-             "-q", "-rs", "-p", "no:cacheprovider", f"--junitxml={out / 'junit.xml'}"]  # fmt: skip
+             "-v", "-rs", "-p", "no:cacheprovider", f"--junitxml={out / 'junit.xml'}", "-o", "junit_family=xunit1"]  # fmt: skip
     sizes = (["--size", "65", "--batch-sizes", "1,2", "--train-batch", "2", "--train-crop", "41", "--repeats", "2"]
              if dry else [])  # fmt: skip
     gpu_all = [py, "benchmarks/gpu_all.py", "--device", args.device, "--model", args.model, "--data",
@@ -286,9 +286,9 @@ def plan(args: argparse.Namespace, out: Path, data: Path, work: Path) -> list[Pa
 
 # Seconds per part on an H100/H200 (all together within the device tool's 10-minute command), and
 # for the CPU dry run.
-LIMITS = {"wheels": 30, "suite": 170, "gpu_all": 140, "crf": 45, "train": 150}
+LIMITS = {"wheels": 30, "suite": 200, "gpu_all": 140, "crf": 45, "train": 130}
 DRY_LIMITS = {"wheels": 10, "suite": 10, "gpu_all": 25, "crf": 15, "train": 25}
-TOTAL_S = 540
+TOTAL_S = 560  # the device tool stops a command at 600 s
 
 
 def parse_limits(text: str) -> dict[str, float]:

@@ -131,8 +131,12 @@ def check_fast_path(model: nn.Module, x: torch.Tensor, reference: torch.Tensor, 
     """A fast path's logits against the float64 reference: rel-L2 <= FP32_REL_L2 for float32
     paths (TF32 off), argmax agreement >= LABEL_AGREEMENT for bf16 / fp16."""
     options = parse_options(spec, device)
-    with tf32(False):
-        out = FastInference(model, options, device).logits(x)
+    autotune = torch.backends.cudnn.benchmark  # FastInference sets this process-wide flag: restore it
+    try:
+        with tf32(False):
+            out = FastInference(model, options, device).logits(x)
+    finally:
+        torch.backends.cudnn.benchmark = autotune
     stats = agreement(reference, out)
     if options.dtype == "float32":
         assert stats["rel_l2"] <= FP32_REL_L2, (spec, stats)
