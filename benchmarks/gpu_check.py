@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,7 +277,7 @@ def plan(args: argparse.Namespace, out: Path, data: Path, work: Path) -> list[Pa
     no_camvid = "" if (camvid / "list_train_jpg.txt").exists() else f"skipped: no CamVid at {camvid}"
     return [
         Part("wheels", limits["wheels"], install if wheels and not dry else None,
-             "skipped: dry run" if dry else "skipped: no .whl/"),
+             "skipped: dry run" if dry else "skipped: no wheels in .whl/"),
         Part("suite", limits["suite"], suite if cuda else None, "skipped: no CUDA", suite_numbers),
         Part("gpu_all", limits["gpu_all"], gpu_all, numbers=gpu_all_numbers),
         Part("crf", limits["crf"], crf, numbers=crf_numbers),
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="folder holding voc_fixture/ and camvid/ (default: _gpu_data/)")
     p.add_argument("--total-s", type=float, default=None, help=f"all parts together (default: {TOTAL_S} s; dry: 90)")
     p.add_argument("--train-steps", type=int, default=1500, help="training steps (the time limit may stop it first)")
-    p.add_argument("--val-every", type=int, default=150)
+    p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--with-slow", action="store_true", help="also the slow CUDA tests (torch.compile)")
     p.add_argument("--limits", type=parse_limits, default={}, metavar="PART=S,...",
                    help="override parts' time limits in seconds, e.g. gpu_all=200,train=120")  # fmt: skip
@@ -342,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     header, info = environment_line(args.device)
     print(header, flush=True)
     total = args.total_s if args.total_s is not None else (TOTAL_S if args.device.startswith("cuda") else 90)
-    outcomes = run_all(plan(args, out, data, work), out, env, total)
+    try:
+        outcomes = run_all(plan(args, out, data, work), out, env, total)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the training run's checkpoints, the short val list
     print(write_summary(outcomes, out, header, info))
     return 0 if all(o.status in ("ok", "skipped") for o in outcomes) else 1
 

@@ -4,6 +4,7 @@ the summary) with stand-in parts, and the whole runner as a CPU dry run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -85,13 +86,15 @@ def test_limits_option():
 def test_cpu_dry_run_reports_every_part_within_its_limit(tmp_path, voc_fixture):
     """The whole runner on the CPU with the tiny model: every part reported, the CUDA suite
     skipped, no part over its limit, the summary written, at most 8 files back."""
-    out = tmp_path / "out"
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--out", str(out), "--device", "cpu", "--model",
          "deeplab_v2_resnet_tiny", "--data", str(voc_fixture.parent), "--total-s", "60"],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
+    assert not any(scratch.iterdir()), "the runner left its work folder behind"
     assert time.monotonic() - start < 120, "the runner overran its total limit"
     assert result.returncode in (0, 1), result.stderr[-2000:]
     parts = json.loads((out / "summary.json").read_text())["parts"]
