@@ -90,8 +90,9 @@ def forward_rows(model, device, size, batch, paths, repeats, images):
             from deeplab_resnet.inference.export import export_onnx
             from deeplab_resnet.inference.runtime import OnnxRuntimeBackend
 
-            path = export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx")
-            runners["onnxruntime"] = (OnnxRuntimeBackend(path, device=device).logits, "float32")
+            with tempfile.TemporaryDirectory() as tmp:  # the session holds the model once loaded
+                path = export_onnx(model, Path(tmp) / "m.onnx")
+                runners["onnxruntime"] = (OnnxRuntimeBackend(path, device=device).logits, "float32")
             continue
         options = parse_options(spec, device)
         fast = FastInference(model, options, device)
