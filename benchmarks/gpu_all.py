@@ -72,6 +72,17 @@ def torchvision_model(num_classes: int):
     return deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False).eval()
 
 
+def peak_memory_per_case(cases: dict, device: torch.device) -> dict[str, float]:
+    """Each case's own peak (one call after a reset; on CPU the process's peak resident size,
+    which cannot be reset, so only the largest means anything there)."""
+    peaks = {}
+    for name, fn in cases.items():
+        reset_peak_memory(device)
+        fn()
+        peaks[name] = peak_memory_mb(device)
+    return peaks
+
+
 def forward_rows(model, device, size, batch, paths, repeats, images):
     x = image_batch(images, size, batch, model.mean_bgr).to(device)
     flops = count_flops(model, size, size, batch)
@@ -104,12 +115,11 @@ def forward_rows(model, device, size, batch, paths, repeats, images):
         notes[name] = f"rel-L2 {stats['rel_l2']:.1e}, argmax {stats['argmax_agreement']:.2%}" + (
             "" if meets_target(stats, dtype) else " (outside the agreement tolerance)"
         )
-    reset_peak_memory(device)
-    times = time_interleaved({n: (lambda r=r: r(x)) for n, (r, _) in runners.items()}, repeats=repeats, warmup=3,
-                             device=device)  # fmt: skip
-    mem = peak_memory_mb(device)
+    cases = {n: (lambda r=r: r(x)) for n, (r, _) in runners.items()}
+    mem = peak_memory_per_case(cases, device)
+    times = time_interleaved(cases, repeats=repeats, warmup=3, device=device)
     return [Result(f"forward {size} b{batch} {n}", times[n], items=batch, flops=flops, note=notes[n],
-                   peak_memory_mb=mem) for n in runners]  # fmt: skip
+                   peak_memory_mb=mem[n]) for n in runners]  # fmt: skip
 
 
 def torchvision_rows(model, device, size, batch, repeats):
@@ -155,9 +165,9 @@ def train_rows(model, device, crop, batch, repeats, images):
             cases[name] = training_step_fn(copy.deepcopy(model).to(device), x, labels, scales=scales, dtype=dtype,
                                            channels_last=True)  # fmt: skip
             flops[name] = training_step_flops(model, crop, batch, scales)
-    reset_peak_memory(device)
+    mem = peak_memory_per_case(cases, device)
     times = time_interleaved(cases, repeats=repeats, warmup=3, device=device)
-    return [Result(n, times[n], items=batch, flops=flops[n], peak_memory_mb=peak_memory_mb(device)) for n in cases]
+    return [Result(n, times[n], items=batch, flops=flops[n], peak_memory_mb=mem[n]) for n in cases]
 
 
 def data_rows(pairs: list[Pair], crop, samples, mean_bgr):
