@@ -1,6 +1,6 @@
 """Every GPU measurement in one run: prints the table and the derived figures, writes JSON.
 
-    PYTHONPATH=src python benchmarks/gpu_all.py --json gpu_results.json
+    PYTHONPATH=src python benchmarks/gpu_all.py --json gpu_results.json [--data ../shared/data/voc_fixture]
 
 Measures, side by side (interleaved repeats, CUDA events, medians):
   1. the card's bf16 dense peak (large matmuls), for MFU;
@@ -13,6 +13,10 @@ Measures, side by side (interleaved repeats, CUDA events, medians):
 and prints the figures derived from them (fraction of the peak, ms per image, ratios).
 
 Runs on CPU too with --device cpu --model deeplab_v2_resnet_tiny (a smoke test of the script).
+``benchmarks/gpu_check.py`` runs it as one part of the GPU check.
+
+cuDNN autotuning is a process-wide flag: each timed case sets it to its own option before it runs,
+so the paths without it are timed with cuDNN's heuristics, as a user would run them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ from deeplab_resnet.inference.optimize import FastInference, parse_options  # no
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_fixture"
 
 
+def with_cudnn_benchmark(run, on: bool):
+    """``run`` with cuDNN autotuning set as its options say (the flag is global to the process)."""
+
+    def call(x):
+        torch.backends.cudnn.benchmark = on
+        return run(x)
+
+    return call
+
+
 def measured_peak_tflops(device: torch.device, n: int = 8192, repeats: int = 20) -> float:
     """bf16 dense matmul throughput: the practical peak MFU is measured against."""
     if device.type != "cuda":
@@ -58,7 +72,18 @@ def torchvision_model(num_classes: int):
     return deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False).eval()
 
 
-def forward_rows(model, device, size, batch, paths, repeats, images, peak):
+def peak_memory_per_case(cases: dict, device: torch.device) -> dict[str, float]:
+    """Each case's own peak (one call after a reset; on CPU the process's peak resident size,
+    which cannot be reset, so only the largest means anything there)."""
+    peaks = {}
+    for name, fn in cases.items():
+        reset_peak_memory(device)
+        fn()
+        peaks[name] = peak_memory_mb(device)
+    return peaks
+
+
+def forward_rows(model, device, size, batch, paths, repeats, images):
     x = image_batch(images, size, batch, model.mean_bgr).to(device)
     flops = count_flops(model, size, size, batch)
     runners = {}
@@ -76,11 +101,13 @@ def forward_rows(model, device, size, batch, paths, repeats, images, peak):
             from deeplab_resnet.inference.export import export_onnx
             from deeplab_resnet.inference.runtime import OnnxRuntimeBackend
 
-            path = export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx")
-            runners["onnxruntime"] = (OnnxRuntimeBackend(path, device=device).logits, "float32")
+            with tempfile.TemporaryDirectory() as tmp:  # the session holds the model once loaded
+                path = export_onnx(model, Path(tmp) / "m.onnx")
+                runners["onnxruntime"] = (OnnxRuntimeBackend(path, device=device).logits, "float32")
             continue
         options = parse_options(spec, device)
-        runners[options.describe()] = (FastInference(model, options, device).logits, options.dtype)
+        fast = FastInference(model, options, device)
+        runners[options.describe()] = (with_cudnn_benchmark(fast.logits, options.cudnn_benchmark), options.dtype)
     ref = runners["eager-fp32"][0](x)
     notes = {}
     for name, (run, dtype) in runners.items():
@@ -88,12 +115,11 @@ def forward_rows(model, device, size, batch, paths, repeats, images, peak):
         notes[name] = f"rel-L2 {stats['rel_l2']:.1e}, argmax {stats['argmax_agreement']:.2%}" + (
             "" if meets_target(stats, dtype) else " (outside the agreement tolerance)"
         )
-    reset_peak_memory(device)
-    times = time_interleaved({n: (lambda r=r: r(x)) for n, (r, _) in runners.items()}, repeats=repeats, warmup=3,
-                             device=device)  # fmt: skip
-    mem = peak_memory_mb(device)
+    cases = {n: (lambda r=r: r(x)) for n, (r, _) in runners.items()}
+    mem = peak_memory_per_case(cases, device)
+    times = time_interleaved(cases, repeats=repeats, warmup=3, device=device)
     return [Result(f"forward {size} b{batch} {n}", times[n], items=batch, flops=flops, note=notes[n],
-                   peak_memory_mb=mem) for n in runners]  # fmt: skip
+                   peak_memory_mb=mem[n]) for n in runners]  # fmt: skip
 
 
 def torchvision_rows(model, device, size, batch, repeats):
@@ -103,6 +129,7 @@ def torchvision_rows(model, device, size, batch, repeats):
     x = image_batch((), size, batch, model.mean_bgr).to(device)
     ours32 = copy.deepcopy(model).to(device)
     ours = FastInference(model, parse_options("fold+cl+bf16+graphs" if device.type == "cuda" else "fold+cl"), device)
+    torch.backends.cudnn.benchmark = False  # both sides with cuDNN's heuristics
     tv32 = tv.to(device)
     tvfast = copy.deepcopy(tv).to(device).to(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -138,9 +165,9 @@ def train_rows(model, device, crop, batch, repeats, images):
             cases[name] = training_step_fn(copy.deepcopy(model).to(device), x, labels, scales=scales, dtype=dtype,
                                            channels_last=True)  # fmt: skip
             flops[name] = training_step_flops(model, crop, batch, scales)
-    reset_peak_memory(device)
+    mem = peak_memory_per_case(cases, device)
     times = time_interleaved(cases, repeats=repeats, warmup=3, device=device)
-    return [Result(n, times[n], items=batch, flops=flops[n], peak_memory_mb=peak_memory_mb(device)) for n in cases]
+    return [Result(n, times[n], items=batch, flops=flops[n], peak_memory_mb=mem[n]) for n in cases]
 
 
 def data_rows(pairs: list[Pair], crop, samples, mean_bgr):
@@ -156,32 +183,35 @@ def data_rows(pairs: list[Pair], crop, samples, mean_bgr):
     return [Result(f"data pipeline 1 worker {crop} crops", times["d"], items=samples, note="samples/s per worker")]
 
 
-def derived_figures(rows: list[Result], peak: float, cores: int) -> list[str]:
-    """The figures the table does not show directly, each from the rows it names."""
+def derived_figures(rows: list[Result], peak: float, cores: int, size: int, crop: int, batch: int) -> dict:
+    """The figures the table does not show directly, each from the rows it names (``None``: not
+    measured), for inference at ``size`` and training steps of ``batch`` crops of ``crop``."""
     by = {r.name: r for r in rows if r.times_s}
-    out = []
+    out: dict[str, float | None] = {}
 
-    def figure(label: str, value: float | None, unit: str = "") -> None:
-        out.append(f"{label}: {'not measured' if value is None else f'{value:.3g}{unit}'}")
+    def figure(label: str, value: float | None) -> None:
+        out[label] = None if value is None else float(value)
 
     def fastest(prefix: str) -> Result | None:
         cands = [r for n, r in by.items() if n.startswith(prefix) and "eager-fp32" not in n]
         return min(cands, key=lambda r: r.median_s) if cands else None
 
-    b8 = fastest("forward 513 b8")
-    figure("513 inference b8, fraction of the bf16 peak", b8.tflops / peak if b8 and b8.tflops else None)
-    figure("513 inference b8, ms/image", b8.median_s / 8 * 1e3 if b8 else None, " ms")
-    b1 = fastest("forward 513 b1")
-    figure("513 inference b1, ms", b1.median_s * 1e3 if b1 else None, " ms")
-    tr = by.get("train 321x321x10 single-scale bfloat16")
-    figure("training step 321x321x10 bf16, ms", tr.median_s * 1e3 if tr else None, " ms")
+    b8 = fastest(f"forward {size} b8")
+    figure(f"{size} inference b8, fraction of the bf16 peak", b8.tflops / peak if b8 and b8.tflops else None)
+    figure(f"{size} inference b8, ms/image", b8.median_s / 8 * 1e3 if b8 else None)
+    b1 = fastest(f"forward {size} b1")
+    figure(f"{size} inference b1, ms", b1.median_s * 1e3 if b1 else None)
+    step = f"train {crop}x{crop}x{batch} single-scale"
+    tr = by.get(f"{step} bfloat16") or by.get(f"{step} float32")
+    figure(f"training step {crop}x{crop}x{batch} {'bf16' if tr and 'bfloat16' in tr.name else 'fp32'}, ms",
+           tr.median_s * 1e3 if tr else None)  # fmt: skip
     for b in (1, 8):
-        ours = by.get(f"vs torchvision 513 b{b}: ours fast (+upsample)")
-        tv = by.get(f"vs torchvision 513 b{b}: torchvision cl+bf16")
-        figure(f"ours / torchvision b{b}, images/s", ours.items_per_s / tv.items_per_s if ours and tv else None, "x")
+        ours = by.get(f"vs torchvision {size} b{b}: ours fast (+upsample)")
+        tv = by.get(f"vs torchvision {size} b{b}: torchvision cl+bf16")
+        figure(f"ours / torchvision b{b}, images/s", ours.items_per_s / tv.items_per_s if ours and tv else None)
     data = next((r for n, r in by.items() if n.startswith("data pipeline")), None)
     feed = data.items_per_s * cores / tr.items_per_s if data and tr else None
-    figure(f"data pipeline x {cores} cores / training images/s", feed, "x")
+    figure(f"data pipeline x {cores} cores / training images/s", feed)
     return out
 
 
@@ -196,32 +226,34 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores feeding the GPU")
+    p.add_argument("--data", type=Path, default=FIXTURE, help="the VOC fixture folder (default: %(default)s)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
-    pairs = read_list(FIXTURE, FIXTURE / "list_all.txt") if FIXTURE.is_dir() else []
+    pairs = read_list(args.data, args.data / "list_all.txt") if args.data.is_dir() else []
     images = tuple(str(q.image) for q in pairs)
     calib = [image_batch(images, 257, 4, (104.008, 116.669, 122.675), offset=12)]
     model = realistic_model(args.model, calibration=calib).to(device)
     peak = measured_peak_tflops(device)
     rows = [Result("bf16 matmul peak (measured)", [], note=f"{peak:.1f} TFLOP/s")]
-    paths = ["eager", "fold+cl+bf16", "fold+cl+fp16", "onnxruntime"]
+    paths = ["eager", "fold+cl+bf16", "fold+cl+fp16", "default", "onnxruntime"]
     if device.type == "cuda":
         paths += ["fold+cl+bf16+graphs+cudnn-bench"] + (["fold+cl+bf16+compile"] if args.compile else [])
     else:
         paths += ["fold+cl"]
     for b in (int(v) for v in args.batch_sizes.split(",")):
-        rows += forward_rows(model, device, args.size, b, paths, args.repeats, images, peak)
+        rows += forward_rows(model, device, args.size, b, paths, args.repeats, images)
         rows += torchvision_rows(model, device, args.size, b, args.repeats)
     rows += train_rows(model, device, args.train_crop, args.train_batch, args.repeats, images)
     rows += data_rows(pairs, args.train_crop, 20, model.mean_bgr)
     info = machine_info(device)
     print(f"# {info['date_utc']} UTC, {info.get('gpu', info['device'])}, torch {info['torch']}")
     print(format_table(rows, peak))
-    for line in derived_figures(rows, peak, args.cores):
-        print(line)
+    derived = derived_figures(rows, peak, args.cores, args.size, args.train_crop, args.train_batch)
+    for label, value in derived.items():
+        print(f"{label}: {'not measured' if value is None else f'{value:.3g}'}")
     if args.json:
-        write_json(args.json, rows, peak_tflops=peak, info=info)
+        write_json(args.json, rows, peak_tflops=peak, info=info, extra={"derived": derived})
     return 0
 
 

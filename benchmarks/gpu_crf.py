@@ -1,141 +1,144 @@
-"""Dense CRF time per batch on one implementation: ``triton``, ``torch`` (ops), ``c`` or ``pydensecrf``.
+"""Time the dense CRF on a batch of images, per implementation, and compare their labels.
 
-    PYTHONPATH=src python benchmarks/gpu_crf.py --impl triton --batch 8 --size 500x375 --labels 21 \\
-        --iters 10 --device cuda --agreement --json gpu_crf_triton.json
+    PYTHONPATH=src python benchmarks/gpu_crf.py --device cuda --impl torch,triton --json crf.json
 
-Each call refines a batch of ``--batch`` synthetic images (coloured regions with noise; the
-probabilities a blurred one-hot of the regions' labels plus noise, softmaxed, so every label is
-filtered: nothing is pruned) with the DeepLab-ResNet preset's kernels (``crf/params.py``) and
-``--iters`` mean-field iterations. Times are medians over ``--repeats`` calls after ``--warmup``,
-with CUDA events on a GPU (``perf_counter`` on CPU); ``c`` and ``pydensecrf`` run on the CPU, one
-image after the other, whatever ``--device`` says. Everything is in a call (lattices,
-normalisation, iterations) except the position kernel's lattice, which every implementation but
-pydensecrf caches per image size, as in a dataset run. A second timing at one iteration splits a
-call into setup (lattices) and per-iteration cost: ``(T(iters) - T(1)) / (iters - 1)``.
-``--agreement`` also compares the first batch's labels with the C kernel's (same model).
-
-Expected cost of the ``triton`` implementation (the cost model in ``crf/triton_lattice.py``):
-per image and iteration 22 to 50 ``P`` rows of ``4 C`` bytes (``P`` = 187,500 pixels, ``C`` = 21:
-0.35 to 0.79 GB, depending on how many gathers hit L2), i.e. 0.12-0.26 ms at an H100's ~3 TB/s,
-1.2-2.6 ms for 10 iterations, plus the lattice construction. The printed ``per_iter_ms`` divided
-by the batch, against 0.12-0.26 ms, is the roofline check (scale by the GPU's bandwidth; an H200
-has ~4.8 TB/s); ``setup_ms`` is the lattices' share; ``*_m_per_p`` are the measured ``M / P``
-(the model assumes 0.61 bilateral and 1.16 position, from a VOC image).
+Implementations (``--impl``, comma-separated): ``torch`` (``crf/torch_meanfield.py``: torch ops,
+any device), ``triton`` (``crf/triton_lattice.py`` when that module is present and Triton runs
+on the device; reported as skipped otherwise), ``c`` (the C kernel, CPU only, one image at a time).
+Each is timed on the same batch (real fixture photos resized to ``--height`` x ``--width``, or
+random-colour images without them; noisy unaries from the ground truth), interleaved, with CUDA
+events on a GPU; the time includes building the lattices (as ``refine_batch`` does per batch).
+Labels of every implementation are compared with the first one's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from deeplab_resnet.bench.timing import Result, format_table, machine_info, time_interleaved, write_json
-from deeplab_resnet.crf import PRESETS, c_meanfield, permutohedral, pydensecrf_adapter, torch_meanfield, triton_lattice
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-IMPLS = ("triton", "torch", "c", "pydensecrf")
-CPU_ONLY = ("c", "pydensecrf")
+from deeplab_resnet.atomic import atomic_write_text  # noqa: E402
+from deeplab_resnet.bench.timing import machine_info, time_interleaved  # noqa: E402
+from deeplab_resnet.crf import DEFAULT_PRESET, PRESETS, CRFParams  # noqa: E402
+
+Refine = Callable[[torch.Tensor, torch.Tensor, CRFParams], torch.Tensor]
 
 
-def synthetic_batch(batch: int, height: int, width: int, labels: int, seed: int = 0):
-    """``B x H x W x 3`` uint8 images of coloured rectangles with noise, and ``B x C x H x W``
-    probabilities: the rectangles' labels one-hot, blurred, scaled, plus noise, softmaxed."""
+def crf_batch(
+    batch: int, height: int, width: int, labels: int, voc: Path | None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` images (``B x H x W x 3`` uint8) and probabilities (``B x C x H x W``): fixture photos
+    and their ground truth made noisy, or random colours and labels without the fixture."""
+    from PIL import Image
+
     g = torch.Generator().manual_seed(seed)
-    label = torch.zeros(batch, height, width, dtype=torch.int64)
-    colour = torch.randint(0, 256, (batch, labels, 3), generator=g)
-    for b in range(batch):
-        for _ in range(12):
-            y0, x0 = (int(torch.randint(0, n - 1, (1,), generator=g)) for n in (height, width))
-            y1 = y0 + 1 + int(torch.randint(0, max(1, height // 2), (1,), generator=g))
-            x1 = x0 + 1 + int(torch.randint(0, max(1, width // 2), (1,), generator=g))
-            label[b, y0:y1, x0:x1] = int(torch.randint(0, labels, (1,), generator=g))
-    rgb = torch.stack([colour[b][label[b]] for b in range(batch)]).float()
-    images = (rgb + 6 * torch.randn(rgb.shape, generator=g)).clamp(0, 255).to(torch.uint8)
-    onehot = F.one_hot(label, labels).permute(0, 3, 1, 2).float()
-    blurred = F.avg_pool2d(onehot, 9, stride=1, padding=4, count_include_pad=False)
-    logits = 6 * blurred + 0.5 * torch.randn(blurred.shape, generator=g)
-    return images, torch.softmax(logits, dim=1)
+    photos = sorted((voc / "JPEGImages").glob("*.jpg")) if voc and voc.is_dir() else []
+    images, gts = [], []
+    for i in range(batch):
+        if photos:
+            path = photos[i % len(photos)]
+            rgb = Image.open(path).convert("RGB").resize((width, height), Image.BILINEAR)
+            gt = Image.open(voc / "SegmentationClassAug" / f"{path.stem}.png").resize((width, height), Image.NEAREST)
+            images.append(torch.from_numpy(np.asarray(rgb).copy()))
+            gts.append(torch.from_numpy(np.asarray(gt).astype(np.int64) % labels))
+        else:
+            images.append(torch.randint(0, 256, (height, width, 3), generator=g, dtype=torch.uint8))
+            gts.append(torch.randint(0, labels, (height, width), generator=g))
+    onehot = torch.nn.functional.one_hot(torch.stack(gts), labels).permute(0, 3, 1, 2).float()
+    probs = torch.softmax(onehot * 2.0 + torch.randn(onehot.shape, generator=g) * 1.5, dim=1)
+    return torch.stack(images), probs
 
 
-def refine_fn(impl: str, images: torch.Tensor, probs: torch.Tensor, params):
-    """A call refining the batch with ``impl`` (inputs already on its device)."""
-    if impl == "triton":
-        return lambda: triton_lattice.refine_batch(images, probs, params)
-    if impl == "torch":
-        return lambda: torch_meanfield.refine_batch(images, probs, params)
-    module = c_meanfield if impl == "c" else pydensecrf_adapter
-    imgs, ps = images.numpy(), probs.numpy()
-    return lambda: np.stack([module.refine(imgs[i], ps[i], params) for i in range(len(ps))])
+def implementation(name: str, device: torch.device) -> tuple[Refine | None, str]:
+    """The refine function of ``name`` on ``device``, or ``None`` and why it cannot run here."""
+    if name == "torch":
+        from deeplab_resnet.crf import torch_meanfield
+
+        return torch_meanfield.refine_batch, ""
+    if name == "c":
+        from deeplab_resnet.crf import c_meanfield, kernel_c
+
+        if device.type != "cpu" or not kernel_c.available():
+            return None, "skipped: the C kernel runs on the CPU only, with a C compiler"
+
+        def c_batch(images, probs, params):
+            return torch.stack([
+                torch.from_numpy(c_meanfield.refine(i.numpy(), p.numpy(), params)) for i, p in zip(images, probs)
+            ])  # fmt: skip
+
+        return c_batch, ""
+    if name == "triton":
+        if device.type != "cuda":
+            return None, "skipped: no CUDA"
+        try:
+            module = importlib.import_module("deeplab_resnet.crf.triton_lattice")
+        except ImportError as exc:
+            return None, f"skipped: crf/triton_lattice.py not importable ({exc})"
+        refine = getattr(module, "refine_batch", None)
+        available = getattr(module, "available", lambda: True)
+        if refine is None or not available():
+            return None, "skipped: triton_lattice has no refine_batch, or Triton is unavailable"
+        return refine, ""
+    raise SystemExit(f"--impl: unknown implementation {name!r} (torch, triton, c)")
 
 
-def _agreement(impl_out, images: torch.Tensor, probs: torch.Tensor, params) -> dict:
-    """Label agreement and max |dQ| of a batch's output against the C kernel on the same input."""
-    ours = torch.as_tensor(np.asarray(impl_out.cpu() if torch.is_tensor(impl_out) else impl_out))
-    ref = torch.from_numpy(np.stack([c_meanfield.refine(i, p, params) for i, p in zip(images.numpy(), probs.numpy())]))
-    agree = (ours.argmax(1) == ref.argmax(1)).double().mean(dim=(1, 2))
-    return {"min_label_agreement": float(agree.min()), "max_abs_dq": float((ours - ref).abs().max())}
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    params = dataclasses.replace(PRESETS[DEFAULT_PRESET], iterations=args.iterations)
+    images, probs = crf_batch(args.batch, args.height, args.width, args.labels, args.voc)
+    images, probs = images.to(device), probs.to(device)
+    rows, runners = {}, {}
+    for name in args.impl.split(","):
+        refine, why = implementation(name.strip(), device)
+        if refine is None:
+            rows[name] = {"status": why}
+        else:
+            runners[name] = refine
+    outputs = {n: r(images, probs, params).cpu() for n, r in runners.items()}  # also the warm-up compile
+    times = time_interleaved(
+        {n: (lambda r=r: r(images, probs, params)) for n, r in runners.items()},
+        repeats=args.repeats, warmup=1, device=device,
+    )  # fmt: skip
+    first = next(iter(outputs), None)
+    for name, t in times.items():
+        median = float(np.median(t))
+        labels_equal = float((outputs[name].argmax(1) == outputs[first].argmax(1)).double().mean())
+        rows[name] = {
+            "status": "ok", "median_ms": median * 1e3, "min_ms": min(t) * 1e3, "ms_per_image": median * 1e3 / args.batch,
+            "label_agreement_with_" + first: labels_equal,
+            "max_abs_dq_vs_" + first: float((outputs[name] - outputs[first]).abs().max()),
+        }  # fmt: skip
+    shape = {"batch": args.batch, "height": args.height, "width": args.width, "labels": args.labels}
+    return {"machine": machine_info(device), "shape": shape, "iterations": args.iterations, "impl": rows}
 
 
-def lattice_sizes(images: torch.Tensor, params) -> dict:
-    """Vertices per pixel of the first image's two lattices (the ``M / P`` of the cost model)."""
-    height, width = images.shape[1:3]
-    bilateral = permutohedral.image_features(height, width, params.bi_xy, images[:1], params.bi_rgb)
-    position = permutohedral.image_features(height, width, params.pos_xy)
-    pixels = height * width
-    return {
-        "bilateral_m_per_p": permutohedral.build_lattice(bilateral).num_vertices / pixels,
-        "position_m_per_p": permutohedral.build_lattice(position).num_vertices / pixels,
-    }
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--impl", choices=IMPLS, required=True)
-    ap.add_argument("--batch", type=int, default=8, help="images per call")
-    ap.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of every image")
-    ap.add_argument("--labels", type=int, default=21)
-    ap.add_argument("--iters", type=int, default=10, help="mean-field iterations")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--agreement", action="store_true", help="compare the labels with the C kernel's")
-    ap.add_argument("--json", help="also write the results here")
-    return ap.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    device = torch.device("cpu" if args.impl in CPU_ONLY else args.device)
-    if args.impl == "triton" and not triton_lattice.runs_on(device):
-        print(f"gpu_crf: the triton implementation needs CUDA and triton (or TRITON_INTERPRET=1), not {device}")
-        return 2
-    images, probs = synthetic_batch(args.batch, height, width, args.labels)
-    base = PRESETS["deeplab-resnet"]
-    cases = {}
-    for iters in sorted({1, args.iters}):
-        params = dataclasses.replace(base, iterations=iters)
-        cases[f"{args.impl} x{iters}"] = refine_fn(args.impl, images.to(device), probs.to(device), params)
-    times = time_interleaved(cases, repeats=args.repeats, warmup=args.warmup, device=device)
-    results = [Result(name, t, items=args.batch) for name, t in times.items()]
-    full, one = results[-1], results[0]
-    extra = {"per_image_ms": full.median_s * 1000 / args.batch, **lattice_sizes(images, base)}
-    if args.iters > 1:
-        per_iter = (full.median_s - one.median_s) / (args.iters - 1)
-        extra.update(per_iter_ms=per_iter * 1000, setup_ms=(one.median_s - per_iter) * 1000)
-    if args.agreement:
-        params = dataclasses.replace(base, iterations=args.iters)
-        extra.update(_agreement(cases[full.name](), images, probs, params))
-    full.extra = extra
-    full.note = ", ".join(f"{k} {v:.4g}" for k, v in extra.items())
-    info = machine_info(device)
-    print(f"{args.batch} x {width}x{height}, {args.labels} labels; {info}")
-    print(format_table(results))
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--impl", default="torch,triton", help="comma-separated: torch, triton, c")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--height", type=int, default=375)
+    p.add_argument("--width", type=int, default=500)
+    p.add_argument("--labels", type=int, default=21)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--voc", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_fixture")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    result = run(args)
+    for name, row in result["impl"].items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     if args.json:
-        write_json(args.json, results, peak_tflops=None, info={**info, "args": vars(args)})
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

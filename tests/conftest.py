@@ -10,7 +10,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DATA = SHARED / "data"
+# DEEPLAB_TEST_DATA: another folder holding voc_fixture/, camvid/, ... (a GPU machine's carried copy).
+DATA = Path(os.environ["DEEPLAB_TEST_DATA"]) if os.environ.get("DEEPLAB_TEST_DATA") else SHARED / "data"
 REFERENCE = SHARED / "reference"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -18,7 +19,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 def shared_path(*parts: str) -> Path:
     """A path under ../shared; in CI its absence fails the test instead of skipping it."""
-    path = SHARED.joinpath(*parts)
+    path = DATA.joinpath(*parts[1:]) if parts[:1] == ("data",) else SHARED.joinpath(*parts)
     if not path.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"shared data missing in CI: {path}")

@@ -141,7 +141,10 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def write_json(path: str | Path, results: Sequence[Result], *, peak_tflops: float | None, info: dict) -> None:
-    """The results as JSON, written atomically."""
+def write_json(
+    path: str | Path, results: Sequence[Result], *, peak_tflops: float | None, info: dict, extra: dict | None = None
+) -> None:
+    """The results as JSON (with ``extra``'s keys beside them), written atomically."""
     payload = {"machine": info, "peak_tflops": peak_tflops, "results": [r.to_dict(peak_tflops) for r in results]}
+    payload.update(extra or {})
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -32,7 +32,7 @@ when every row is read once (neighbouring pixels share corners and splat runs fo
 so many gathers hit L2). At an H100's ~3 TB/s: 0.12-0.26 ms per image and iteration, 1.2-2.6 ms
 for 10, plus the lattice construction (torch: sorts and searches, once per batch) and the index
 tables (8 bytes per slot, ~10% more). The 5 ms per image target at batch >= 8 leaves room for
-gathers reaching only part of the peak; ``benchmarks/gpu_crf.py`` measures it (per-iteration and
+gathers reaching only part of the peak; ``benchmarks/crf_roofline.py`` measures it (per-iteration and
 setup time apart). Launches: ``(d_b + 1) + (d_g + 1) + 1 + splat levels`` (~14) per iteration,
 each over the whole batch.
 

@@ -1,4 +1,4 @@
-"""``benchmarks/gpu_crf.py`` on the CPU: the C implementation on a tiny batch, end to end."""
+"""``benchmarks/crf_roofline.py`` on the CPU: the C implementation on a tiny batch, end to end."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import REPO
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gpu_crf", REPO / "benchmarks" / "gpu_crf.py")
+    spec = importlib.util.spec_from_file_location("crf_roofline", REPO / "benchmarks" / "crf_roofline.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
