@@ -338,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu_check_{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     data = find_data(args.data)
+    # The parts' own temporary files (inductor's and the ONNX exporter's caches among them) go into
+    # the work folder too, so that nothing outlives the run.
+    (work / "tmp").mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1", "DEEPLAB_TEST_DATA": str(data),
-           "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # fmt: skip
+           "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "TMPDIR": str(work / "tmp")}  # fmt: skip
     header, info = environment_line(args.device)
     print(header, flush=True)
     total = args.total_s if args.total_s is not None else (TOTAL_S if args.device.startswith("cuda") else 90)
