@@ -15,6 +15,11 @@ DATA = Path(os.environ["DEEPLAB_TEST_DATA"]) if os.environ.get("DEEPLAB_TEST_DAT
 REFERENCE = SHARED / "reference"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Without a GPU, Triton's kernels can only run in its CPU interpreter, and Triton reads this setting
+# in ways that stick once it is imported (torch.compile's tests import it too): so it is set for the
+# whole session, before anything imports triton. On a GPU machine the real compiler runs them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def shared_path(*parts: str) -> Path:
