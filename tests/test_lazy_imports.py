@@ -22,7 +22,17 @@ SRC = REPO / "src"
 
 # Optional dependencies (pyproject's extras) and platform modules: imported where they are used,
 # so that the package works without them.
-OPTIONAL = ("pydensecrf", "onnx", "onnxruntime", "yaml", "scipy", "torch.utils.tensorboard", "tensorflow", "resource")
+OPTIONAL = (
+    "pydensecrf",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "yaml",
+    "scipy",
+    "torch.utils.tensorboard",
+    "tensorflow",
+    "resource",
+)
 # Imports that must happen late for a reason of their own (the comment at each says why).
 LATE_ON_PURPOSE = {
     # inductor reads TORCHINDUCTOR_CACHE_DIR when it is imported, so the import follows setting it

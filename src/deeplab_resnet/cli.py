@@ -37,6 +37,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("data", "data", "prepare, convert and check datasets"),
     ("benchmark", "benchmark", "time inference, training, data loading and the CRF"),
     ("export", "export", "export a model to ONNX or TorchScript"),
+    ("quantize", "quantize", "calibrate and cache the int8 model of some weights (--backend *-int8)"),
 )
 
 
