@@ -8,6 +8,7 @@ of >= 99.5% of the pixels of images it was not calibrated on (``inference.agreem
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -210,3 +211,69 @@ def test_openvino_runs_float32_when_asked_for_f32(tmp_path):
     assert backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     assert backend.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert backend.spec == tiny_model().spec  # read from the export's metadata
+
+
+def test_openvino_bf16_request_reports_what_the_cpu_runs(tmp_path):
+    backend = make_backend("openvino-bf16", tiny_model(), cache_dir=tmp_path, threads=1)
+    native = cpu_features.feature_class() == "bf16"
+    assert backend.effective_precision == ("bf16" if native else "f32")
+
+
+def test_cpu_engines_benchmark_script_on_the_tiny_model(tmp_path, capsys, voc_fixture):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("cpu_engines", REPO / "benchmarks" / "cpu_engines.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "engines.json"
+    args = [
+        "--model", "deeplab_v2_resnet_tiny", "--size", "65", "--repeats", "2", "--warmup", "1",
+        "--engines", "eager-fp32,torch-fold+cl,onnxruntime,openvino,openvino-int8",
+        "--data-dir", str(voc_fixture), "--calibration-images", "1", "--score-images", "2", "--json", str(out),
+    ]  # fmt: skip
+    assert script.main(args) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    rows = {r["engine"]: r for r in report["rows"]}
+    assert set(rows) == {"eager-fp32", "torch-fold+cl", "onnxruntime", "openvino", "openvino-int8"}
+    assert all(len(r["times_s"]) == 2 and r["median_s"] > 0 for r in rows.values())
+    for name in ("torch-fold+cl", "onnxruntime", "openvino"):
+        assert rows[name]["accuracy"]["rel_l2"] < 1e-4
+    int8 = rows["openvino-int8"]["accuracy"]
+    assert len(int8["per_image"]) == 2 and int8["worst_image_agreement"] == min(int8["per_image"])
+    assert "fp32-exact target 2x:" in text and "load average:" in report["machine"]["load_before"]
+    assert f"class {cpu_features.feature_class()};" in report["machine"]["cpu"]
+
+
+def test_target_lines_say_by_how_much_a_target_is_missed():
+    from deeplab_resnet.bench.engines import EngineRow, target_lines
+
+    exact = {"rel_l2": 1e-6, "argmax_agreement": 1.0}
+    rows = [
+        EngineRow("eager-fp32", "float32", [4.0, 4.2, 3.8]),
+        EngineRow("openvino", "float32", [2.5, 2.4, 2.6], exact),  # 1.6x: misses 2x by 1.25x
+        EngineRow("openvino-int8", "int8", [1.0, 1.1, 0.9], {"rel_l2": 0.1, "argmax_agreement": 0.99}),  # below bar
+        EngineRow("openvino-bf16", "bfloat16", [0.5], exact, runs_as="f32"),  # not really bf16: not counted
+    ]
+    lines, missed = target_lines(rows, "avx2")
+    assert lines[0] == "fp32-exact target 2x: MISSED, best openvino at 1.60x (1.25x short: 2500 ms, needs 2000 ms)"
+    assert lines[1].startswith("reduced precision (avx2 CPU) target 3x: MISSED, best openvino at 1.60x (1.88x short")
+    assert [r.name for r in missed] == ["openvino", "openvino"]
+    rows[2].accuracy = {"rel_l2": 0.1, "argmax_agreement": 0.999}
+    lines, missed = target_lines(rows, "avx2")
+    assert lines[1] == "reduced precision (avx2 CPU) target 3x: met by openvino-int8 at 4.00x"
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime", "torch"])
+def test_layer_profile_names_the_slowest_layers(name, tmp_path):
+    from deeplab_resnet.bench.engines import layer_profile
+
+    model = tiny_model()
+    lines = layer_profile(make_backend(name, model, cache_dir=tmp_path, threads=1), torch.randn(1, 3, 65, 65), top=5)
+    assert 1 <= len(lines) <= 5
+    times = [float(line.split()[0]) for line in lines]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    if name != "torch":
+        assert any("conv" in line.lower() for line in lines)

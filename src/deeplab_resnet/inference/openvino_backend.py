@@ -21,6 +21,7 @@ from .cpu_features import physical_cores
 from .metadata import METADATA_KEY
 
 PRECISIONS = ("f32", "bf16")
+_SHORT_TYPES = {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}
 INSTALL = "pip install 'deeplab_resnet[openvino]'"
 
 
@@ -80,6 +81,9 @@ class OpenVinoBackend:
         self.output = self.compiled.output(0)
         self.path = path
         self.precision = precision
+        # What the plugin actually runs: a CPU without bf16 support runs a bf16 request in f32.
+        hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'float32'>"
+        self.effective_precision = next((short for long, short in _SHORT_TYPES.items() if long in hint), hint)
         self.name = "openvino" if precision == "f32" else f"openvino-{precision}"
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
