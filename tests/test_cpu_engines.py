@@ -277,3 +277,39 @@ def test_layer_profile_names_the_slowest_layers(name, tmp_path):
     assert times == sorted(times, reverse=True) and times[0] > 0
     if name != "torch":
         assert any("conv" in line.lower() for line in lines)
+
+
+def _realistic(voc_fixture):
+    from deeplab_resnet.bench.realistic import image_batch, realistic_model
+
+    train = [str(p) for p in _images(voc_fixture, "list_train.txt")]
+    return realistic_model(calibration=[image_batch(train, 321, 4, (104.008, 116.669, 122.675))])
+
+
+@pytest.mark.slow
+def test_fp32_engines_on_the_realistic_model_over_every_fixture_image(voc_fixture, tmp_path):
+    model = _realistic(voc_fixture)
+    paths = _images(voc_fixture, "list_train.txt") + _images(voc_fixture, "list_val.txt")
+    assert len(paths) == 31
+    torch.set_num_threads(2)
+    assert_fp32_bar(model, [torch.from_numpy(x) for x in calibration_batches(model, paths)], tmp_path)
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_eager_fp32_on_images_it_was_not_calibrated_on(voc_fixture, tmp_path):
+    model = _realistic(voc_fixture)
+    train, val = _images(voc_fixture, "list_train.txt"), _images(voc_fixture, "list_val.txt")
+    assert not set(train) & set(val)
+    int8_path = quantize_model(model, train, images=len(train), cache_dir=tmp_path)
+    inputs = [torch.from_numpy(x) for x in calibration_batches(model, val)]
+    torch.set_num_threads(2)
+    best = 0.0
+    with torch.inference_mode():
+        refs = [model(x) for x in inputs]
+        for name in ("onnxruntime-int8", "openvino-int8"):
+            engine = make_backend(name, model, onnx_path=int8_path, threads=2)
+            per_image = [agreement(ref, engine(x))["argmax_agreement"] for ref, x in zip(refs, inputs)]
+            pooled = sum(a * r[0, 0].numel() for a, r in zip(per_image, refs)) / sum(r[0, 0].numel() for r in refs)
+            print(f"{name}: argmax agreement {pooled:.4%} over {len(val)} images, worst image {min(per_image):.4%}")
+            best = max(best, pooled)
+    assert meets_target({"rel_l2": 1.0, "argmax_agreement": best}, "int8")
