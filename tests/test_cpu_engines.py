@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -313,3 +314,33 @@ def test_int8_agrees_with_eager_fp32_on_images_it_was_not_calibrated_on(voc_fixt
             print(f"{name}: argmax agreement {pooled:.4%} over {len(val)} images, worst image {min(per_image):.4%}")
             best = max(best, pooled)
     assert meets_target({"rel_l2": 1.0, "argmax_agreement": best}, "int8")
+
+
+def test_quantize_then_segment_with_int8_and_auto_says_its_choice(
+    tiny_weights, tmp_path, monkeypatch, capsys, voc_fixture
+):
+    from PIL import Image
+
+    from deeplab_resnet.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    image = voc_fixture / "JPEGImages" / "2007_000032.jpg"
+    calibration = voc_fixture / "list_train.txt"
+    assert image.stem not in calibration.read_text()
+    assert main(["quantize", "--weights", str(tiny_weights), "--calibration", str(calibration), "--images", "2"]) == 0
+    made = capsys.readouterr().out
+    assert "int8 model (2 calibration images): " in made and Path(made.split(": ")[-1].strip()).is_file()
+    labels = {}
+    for backend in ("torch", "auto", "openvino-int8"):
+        out = tmp_path / backend
+        argv = ["segment", str(image), "--weights", str(tiny_weights), "-o", str(out), "--device", "cpu"]
+        assert main(argv + ([] if backend == "auto" else ["--backend", backend])) == 0
+        err = capsys.readouterr().err
+        expected = choice.choose_engine("cpu", allow_reduced_precision=True, int8_cached=True).line()
+        assert (expected in err) == (backend == "auto")
+        labels[backend] = np.asarray(Image.open(out / "2007_000032.png"))
+    assert (labels["auto"] == labels["torch"]).mean() > 0.999 or "int8" in expected
+    assert labels["openvino-int8"].shape == labels["torch"].shape
+    assert main(["segment", str(image), "--weights", str(tiny_weights), "-o", str(tmp_path / "x"), "--backend",
+                 "onnxruntime", "--fast", "fold"]) == 2  # fmt: skip
+    assert "--fast applies to --backend torch" in capsys.readouterr().err

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from ..inference import cpu_features
 from ..inference.agreement import agreement, meets_target
 from ..inference.choice import installed
+from ..inference.openvino_backend import OpenVinoBackend
 from ..inference.optimize import REFERENCE, InferenceOptions
 from ..inference.runtime import make_backend
 
@@ -169,8 +171,6 @@ def machine_lines() -> list[str]:
 
 
 def _openvino_profile(engine, x: torch.Tensor, top: int) -> list[tuple[str, str, float]]:
-    from ..inference.openvino_backend import OpenVinoBackend
-
     profiled = OpenVinoBackend(engine.path, threads=engine.compiled.get_property("INFERENCE_NUM_THREADS"),
                                precision=engine.precision, perf_counters=True)  # fmt: skip
     profiled(x)
@@ -195,8 +195,6 @@ def _onnxruntime_profile(engine, x: torch.Tensor, top: int) -> list[tuple[str, s
 
 
 def _torch_profile(engine, x: torch.Tensor, top: int) -> list[tuple[str, str, float]]:
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         engine(x)
     rows = [(e.key, f"{e.count} calls", e.self_cpu_time_total / 1000) for e in prof.key_averages()]

@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+
 CPUINFO = Path("/proc/cpuinfo")
 FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
@@ -59,8 +61,6 @@ def cpu_flags() -> frozenset[str]:
     flags = _cpuinfo()[0]
     if flags:
         return flags
-    import torch
-
     capability = torch.backends.cpu.get_cpu_capability().lower()  # e.g. "avx2", "avx512", "default"
     if capability.startswith("avx512"):
         return frozenset({"avx2", "fma", "avx512f"})
