@@ -98,6 +98,17 @@ def test_auto_falls_back_to_torch_without_openvino_and_onnxruntime(monkeypatch, 
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_auto_falls_back_to_torch_when_the_chosen_engine_fails(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot compile this graph\nsecond line")
+
+    monkeypatch.setattr(runtime, "OpenVinoBackend", broken)
+    monkeypatch.setattr(runtime, "OnnxRuntimeBackend", broken)
+    backend = choice.choose_backend(tiny_model(), device="cpu", cache_dir=tmp_path)
+    assert isinstance(backend, TorchBackend) and backend.fast.options.describe() == "fold+cl"
+    assert "failed: cannot compile this graph;" in backend.choice.line()
+
+
 def test_cli_backend_names_match_the_runtime():
     assert common.BACKENDS == runtime.BACKENDS
     assert common.REDUCED_PRECISION == runtime.REDUCED_PRECISION

@@ -107,9 +107,16 @@ def choose_backend(
         allow_reduced_precision and cpu_features.has_vnni() and find_int8(model, onnx_cache_dir(cache_dir)) is not None
     )
     choice = choose_engine(device, allow_reduced_precision=allow_reduced_precision, int8_cached=int8)
-    backend = make_backend(
-        choice.backend, model, device=device, options=choice.options or InferenceOptions(), cache_dir=cache_dir,
-        threads=threads,
-    )  # fmt: skip
+    try:
+        backend = make_backend(
+            choice.backend, model, device=device, options=choice.options or InferenceOptions(), cache_dir=cache_dir,
+            threads=threads,
+        )  # fmt: skip
+    except Exception as exc:  # an engine that cannot export or load this model: PyTorch still can
+        if choice.backend == "torch":
+            raise
+        reason = f"{choice.reason}; {choice.backend} failed: {str(exc).splitlines()[0][:120]}"
+        choice = EngineChoice("torch", InferenceOptions(fold_bn=True, channels_last=True), "fp32", reason)
+        backend = make_backend("torch", model, device=device, options=choice.options)
     backend.choice = choice
     return backend
