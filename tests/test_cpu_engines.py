@@ -9,6 +9,7 @@ of >= 99.5% of the pixels of images it was not calibrated on (``inference.agreem
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import onnx
 import pytest
 import torch
 from conftest import tiny_model
+from PIL import Image
 from onnx import numpy_helper
 
 from deeplab_resnet.commands import common
@@ -355,3 +357,24 @@ def test_quantize_then_segment_with_int8_and_auto_says_its_choice(
     assert main(["segment", str(image), "--weights", str(tiny_weights), "-o", str(tmp_path / "x"), "--backend",
                  "onnxruntime", "--fast", "fold"]) == 2  # fmt: skip
     assert "--fast applies to --backend torch" in capsys.readouterr().err
+
+
+def test_evaluate_auto_runs_a_float32_engine_with_the_torch_labels(tiny_weights, tmp_path, monkeypatch, voc_fixture):
+    import subprocess
+
+    from conftest import REPO
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    preds = {}
+    for backend in ("auto", "torch"):
+        result = subprocess.run(
+            [sys.executable, "-m", "deeplab_resnet", "evaluate", "--data-dir", str(voc_fixture), "--data-list",
+             str(voc_fixture / "list_val.txt"), "--weights", str(tiny_weights), "--device", "cpu", "-o",
+             str(tmp_path / backend), "--save-predictions", str(tmp_path / f"pred_{backend}"), "--backend", backend],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert ("fp32 (" in result.stderr) == (backend == "auto") and "int8" not in result.stderr
+        preds[backend] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / f"pred_{backend}").iterdir())])
+    assert preds["auto"].shape[0] == 11 and (preds["auto"] == preds["torch"]).mean() > 0.999
