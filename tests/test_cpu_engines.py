@@ -18,8 +18,8 @@ import onnx
 import pytest
 import torch
 from conftest import tiny_model
-from PIL import Image
 from onnx import numpy_helper
+from PIL import Image
 
 from deeplab_resnet.commands import common
 from deeplab_resnet.data.lists import read_list
