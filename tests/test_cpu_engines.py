@@ -337,7 +337,7 @@ def test_quantize_then_segment_with_int8_and_auto_says_its_choice(
     from deeplab_resnet.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    image = voc_fixture / "JPEGImages" / "2007_000032.jpg"
+    image = _images(voc_fixture, "list_val.txt", 1)[0]
     calibration = voc_fixture / "list_train.txt"
     assert image.stem not in calibration.read_text()
     assert main(["quantize", "--weights", str(tiny_weights), "--calibration", str(calibration), "--images", "2"]) == 0
@@ -351,7 +351,7 @@ def test_quantize_then_segment_with_int8_and_auto_says_its_choice(
         err = capsys.readouterr().err
         expected = choice.choose_engine("cpu", allow_reduced_precision=True, int8_cached=True).line()
         assert (expected in err) == (backend == "auto")
-        labels[backend] = np.asarray(Image.open(out / "2007_000032.png"))
+        labels[backend] = np.asarray(Image.open(out / f"{image.stem}.png"))
     assert (labels["auto"] == labels["torch"]).mean() > 0.999 or "int8" in expected
     assert labels["openvino-int8"].shape == labels["torch"].shape
     assert main(["segment", str(image), "--weights", str(tiny_weights), "-o", str(tmp_path / "x"), "--backend",
@@ -376,5 +376,7 @@ def test_evaluate_auto_runs_a_float32_engine_with_the_torch_labels(tiny_weights,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert ("fp32 (" in result.stderr) == (backend == "auto") and "int8" not in result.stderr
-        preds[backend] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / f"pred_{backend}").iterdir())])
-    assert preds["auto"].shape[0] == 11 and (preds["auto"] == preds["torch"]).mean() > 0.999
+        files = sorted((tmp_path / f"pred_{backend}").iterdir())
+        assert len(files) == 11
+        preds[backend] = np.concatenate([np.asarray(Image.open(p)).ravel() for p in files])
+    assert (preds["auto"] == preds["torch"]).mean() > 0.999
