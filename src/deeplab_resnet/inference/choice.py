@@ -6,12 +6,15 @@ a decision out); :func:`choose_backend` applies it to a model and builds the bac
 - CUDA: PyTorch with BN folded and channels_last, plus bf16 autocast when reduced precision is
   allowed (``deeplab segment``), float32 when not (``deeplab evaluate``).
 - CPU, float32: OpenVINO (forced to f32), else onnxruntime, else PyTorch with BN folded and
-  channels_last. Measured on a 2-core AVX2 EPYC (BENCHMARKS.md, ``benchmarks/cpu_engines.py``):
-  OpenVINO was the fastest float32 engine, onnxruntime and PyTorch fold+cl close behind.
+  channels_last. Measured on a shared 2-core AVX2 EPYC (``benchmarks/cpu_engines.py``, noisy):
+  OpenVINO f32 was the fastest float32 engine in the quieter runs, onnxruntime and PyTorch fold+cl
+  close behind, all within rel-L2 1e-5 of eager.
 - CPU, reduced precision allowed: int8 only when ``deeplab quantize`` has cached a calibrated int8
-  model for these weights *and* the CPU has VNNI/AMX int8 dot products (on AVX2 without VNNI the
-  int8 model ran slower than float32); bf16 (OpenVINO) only on CPUs with AMX or AVX512-BF16 (it is
-  emulated elsewhere). Otherwise the float32 choice.
+  model for these weights (the user's opt-in) *and* the CPU has VNNI/AMX int8 dot products. On
+  the AVX2 EPYC int8 ran about 2.7x eager but agreed with eager float32 on only 55-60% of the
+  pixels of the realistic random-classifier model, far below the 99.5% bar, so it is never chosen
+  there. bf16 (OpenVINO) only on CPUs with AMX or AVX512-BF16: elsewhere OpenVINO runs a bf16
+  request in f32 and PyTorch emulates it (5-10x slower than f32). Otherwise the float32 choice.
 - ``torch.compile`` is never chosen: its first run takes minutes (``--backend torch --fast compile``).
 """
 
