@@ -106,7 +106,8 @@ def test_benchmark_cli_on_the_tiny_model(tmp_path, capsys, voc_fixture):
     out = tmp_path / "bench.json"
     argv = [
         "benchmark", "--model", "deeplab_v2_resnet_tiny", "--size", "33", "--repeats", "2",
-        "--sections", "forward,data,crf", "--paths", "eager,default,onnxruntime", "--data-samples", "2",
+        "--sections", "forward,data,crf", "--paths", "eager,default,onnxruntime,openvino,openvino-int8",
+        "--data-samples", "2",
         "--data-dir", str(voc_fixture), "--json", str(out), "--peak-tflops", "1",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -115,8 +116,10 @@ def test_benchmark_cli_on_the_tiny_model(tmp_path, capsys, voc_fixture):
     assert "target" not in text.lower() and "missed" not in text.lower()  # nothing to compare with: not given
     rows = json.loads(out.read_text())["results"]
     forward = {r["extra"]["path"]: r for r in rows if r["name"].startswith("forward")}
-    assert set(forward) == {"eager-fp32", "fold+cl", "onnxruntime"}
+    assert set(forward) == {"eager-fp32", "fold+cl", "onnxruntime", "openvino", "openvino-int8"}
     assert forward["onnxruntime"]["extra"]["agreement"]["rel_l2"] < 1e-5
+    assert forward["openvino"]["extra"]["agreement"]["rel_l2"] < 1e-5
+    assert "argmax_agreement" in forward["openvino-int8"]["extra"]["agreement"]
     assert all(len(r["times_s"]) == 2 for r in forward.values())
     assert forward["fold+cl"]["flops"] == count_flops(tiny_model(), 33, 33)
     crf = {r["name"].split(", ")[-1]: r for r in rows if r["name"].startswith("dense CRF")}

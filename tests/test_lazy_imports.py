@@ -23,7 +23,7 @@ SRC = REPO / "src"
 # Optional dependencies (pyproject's extras) and platform modules: imported where they are used,
 # so that the package works without them.
 OPTIONAL = (
-    "pydensecrf", "onnx", "onnxruntime", "yaml", "scipy", "torch.utils.tensorboard", "tensorflow", "resource",
+    "pydensecrf", "onnx", "onnxruntime", "openvino", "yaml", "scipy", "torch.utils.tensorboard", "tensorflow", "resource",
     "huggingface_hub", "av", "triton",
     "fastapi", "uvicorn", "python_multipart", "multipart",
 )  # fmt: skip

@@ -24,12 +24,13 @@ from ..crf.builtin import resolve_kernel
 from ..data.lists import Pair
 from ..data.transforms import TrainTransform
 from ..devices import peak_memory_mb, reset_peak_memory
+from ..errors import DeepLabError
 from ..evaluation.evaluate import evaluate_pairs
 from ..images import load_pair, read_image
 from ..inference.agreement import agreement, meets_target
-from ..inference.export import export_onnx
 from ..inference.optimize import DTYPES, parse_options
-from ..inference.runtime import OnnxRuntimeBackend, TorchBackend
+from ..inference.quantize import quantize_model
+from ..inference.runtime import TorchBackend, make_backend
 from ..models.msc import MSC
 from ..training.config import TrainConfig
 from ..training.recipe import build_optimizer, train_step
@@ -116,6 +117,8 @@ class BenchmarkConfig:
     reference_fp64: bool = False
     compile_cache_dir: str | None = None
     min_speedup: float | None = None  # compare the fastest accurate path with this, when given
+    calibration_images: tuple[str, ...] = ()  # for int8 paths; kept apart from ``images``
+    calibration_count: int = 20
 
 
 @dataclass
@@ -125,14 +128,29 @@ class InferencePath:
     dtype: str
 
 
+# Engines of inference.runtime timed by name (the torch ones are option strings such as fold+cl+bf16).
+ENGINE_PATHS = ("onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+
+
+def engine_path(model: nn.Module, name: str, config: BenchmarkConfig, device: torch.device, workdir: Path):
+    """An ONNX engine as a path; int8 ones calibrated on ``config.calibration_images`` (not the timed images)."""
+    int8 = None
+    if name.endswith("int8"):
+        if not config.calibration_images:
+            raise DeepLabError(f"--paths {name} needs calibration images: a --data-dir with --calibration-list")
+        int8 = quantize_model(model, config.calibration_images, images=config.calibration_count, cache_dir=workdir)
+    backend = make_backend(name, model, device=device, cache_dir=workdir, threads=config.onnx_threads, onnx_path=int8)
+    dtype = "float32" if name in ("onnxruntime", "openvino") else ("bfloat16" if name.endswith("bf16") else "int8")
+    return InferencePath(name, backend.logits, dtype)
+
+
 def build_paths(model: nn.Module, config: BenchmarkConfig, device: torch.device, workdir: Path) -> list[InferencePath]:
-    """The inference paths to compare: fast-path option strings, or ``onnxruntime``."""
+    """The inference paths to compare: fast-path option strings, or engines (:data:`ENGINE_PATHS`)."""
     built = []
     for spec in config.paths:
-        if spec in ("onnxruntime", "ort"):
-            onnx_path = export_onnx(model, workdir / "model.onnx")
-            backend = OnnxRuntimeBackend(onnx_path, device=device, threads=config.onnx_threads)
-            built.append(InferencePath("onnxruntime", backend.logits, "float32"))
+        name = "onnxruntime" if spec == "ort" else spec
+        if name in ENGINE_PATHS:
+            built.append(engine_path(model, name, config, device, workdir))
             continue
         options = parse_options(spec, device)
         if options.compile and config.compile_cache_dir:

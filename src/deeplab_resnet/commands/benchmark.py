@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default=None, help="forward batch sizes (default: 1 on CPU, 1,8 on CUDA)")
     p.add_argument(
         "--paths", default=None,
-        help="inference paths, comma-separated: eager, default, onnxruntime, or '+' lists of fold, cl, bf16, "
+        help="inference paths, comma-separated: eager, default, onnxruntime, openvino, openvino-bf16, "
+        "onnxruntime-int8, openvino-int8 (calibrated on --calibration-list), or '+' lists of fold, cl, bf16, "
         "fp16, compile, graphs, cudnn-bench, pinned (default: eager,default,onnxruntime on CPU; "
         "eager,default,fold+cl+bf16+graphs on CUDA)",
     )  # fmt: skip
@@ -48,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="images for inputs, the data pipeline and evaluation "
                    "(default: ../shared/data/voc_fixture if present)")  # fmt: skip
     p.add_argument("--list", default="list_val.txt", help="list file in --data-dir (default: %(default)s)")
+    p.add_argument(
+        "--calibration-list", default="list_train.txt",
+        help="list file in --data-dir whose images calibrate the int8 paths (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--data-samples", type=int, default=20)
     p.add_argument("--eval-images", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
@@ -61,16 +66,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the results here (atomically)")
 
 
-def _find_data(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from ..data.lists import read_list
-
+def _data_dir(args: argparse.Namespace) -> Path | None:
     data_dir = Path(args.data_dir) if args.data_dir else Path("../shared/data/voc_fixture")
     if not data_dir.is_dir():
         if args.data_dir:
             raise DeepLabError(f"--data-dir {data_dir}: not a directory")
+        return None
+    return data_dir
+
+
+def _find_data(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from ..data.lists import read_list
+
+    data_dir = _data_dir(args)
+    if data_dir is None:
         return (), ()
     pairs = read_list(data_dir, data_dir / args.list)
     return tuple(str(p.image) for p in pairs), tuple(str(p.label) for p in pairs)
+
+
+def _calibration_images(args: argparse.Namespace) -> tuple[str, ...]:
+    """The images that calibrate int8 paths (none without a data folder or when the list is missing)."""
+    from ..data.lists import read_list
+
+    data_dir = _data_dir(args)
+    if data_dir is None or not (data_dir / args.calibration_list).is_file() or args.calibration_list == args.list:
+        return ()
+    return tuple(str(p.image) for p in read_list(data_dir, data_dir / args.calibration_list))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         data_samples=args.data_samples, eval_images=args.eval_images, onnx_threads=args.threads,
         peak_tflops=args.peak_tflops, images=images, labels=labels, reference_fp64=args.fp64_reference,
         compile_cache_dir=args.compile_cache, min_speedup=args.min_speedup,
+        calibration_images=_calibration_images(args),
     )  # fmt: skip
     model = None
     if args.weights:

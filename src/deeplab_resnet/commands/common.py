@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -206,12 +207,35 @@ def crf_params_from_args(args: argparse.Namespace):
     return dataclasses.replace(PRESETS[args.crf_preset], **given)
 
 
-def add_backend_argument(p: argparse.ArgumentParser) -> None:
-    """``--backend`` (shared with ``deeplab evaluate``)."""
+# A copy of inference.runtime.BACKENDS and REDUCED_PRECISION (a test checks them), so that building the
+# parser imports nothing heavy.
+BACKENDS = (
+    "auto", "torch", "onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8", "openvino-bf16", "torch-bf16",
+)  # fmt: skip
+REDUCED_PRECISION = ("onnxruntime-int8", "openvino-int8", "openvino-bf16", "torch-bf16")
+
+
+def add_backend_argument(p: argparse.ArgumentParser, *, reduced_precision_by_default: bool = True) -> None:
+    """``--backend`` and ``--fast`` (shared by ``deeplab segment`` and ``deeplab evaluate``)."""
+    auto = (
+        "the fastest installed engine for this device and CPU: OpenVINO, else onnxruntime, else PyTorch "
+        "with BN folded and channels_last; int8 where 'deeplab quantize' made a model and the CPU has VNNI/AMX, "
+        "bf16 on CPUs with AMX/AVX512-BF16 and on CUDA"
+        if reduced_precision_by_default
+        else "the fastest installed float32 engine for this device and CPU (OpenVINO, else onnxruntime, "
+        "else PyTorch with BN folded and channels_last); int8 and bf16 only when named"
+    )
     p.add_argument(
-        "--backend", default="torch", choices=("torch", "onnxruntime"),
-        help="run the network with PyTorch or onnxruntime (exported once per weights and cached; "
-        "default: %(default)s)",
+        "--backend", default="auto", choices=BACKENDS, metavar="{" + ",".join(BACKENDS) + "}",
+        help=f"the engine that runs the network. auto: {auto}. torch: PyTorch (eager unless --fast). "
+        "onnxruntime, openvino: float32 (exported once per weights and cached; pip install "
+        "'deeplab_resnet[onnx]' or '[openvino]'). *-int8: the calibrated int8 model of 'deeplab quantize'. "
+        "*-bf16: bf16, fast only with AMX/AVX512-BF16 or on CUDA (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fast", default=None, metavar="OPTIONS",
+        help="with --backend torch: PyTorch fast paths, a '+' list of fold, cl, bf16, fp16, compile, graphs, "
+        "cudnn-bench, pinned, or 'default' (compile takes minutes on its first run)",
     )  # fmt: skip
 
 
@@ -227,14 +251,27 @@ def segmenter_from_args(args: argparse.Namespace, model, device: str, *, scales,
     )  # fmt: skip
 
 
-def with_backend(args: argparse.Namespace, model, device: str):
-    """The network to run: ``model`` itself, or ``--backend``'s runtime of it (a callable from a
-    preprocessed batch to logits; ``model.spec`` still says what they mean)."""
-    if args.backend == "torch":
+def with_backend(args: argparse.Namespace, model, device: str, *, allow_reduced_precision: bool = True):
+    """The network to run: ``model`` itself (``--backend torch``), or ``--backend``'s engine running
+    it (a callable from a preprocessed batch to logits; ``model.spec`` still says what they mean).
+    ``auto`` picks one (:func:`~deeplab_resnet.inference.choice.choose_backend`; reduced precision
+    only when ``allow_reduced_precision``) and says which in one line on stderr."""
+    fast = getattr(args, "fast", None)
+    if fast is not None and args.backend != "torch":
+        raise DeepLabError(f"--fast applies to --backend torch, not --backend {args.backend}")
+    if args.backend == "torch" and fast is None:
         return model
+    if args.backend == "auto":
+        from ..inference.choice import choose_backend
+
+        backend = choose_backend(model, device=device, allow_reduced_precision=allow_reduced_precision)
+        print(backend.choice.line(), file=sys.stderr, flush=True)
+        return backend
+    from ..inference.optimize import REFERENCE, parse_options
     from ..inference.runtime import make_backend
 
-    return make_backend(args.backend, model, device=device)
+    options = parse_options(fast, device) if fast is not None else REFERENCE
+    return make_backend(args.backend, model, device=device, options=options)
 
 
 def _from_list(list_file: Path, data_dir: str | None) -> list[Path]:

@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="processes running the CRF alongside the network (default: half the CPUs, at most 8; "
         "0 = inline, the default below 4 CPUs)",
     )  # fmt: skip
-    add_backend_argument(p)
+    add_backend_argument(p, reduced_precision_by_default=False)
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
@@ -115,7 +115,7 @@ def _score_model(args, pairs, dist):
     init_distributed(dist, device)
     model = load_model_from_args(args, device)
     _class_subset(args, model.dataset.class_names)  # a bad --classes fails before the long run
-    network = with_backend(args, model, device)
+    network = with_backend(args, model, device, allow_reduced_precision=False)
     pad_size = pad_size_from_args(args, model.convention)
     protocol.check_input_size(args.input_size, tile=args.tile)
     protocol.check_scales_for_images(

@@ -7,6 +7,9 @@ stride-8 logits ``N x C x h x w`` as a float32 tensor on the CPU or the backend'
   :mod:`deeplab_resnet.inference.optimize`.
 - :class:`OnnxRuntimeBackend`: an ONNX file (from ``deeplab export``) run by onnxruntime; its
   ``spec`` is the :class:`~deeplab_resnet.models.spec.ModelSpec` stored in the file.
+- :class:`~deeplab_resnet.inference.openvino_backend.OpenVinoBackend`: the same file run by
+  OpenVINO (float32 forced, or bf16 when asked).
+- int8: the model :mod:`.quantize` calibrated and cached, run by either ONNX engine.
 
 :func:`make_backend` builds either from a loaded model. A backend is only the network: give it to
 :class:`~deeplab_resnet.inference.segmenter.Segmenter` (or :class:`~deeplab_resnet.models.MSC`)
@@ -15,7 +18,6 @@ together with the model's spec, ``Segmenter(backend, model.spec)``.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -28,11 +30,19 @@ from ..cache import cache_dir as user_cache_dir
 from ..errors import DeepLabError
 from ..models.deeplab import DeepLabV2
 from ..models.spec import ModelSpec
+from .cpu_features import physical_cores
 from .export import export_onnx
 from .metadata import metadata_from_session
+from .openvino_backend import OpenVinoBackend
 from .optimize import REFERENCE, FastInference, InferenceOptions
+from .quantize import find_int8, weights_digest
 
-BACKENDS = ("torch", "onnxruntime")
+# Every engine by name; ``auto`` picks one (:mod:`.choice`). The reduced-precision ones are not
+# exact: :data:`REDUCED_PRECISION` lists them.
+BACKENDS = (
+    "auto", "torch", "onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8", "openvino-bf16", "torch-bf16",
+)  # fmt: skip
+REDUCED_PRECISION = ("onnxruntime-int8", "openvino-int8", "openvino-bf16", "torch-bf16")
 
 
 class Backend(Protocol):
@@ -52,10 +62,10 @@ class TorchBackend:
         options: fast paths (default: the float32 eager reference).
     """
 
-    name = "torch"
-
     def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", options: InferenceOptions = REFERENCE):
         self.fast = FastInference(model, options, device)
+        self.name = "torch" if options == REFERENCE else f"torch {options.describe()}"
+        self.spec = getattr(model, "spec", None)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         return self.fast.logits(batch)
@@ -71,9 +81,11 @@ def _session_options(threads: int | None, optimize: bool):
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+    # One image at a time through a chain of convs: sequential execution, all physical cores on
+    # each op (hyper-threads share the vector units and only add contention).
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads or physical_cores()
+    so.inter_op_num_threads = 1
     return so
 
 
@@ -83,7 +95,7 @@ class OnnxRuntimeBackend:
     Args:
         path: the ``.onnx`` file (written by :func:`deeplab_resnet.inference.export.export_onnx`).
         device: ``cpu`` or ``cuda``; CUDA needs ``onnxruntime-gpu``.
-        threads: intra-op threads (default: onnxruntime's choice).
+        threads: intra-op threads (default: the physical cores).
         optimize: onnxruntime's full graph optimisations (on by default).
     """
 
@@ -123,15 +135,42 @@ class OnnxRuntimeBackend:
 
 def _cached_onnx(model: DeepLabV2, cache_dir: Path) -> Path:
     """Export ``model`` to ONNX once per weights: the file name is a hash of the state dict and convention."""
-    digest = hashlib.sha256()
-    for key, value in model.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(model.convention.encode())
-    path = cache_dir / f"deeplab_{digest.hexdigest()[:16]}.onnx"
+    path = cache_dir / f"deeplab_{weights_digest(model)}.onnx"
     if not path.exists():
         export_onnx(model, path)
     return path
+
+
+def onnx_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where exports are cached (a private temporary folder when the user cache cannot be written)."""
+    cache = Path(cache_dir) if cache_dir else user_cache_dir("onnx")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = Path(tempfile.mkdtemp(prefix="deeplab_onnx_"))
+    return cache
+
+
+def _onnx_file(model: DeepLabV2 | None, onnx_path: str | Path | None, cache_dir: str | Path | None, name: str) -> Path:
+    if onnx_path is not None:
+        return Path(onnx_path)
+    if model is None:
+        raise DeepLabError(f"the {name} backend needs a model or an ONNX file")
+    return _cached_onnx(model, onnx_cache_dir(cache_dir))
+
+
+def _int8_file(model: DeepLabV2 | None, onnx_path: str | Path | None, cache_dir: str | Path | None, name: str) -> Path:
+    if onnx_path is not None:
+        return Path(onnx_path)
+    if model is None:
+        raise DeepLabError(f"the {name} backend needs a model or an int8 ONNX file")
+    found = find_int8(model, onnx_cache_dir(cache_dir))
+    if found is None:
+        raise DeepLabError(
+            f"--backend {name}: no int8 model for these weights yet; make one with "
+            "'deeplab quantize --weights W --calibration LIST_OR_DIR' (calibration images apart from those you score)"
+        )
+    return found
 
 
 def make_backend(
@@ -139,31 +178,38 @@ def make_backend(
     options: InferenceOptions = REFERENCE, onnx_path: str | Path | None = None,
     cache_dir: str | Path | None = None, threads: int | None = None,
 ) -> Backend:  # fmt: skip
-    """A backend by name.
+    """A backend by name (one of :data:`BACKENDS` but ``auto``; for that see :mod:`.choice`).
 
     Args:
-        name: ``torch`` or ``onnxruntime``.
-        model: the loaded model (for ``onnxruntime`` it is exported to ``cache_dir`` unless
+        name: ``torch``; ``torch-bf16`` (BN folded, channels_last, bf16 autocast); ``onnxruntime`` or
+            ``openvino`` (float32); ``openvino-bf16``; ``onnxruntime-int8`` or ``openvino-int8``
+            (the int8 model ``deeplab quantize`` cached for these weights).
+        model: the loaded model (for the ONNX engines it is exported to ``cache_dir`` unless
             ``onnx_path`` names an existing export).
-        device: where to run.
+        device: where to run (the ONNX engines here run on the CPU; onnxruntime also on CUDA).
         options: fast paths for the torch backend.
-        onnx_path: an ONNX file to run instead of exporting ``model``.
+        onnx_path: an ONNX file to run instead of exporting ``model`` (or of the cached int8 model).
         cache_dir: where exports are cached (default: ``~/.cache/deeplab_resnet/onnx``).
-        threads: onnxruntime intra-op threads.
+        threads: intra-op threads of the ONNX engines (default: the physical cores).
     """
-    if name == "torch":
+    if name in ("torch", "torch-bf16"):
         if model is None:
-            raise DeepLabError("the torch backend needs a model")
+            raise DeepLabError(f"the {name} backend needs a model")
+        if name == "torch-bf16":
+            options = InferenceOptions(fold_bn=True, channels_last=True, dtype="bfloat16")
         return TorchBackend(model, device=device, options=options)
-    if name == "onnxruntime":
-        if onnx_path is None:
-            if model is None:
-                raise DeepLabError("the onnxruntime backend needs a model or an ONNX file")
-            cache = Path(cache_dir) if cache_dir else user_cache_dir("onnx")
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                cache = Path(tempfile.mkdtemp(prefix="deeplab_onnx_"))
-            onnx_path = _cached_onnx(model, cache)
-        return OnnxRuntimeBackend(onnx_path, device=device, threads=threads)
+    if name in ("onnxruntime", "onnxruntime-int8"):
+        find = _int8_file if name.endswith("int8") else _onnx_file
+        backend = OnnxRuntimeBackend(find(model, onnx_path, cache_dir, name), device=device, threads=threads)
+        backend.name = name
+        return backend
+    if name in ("openvino", "openvino-bf16", "openvino-int8"):
+        if torch.device(device).type != "cpu":
+            raise DeepLabError(f"the {name} backend runs on the CPU: use --device cpu")
+        find = _int8_file if name.endswith("int8") else _onnx_file
+        backend = OpenVinoBackend(
+            find(model, onnx_path, cache_dir, name), threads=threads, precision="bf16" if name.endswith("bf16") else "f32"
+        )  # fmt: skip
+        backend.name = name
+        return backend
     raise DeepLabError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

@@ -1,0 +1,125 @@
+"""``--backend auto``: the fastest installed engine for this device and CPU, within the accuracy asked for.
+
+:func:`choose_engine` is the rule (pure: CPU flags, installed packages and cached int8 models in,
+a decision out); :func:`choose_backend` applies it to a model and builds the backend. The rule:
+
+- CUDA: PyTorch with BN folded and channels_last, plus bf16 autocast when reduced precision is
+  allowed (``deeplab segment``), float32 when not (``deeplab evaluate``).
+- CPU, float32: OpenVINO (forced to f32), else onnxruntime, else PyTorch with BN folded and
+  channels_last. Measured on a shared 2-core AVX2 EPYC (``benchmarks/cpu_engines.py``, noisy):
+  OpenVINO f32 was the fastest float32 engine in the quieter runs, onnxruntime and PyTorch fold+cl
+  close behind, all within rel-L2 1e-5 of eager.
+- CPU, reduced precision allowed: int8 only when ``deeplab quantize`` has cached a calibrated int8
+  model for these weights (the user's opt-in) *and* the CPU has VNNI/AMX int8 dot products. On
+  the AVX2 EPYC int8 ran about 2.7x eager but agreed with eager float32 on only 55-60% of the
+  pixels of the realistic random-classifier model, far below the 99.5% bar, so it is never chosen
+  there. bf16 (OpenVINO) only on CPUs with AMX or AVX512-BF16: elsewhere OpenVINO runs a bf16
+  request in f32 and PyTorch emulates it (5-10x slower than f32). Otherwise the float32 choice.
+- ``torch.compile`` is never chosen: its first run takes minutes (``--backend torch --fast compile``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..models.deeplab import DeepLabV2
+from . import cpu_features
+from .optimize import InferenceOptions, default_options
+from .quantize import find_int8
+from .runtime import make_backend, onnx_cache_dir
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What ``auto`` chose: a :data:`~deeplab_resnet.inference.runtime.BACKENDS` name, the torch
+    options when it is ``torch``, and the words that explain it."""
+
+    backend: str
+    options: InferenceOptions | None
+    precision: str  # fp32, bf16 or int8
+    reason: str
+
+    def line(self) -> str:
+        """The one line ``deeplab segment``/``evaluate`` print when they start."""
+        engine = self.backend.split("-")[0]
+        if engine == "torch" and self.options is not None:
+            engine = f"torch {replace(self.options, dtype='float32').describe()}"  # the dtype follows
+        return f"backend: {engine} {self.precision} ({self.reason}; --backend to override)"
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (``sys.modules[module] = None`` counts as missing, as import does)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def choose_engine(
+    device: str | torch.device = "cpu", *, allow_reduced_precision: bool = False, int8_cached: bool = False,
+    flags: frozenset[str] | None = None, engines: tuple[str, ...] | None = None,
+) -> EngineChoice:  # fmt: skip
+    """The engine ``auto`` picks (see the module's description for the rule).
+
+    Args:
+        device: where the model runs.
+        allow_reduced_precision: whether int8 or bf16 may be chosen.
+        int8_cached: whether a calibrated int8 model of these weights is in the cache.
+        flags: the CPU's feature flags (default: this CPU's).
+        engines: the installed ONNX engines among ``openvino`` and ``onnxruntime`` (default: probed).
+    """
+    if torch.device(device).type == "cuda":
+        options = default_options(device)
+        if not allow_reduced_precision:
+            options = InferenceOptions(fold_bn=True, channels_last=True, cudnn_benchmark=True, pinned=True)
+        return EngineChoice("torch", options, "bf16" if options.dtype != "float32" else "fp32", "CUDA device")
+    flags = cpu_features.cpu_flags() if flags is None else flags
+    if engines is None:
+        engines = tuple(name for name in ("openvino", "onnxruntime") if installed(name))
+    cpu = cpu_features.describe(flags)
+    if allow_reduced_precision and int8_cached and cpu_features.has_vnni(flags) and engines:
+        return EngineChoice(f"{engines[0]}-int8", None, "int8", f"{cpu}, int8 model from deeplab quantize")
+    if allow_reduced_precision and cpu_features.feature_class(flags) == "bf16" and "openvino" in engines:
+        return EngineChoice("openvino-bf16", None, "bf16", cpu)
+    if engines:
+        return EngineChoice(engines[0], None, "fp32", cpu)
+    return EngineChoice(
+        "torch", InferenceOptions(fold_bn=True, channels_last=True), "fp32", f"{cpu}, no openvino/onnxruntime installed"
+    )
+
+
+def choose_backend(
+    model: DeepLabV2, *, device: str | torch.device = "cpu", allow_reduced_precision: bool = False,
+    threads: int | None = None, cache_dir: str | Path | None = None,
+):  # fmt: skip
+    """The backend ``--backend auto`` runs ``model`` with; its ``choice`` attribute is the
+    :class:`EngineChoice` (``backend.choice.line()`` says what was chosen and why).
+
+    >>> backend = choose_backend(model, device="cpu", allow_reduced_precision=True)
+    >>> segmenter = Segmenter(backend, model.spec)
+    """
+    # Hashing the weights to look for an int8 model takes a moment: only where int8 could be chosen.
+    int8 = (
+        allow_reduced_precision and cpu_features.has_vnni() and find_int8(model, onnx_cache_dir(cache_dir)) is not None
+    )
+    choice = choose_engine(device, allow_reduced_precision=allow_reduced_precision, int8_cached=int8)
+    try:
+        backend = make_backend(
+            choice.backend, model, device=device, options=choice.options or InferenceOptions(), cache_dir=cache_dir,
+            threads=threads,
+        )  # fmt: skip
+    except Exception as exc:  # an engine that cannot export or load this model: PyTorch still can
+        if choice.backend == "torch":
+            raise
+        reason = f"{choice.reason}; {choice.backend} failed: {str(exc).splitlines()[0][:120]}"
+        choice = EngineChoice("torch", InferenceOptions(fold_bn=True, channels_last=True), "fp32", reason)
+        backend = make_backend("torch", model, device=device, options=choice.options)
+    backend.choice = choice
+    return backend
