@@ -270,15 +270,11 @@ def check_answers(answers, references: dict[str, bytes]) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     import platform
 
-    return platform.processor() or platform.machine()
+    from deeplab_resnet.inference.cpu_features import cpu_model as read_cpu_model
+
+    return read_cpu_model() or platform.processor() or platform.machine()
 
 
 def tiny_weights(path: Path) -> Path:

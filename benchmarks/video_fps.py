@@ -41,13 +41,9 @@ def encode_clip(path: Path, frames: int, rate: int = 15) -> Path:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from deeplab_resnet.inference.cpu_features import cpu_model as read_cpu_model
+
+    return read_cpu_model() or platform.processor() or platform.machine()
 
 
 def main() -> None:

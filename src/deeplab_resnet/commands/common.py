@@ -239,6 +239,26 @@ def add_backend_argument(p: argparse.ArgumentParser, *, reduced_precision_by_def
     )  # fmt: skip
 
 
+def prepare_segment_run(args: argparse.Namespace, paths: list[Path], kinds: list[str]):
+    """What ``deeplab segment`` needs before its first input, for images and videos alike: the output
+    plan (refusing clashes and unwritable folders before any work), the CRF parameters, the scales,
+    the device, the model and the padding. Returns ``(plans, crf, scales, device, model, pad_size)``."""
+    from ..outputs import check_writable_dir, plan_outputs
+
+    out_dir = Path(args.output_dir)
+    json_file = [Path(args.json)] if args.json not in (None, "-") else []
+    plans = plan_outputs(paths, out_dir, kinds, extra=json_file)
+    check_writable_dir(out_dir, "--output-dir")
+    for path in json_file:
+        check_writable_dir(path.parent, "--json")
+    crf = crf_params_from_args(args)
+    scales = parse_scales(args.scales)
+    check_protocol_args(args)
+    device = resolve_device(args.device)
+    model = load_model_from_args(args, device)
+    return plans, crf, scales, device, model, pad_size_from_args(args, model.convention)
+
+
 def segmenter_from_args(args: argparse.Namespace, model, device: str, *, scales, crf, pad_size: int | None):
     """The :class:`~deeplab_resnet.inference.segmenter.Segmenter` that ``deeplab segment``'s options
     describe (the same for images and videos)."""

@@ -19,15 +19,10 @@ from .common import (
     add_model_arguments,
     add_protocol_arguments,
     add_tile_arguments,
-    check_protocol_args,
-    crf_params_from_args,
     expand_inputs,
     float_between,
     int_at_least,
-    load_model_from_args,
-    pad_size_from_args,
-    parse_scales,
-    resolve_device,
+    prepare_segment_run,
     segmenter_from_args,
 )
 from .segment_video import add_video_arguments, run_videos, wants_video_run
@@ -188,23 +183,13 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..errors import EXIT_PARTIAL
     from ..inference import protocol
-    from ..outputs import check_writable_dir, plan_outputs, unique_inputs
+    from ..outputs import unique_inputs
 
     paths = unique_inputs(expand_inputs(args.inputs, args.data_dir))
     if wants_video_run(args, paths):
         return run_videos(args, paths)
     out_dir = Path(args.output_dir)
-    json_file = [Path(args.json)] if args.json not in (None, "-") else []
-    plans = plan_outputs(paths, out_dir, _output_kinds(args), extra=json_file)
-    check_writable_dir(out_dir, "--output-dir")
-    for path in json_file:
-        check_writable_dir(path.parent, "--json")
-    crf = crf_params_from_args(args)
-    scales = parse_scales(args.scales)
-    check_protocol_args(args)
-    device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
-    pad_size = pad_size_from_args(args, model.convention)
+    plans, crf, scales, device, model, pad_size = prepare_segment_run(args, paths, _output_kinds(args))
     protocol.check_scales_for_images(
         paths, scales, model.convention, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile
     )

@@ -12,16 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DeepLabError
-from .common import (
-    check_protocol_args,
-    crf_params_from_args,
-    int_at_least,
-    load_model_from_args,
-    pad_size_from_args,
-    parse_scales,
-    resolve_device,
-    segmenter_from_args,
-)
+from .common import int_at_least, prepare_segment_run, segmenter_from_args
 
 # A copy of video.VIDEO_SUFFIXES (a test checks they agree), so that building the parser and
 # telling videos from images imports nothing heavy.
@@ -108,7 +99,6 @@ def run_videos(args: argparse.Namespace, paths: list[Path]) -> int:
     """Segment every video of ``paths``; the exit status (as for images: 1 if some were skipped)."""
     from ..atomic import atomic_write_text
     from ..errors import EXIT_PARTIAL
-    from ..outputs import check_writable_dir, plan_outputs
     from ..video import import_av
 
     _check_options(args)
@@ -116,16 +106,7 @@ def run_videos(args: argparse.Namespace, paths: list[Path]) -> int:
     out_dir = Path(args.output_dir)
     json_file = [Path(args.json)] if args.json not in (None, "-") else []
     kinds = ["video_overlay"] + (["video_labels"] if args.save_labels else [])
-    plans = plan_outputs(paths, out_dir, kinds, extra=json_file)
-    check_writable_dir(out_dir, "--output-dir")
-    for path in json_file:
-        check_writable_dir(path.parent, "--json")
-    crf = crf_params_from_args(args)
-    scales = parse_scales(args.scales)
-    check_protocol_args(args)
-    device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
-    pad_size = pad_size_from_args(args, model.convention)
+    plans, crf, scales, device, model, pad_size = prepare_segment_run(args, paths, kinds)
     _check_scales(args, paths, scales, model.convention, pad_size)
     segmenter = segmenter_from_args(args, model, device, scales=scales, crf=crf, pad_size=pad_size)
     summaries, failures = [], 0
