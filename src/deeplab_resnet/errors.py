@@ -9,6 +9,7 @@ SIGTERM is handled like Ctrl-C (:func:`install_signal_handlers`), so clean-up co
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import signal
@@ -82,7 +83,15 @@ def install_signal_handlers() -> None:
     try:
         signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave the process's handlers alone
-        pass
+        return
+    # Python restores the default handlers while it shuts down, so a signal in those last moments
+    # killed a finished run (status -15 or -2 instead of its own); by then every file is written.
+    atexit.register(_ignore_late_signals)
+
+
+def _ignore_late_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
