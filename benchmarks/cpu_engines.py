@@ -2,10 +2,10 @@
 
 The realistic ResNet-101 (random weights, BN calibrated on real images: ``bench.realistic``) at
 SIZE x SIZE, batch 1, THREADS threads; after warm-up, REPEATS interleaved repeats of every installed
-engine (eager fp32 NCHW, torch fold+cl, onnxruntime, OpenVINO f32, int8 on both ONNX engines,
+engine (eager fp32 NCHW, torch fold+cl, torch.compile of fold+cl, onnxruntime, OpenVINO f32, int8 on both ONNX engines,
 bf16). Accuracy against eager fp32 on the --score-list images at their own (protocol) size; int8
 is calibrated on the --calibration-list images, which are not scored. Prints the CPU, its
-features and the load average before and after, the table, the target lines and, for a missed
+features and the load average before and after, the table, the target lines, the fp32 rate the 2x target needs against the CPU's peak and, for a missed
 target, the per-layer profile of the best path.
 
     PYTHONPATH=src python benchmarks/cpu_engines.py --threads 2 --repeats 7 --json cpu_engines.json
@@ -22,6 +22,7 @@ import torch
 
 from deeplab_resnet.atomic import atomic_write_text
 from deeplab_resnet.bench import engines as eng
+from deeplab_resnet.bench.flops import count_flops
 from deeplab_resnet.bench.realistic import image_batch, realistic_model
 from deeplab_resnet.bench.timing import machine_info, time_interleaved
 from deeplab_resnet.data.lists import read_list
@@ -84,6 +85,13 @@ def run(args) -> dict:
             for k, e in engines.items()
         ]
         targets, missed = eng.target_lines(rows, cpu_features.feature_class())
+        fp32_rows = [r for r in rows if r.precision == "float32" and r.name != "eager-fp32"]
+        if fp32_rows:
+            targets.append(eng.fp32_bound_line(
+                count_flops(model, args.size, args.size), eager_s=next(r for r in rows if r.name == "eager-fp32").median_s,
+                best_s=min(r.median_s for r in fp32_rows), cores=min(args.threads, cpu_features.physical_cores()),
+                mhz=cpu_features.clock_mhz(),
+            ))  # fmt: skip
         profiles = {r.name: eng.layer_profile(engines[r.name], x, args.profile_top) for r in missed}
     after = eng.machine_lines()[-1]
     print(

@@ -27,6 +27,7 @@ from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.inference import choice, cpu_features, runtime
 from deeplab_resnet.inference.agreement import agreement, meets_target
 from deeplab_resnet.inference.fold import fold_batchnorm
+from deeplab_resnet.inference.int8_check import check_file, engines_within_bar, read_check
 from deeplab_resnet.inference.quantize import calibration_batches, find_int8, quantize_model
 from deeplab_resnet.inference.runtime import OnnxRuntimeBackend, TorchBackend, make_backend
 
@@ -36,6 +37,7 @@ FP32_ENGINES = ("torch-fold+cl", "onnxruntime", "openvino")
 
 CPUINFO = """processor\t: 0
 model name\t: Example CPU 9000
+cpu MHz\t\t: 2445.428
 physical id\t: 0
 core id\t\t: 0
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni
@@ -59,6 +61,8 @@ def test_cpuinfo_flags_model_and_physical_cores():
     assert cpu_features.feature_class(AVX2) == "avx2" and not cpu_features.has_vnni(AVX2)
     assert cpu_features.feature_class(AMX) == "bf16" and cpu_features.describe(AMX) == "bf16-capable CPU with VNNI"
     assert cpu_features.feature_class({"sse2"}) == "baseline"
+    assert cpu_features.parse_clock_mhz(CPUINFO) == 2445.428 and cpu_features.parse_clock_mhz("") == 0.0
+    assert [cpu_features.fp32_flops_per_cycle(f) for f in (AMX, AVX2, {"avx"}, {"sse2"})] == [64, 32, 16, 8]
 
 
 def test_auto_rule_per_cpu_class_precision_and_installed_engines():
@@ -68,12 +72,19 @@ def test_auto_rule_per_cpu_class_precision_and_installed_engines():
     assert pick("cpu", flags=AVX2, engines=("onnxruntime",)).backend == "onnxruntime"
     fallback = pick("cpu", flags=AVX2, engines=())
     assert fallback.backend == "torch" and fallback.options.describe() == "fold+cl"
-    # int8 only when allowed, cached, and the CPU has native int8 dot products
-    assert pick("cpu", flags=AMX, engines=both, allow_reduced_precision=True, int8_cached=True).backend == (
+    # int8 only when allowed and its check is within the bar, for an installed engine, in auto's order
+    checked = ("openvino-int8", "onnxruntime-int8")
+    assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True, int8_within_bar=checked).backend == (
         "openvino-int8"
     )
-    assert pick("cpu", flags=AMX, engines=both, allow_reduced_precision=False, int8_cached=True).backend == "openvino"
-    assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True, int8_cached=True).backend == "openvino"
+    only_ort = pick("cpu", flags=AMX, engines=both, allow_reduced_precision=True, int8_within_bar=checked[1:])
+    assert only_ort.backend == "onnxruntime-int8" and only_ort.precision == "int8"
+    assert pick("cpu", flags=AVX2, engines=("openvino",), allow_reduced_precision=True,
+                int8_within_bar=checked[1:]).backend == "openvino"  # fmt: skip
+    assert pick("cpu", flags=AMX, engines=both, allow_reduced_precision=False, int8_within_bar=checked).backend == (
+        "openvino"
+    )
+    assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True).backend == "openvino"
     # bf16 only where native, and never when only float32 is allowed (evaluate)
     assert pick("cpu", flags=AMX, engines=both, allow_reduced_precision=True).backend == "openvino-bf16"
     assert pick("cpu", flags=AMX, engines=both).backend == "openvino"
@@ -190,7 +201,8 @@ def test_int8_model_quantizes_each_folded_conv_per_channel_and_is_cached(voc_fix
     assert quantize_model(model, calibration[2:], images=2, cache_dir=tmp_path) != path  # other images: new key
     assert find_int8(tiny_model(seed=1), tmp_path) is None  # other weights: nothing cached
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp" or p.name.startswith(".")]
-    # independent check: symmetric int8 per output channel of the BN-folded weights, scale max|w| / 127
+    # independent check: symmetric int8 per output channel of the BN-folded weights, scale max|w| / 127,
+    # or max|w| / 64 with 7-bit weights (reduce_range) on CPUs without VNNI
     folded = [
         m.weight.detach().double().numpy() for m in fold_batchnorm(model).modules() if isinstance(m, torch.nn.Conv2d)
     ]
@@ -198,7 +210,8 @@ def test_int8_model_quantizes_each_folded_conv_per_channel_and_is_cached(voc_fix
     backbone = [w for w in folded if w.shape[0] != model.num_classes]  # the classifier stays float
     assert len(dequantized) == len(backbone)
     for w, dq in zip(sorted(backbone, key=lambda a: a.size), sorted(dequantized, key=lambda a: a.size)):
-        scale = np.abs(w).reshape(w.shape[0], -1).max(1).reshape(-1, 1, 1, 1) / 127
+        levels = 127 if cpu_features.has_vnni() else 64
+        scale = np.abs(w).reshape(w.shape[0], -1).max(1).reshape(-1, 1, 1, 1) / levels
         np.testing.assert_allclose(dq, np.round(w / scale) * scale, rtol=1e-5, atol=1e-7)
     # the int8 engines run it: finite logits of the right shape for an image not calibrated on
     x = torch.from_numpy(calibration_batches(model, _images(voc_fixture, "list_val.txt", 1))[0])
@@ -257,6 +270,7 @@ def test_cpu_engines_benchmark_script_on_the_tiny_model(tmp_path, capsys, voc_fi
         assert rows[name]["accuracy"]["rel_l2"] < 1e-4
     int8 = rows["openvino-int8"]["accuracy"]
     assert len(int8["per_image"]) == 2 and int8["worst_image_agreement"] == min(int8["per_image"])
+    assert "fp32 bound: " in text and any(t.startswith("fp32 bound: ") for t in report["targets"])
     assert "fp32-exact target 2x:" in text and "load average:" in report["machine"]["load_before"]
     assert f"class {cpu_features.feature_class()};" in report["machine"]["cpu"]
 
@@ -278,6 +292,21 @@ def test_target_lines_say_by_how_much_a_target_is_missed():
     rows[2].accuracy = {"rel_l2": 0.1, "argmax_agreement": 0.999}
     lines, missed = target_lines(rows, "avx2")
     assert lines[1] == "reduced precision (avx2 CPU) target 3x: met by openvino-int8 at 4.00x"
+
+
+def test_fp32_bound_line_compares_the_target_with_the_cpu_peak():
+    from deeplab_resnet.bench.engines import fp32_bound_line
+
+    # 378 GFLOP; eager 3.6 s; 2x needs 1.8 s = 210 GFLOP/s; 2 cores x 32 FLOP/cycle x 2.45 GHz = 156.8 GFLOP/s
+    line = fp32_bound_line(378e9, eager_s=3.6, best_s=2.5, cores=2, mhz=2450, flags=AVX2)
+    assert line == (
+        "fp32 bound: 378 GFLOP per image; 2x eager (1800 ms) needs 210 GFLOP/s, above this CPU's fp32 peak "
+        "of 157 GFLOP/s (2 cores x 32 FLOP/cycle x 2.45 GHz), which allows at most 1.49x; "
+        "the best fp32 path runs at 151 GFLOP/s (96% of peak)"
+    )
+    assert "within this CPU's fp32 peak" in fp32_bound_line(378e9, eager_s=9.0, best_s=5.0, cores=2, mhz=2450,
+                                                            flags=AVX2)  # fmt: skip
+    assert fp32_bound_line(378e9, eager_s=3.6, best_s=2.5, cores=2, mhz=0, flags=AVX2).endswith("clock unknown")
 
 
 @pytest.mark.parametrize("name", ["openvino", "onnxruntime", "torch"])
@@ -311,8 +340,9 @@ def test_fp32_engines_on_the_realistic_model_over_every_fixture_image(voc_fixtur
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="measured on a 2-core AVX2 EPYC: 55-60% argmax agreement on the realistic model (random classifier, "
-    "calibrated on 4 train images), far below the 99.5% bar; auto never picks int8 on such CPUs",
+    reason="the realistic model's random classifier separates its top two classes by a median 0.3 logit std, so "
+    "99.5% agreement needs logit rel-L2 <= 0.003; int8's grid alone gives 0.17-0.52 (benchmarks/int8_diagnosis.py). "
+    "Auto takes int8 only when deeplab quantize --check measured it within the bar",
     strict=False,
 )
 def test_int8_agrees_with_eager_fp32_on_images_it_was_not_calibrated_on(voc_fixture, tmp_path):
@@ -334,31 +364,78 @@ def test_int8_agrees_with_eager_fp32_on_images_it_was_not_calibrated_on(voc_fixt
     assert meets_target({"rel_l2": 1.0, "argmax_agreement": best}, "int8")
 
 
-def test_quantize_then_segment_with_int8_and_auto_says_its_choice(
-    tiny_weights, tmp_path, monkeypatch, capsys, voc_fixture
-):
+def test_int8_check_record_is_read_defensively_and_needs_the_same_int8_kind(tmp_path):
+    int8 = tmp_path / "deeplab_0123_int8_4567.onnx"
+    assert read_check(int8) is None and engines_within_bar(None) == ()
+    check_file(int8).write_text("{not json")
+    assert check_file(int8).name == "deeplab_0123_int8_4567.check.json" and read_check(int8) is None
+    record = {
+        "images": 3, "vnni": False,
+        "engines": {"openvino-int8": {"argmax_agreement": 0.996}, "onnxruntime-int8": {"argmax_agreement": 0.99}},
+    }  # fmt: skip
+    check_file(int8).write_text(json.dumps(record))
+    assert engines_within_bar(read_check(int8), vnni=False) == ("openvino-int8",)
+    assert engines_within_bar(read_check(int8), vnni=True) == ()  # measured without VNNI: other kernels
+    record["engines"]["openvino-int8"]["argmax_agreement"] = "1.0"  # a hand-edited file: not a number
+    assert engines_within_bar(record, vnni=False) == ()
+
+
+def _segment_labels(weights, image, out, backend, capsys) -> tuple[np.ndarray, str]:
     from PIL import Image
 
     from deeplab_resnet.cli import main
 
+    argv = ["segment", str(image), "--weights", str(weights), "-o", str(out), "--device", "cpu"]
+    assert main(argv + ([] if backend == "auto" else ["--backend", backend])) == 0
+    return np.asarray(Image.open(out / f"{image.stem}.png")), capsys.readouterr().err
+
+
+def test_quantize_checks_int8_on_held_out_images_and_auto_follows_the_check(
+    tiny_weights, tmp_path, monkeypatch, capsys, voc_fixture
+):
+    from deeplab_resnet.cli import main
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    image = _images(voc_fixture, "list_val.txt", 1)[0]
+    image, *check = _images(voc_fixture, "list_val.txt", 3)
     calibration = voc_fixture / "list_train.txt"
-    assert image.stem not in calibration.read_text()
-    assert main(["quantize", "--weights", str(tiny_weights), "--calibration", str(calibration), "--images", "2"]) == 0
-    made = capsys.readouterr().out
-    assert "int8 model (2 calibration images): " in made and Path(made.split(": ")[-1].strip()).is_file()
-    labels = {}
-    for backend in ("torch", "auto", "openvino-int8"):
-        out = tmp_path / backend
-        argv = ["segment", str(image), "--weights", str(tiny_weights), "-o", str(out), "--device", "cpu"]
-        assert main(argv + ([] if backend == "auto" else ["--backend", backend])) == 0
-        err = capsys.readouterr().err
-        expected = choice.choose_engine("cpu", allow_reduced_precision=True, int8_cached=True).line()
-        assert (expected in err) == (backend == "auto")
-        labels[backend] = np.asarray(Image.open(out / f"{image.stem}.png"))
-    assert (labels["auto"] == labels["torch"]).mean() > 0.999 or "int8" in expected
-    assert labels["openvino-int8"].shape == labels["torch"].shape
+    assert not {image.stem, *(c.stem for c in check)} & set(calibration.read_text().split())
+    argv = ["quantize", "--weights", str(tiny_weights), "--calibration", str(calibration), "--images", "2"]
+    assert main(argv + ["--check", *map(str, check)]) == 0
+    out = capsys.readouterr().out
+    int8_path = Path(out.split("int8 model (2 calibration images): ")[1].splitlines()[0])
+    record = read_check(int8_path)
+    assert record["images"] == 2 and set(record["engines"]) == {"openvino-int8", "onnxruntime-int8"}
+    # independent count: the same pixels' argmax from the float32 model and from each int8 engine
+    model = tiny_model()
+    for name, stats in record["engines"].items():
+        engine = make_backend(name, model, onnx_path=int8_path, threads=2)
+        same = pixels = 0
+        with torch.inference_mode():
+            for x in calibration_batches(model, check):
+                ref, y = model(torch.from_numpy(x)).argmax(1), engine(torch.from_numpy(x)).argmax(1)
+                same, pixels = same + int((ref == y).sum()), pixels + ref.numel()
+        assert stats["argmax_agreement"] == pytest.approx(same / pixels, abs=1e-12)
+        assert f"{name}: {same / pixels:.2%} of pixels agree with float32" in out
+    within = engines_within_bar(record)
+    assert ("--backend auto will use" in out) == bool(within)
+    torch_labels, _ = _segment_labels(tiny_weights, image, tmp_path / "torch", "torch", capsys)
+    auto_labels, err = _segment_labels(tiny_weights, image, tmp_path / "auto", "auto", capsys)
+    assert ("int8" in err.splitlines()[0]) == bool(within)
+    if not within:
+        assert (auto_labels == torch_labels).mean() > 0.999
+    # weights whose int8 keeps the labels (a record within the bar): auto runs the int8 model
+    for stats in record["engines"].values():
+        stats["argmax_agreement"] = 0.999
+    check_file(int8_path).write_text(json.dumps(record))
+    int8_labels, _ = _segment_labels(tiny_weights, image, tmp_path / "ov", "openvino-int8", capsys)
+    auto_labels, err = _segment_labels(tiny_weights, image, tmp_path / "auto2", "auto", capsys)
+    assert err.splitlines()[0].startswith("backend: openvino int8 (") and "99.90% agreement" in err
+    np.testing.assert_array_equal(auto_labels, int8_labels)
+    # rerun without --check: the record is kept and reported; a check image among the calibration: refused
+    assert main(argv) == 0 and "--backend auto will use openvino-int8" in capsys.readouterr().out
+    train_image = _images(voc_fixture, "list_train.txt", 1)[0]
+    assert main(argv + ["--check", str(train_image)]) == 2
+    assert "both a calibration and a check image" in capsys.readouterr().err
     assert main(["segment", str(image), "--weights", str(tiny_weights), "-o", str(tmp_path / "x"), "--backend",
                  "onnxruntime", "--fast", "fold"]) == 2  # fmt: skip
     assert "--fast applies to --backend torch" in capsys.readouterr().err

@@ -11,6 +11,7 @@ where the fastest path spends its time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -23,16 +24,16 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ..inference import cpu_features
-from ..inference.agreement import agreement, meets_target
-from ..inference.choice import installed
+from ..inference.agreement import agreement_over, meets_target
 from ..inference.openvino_backend import OpenVinoBackend
 from ..inference.optimize import REFERENCE, InferenceOptions
-from ..inference.runtime import make_backend
+from ..inference.runtime import installed, make_backend
 
 # name -> (backend name, torch options, precision)
 ENGINES: dict[str, tuple[str, InferenceOptions | None, str]] = {
     "eager-fp32": ("torch", REFERENCE, "float32"),
     "torch-fold+cl": ("torch", InferenceOptions(fold_bn=True, channels_last=True), "float32"),
+    "torch-compile": ("torch", InferenceOptions(fold_bn=True, channels_last=True, compile=True), "float32"),
     "onnxruntime": ("onnxruntime", None, "float32"),
     "openvino": ("openvino", None, "float32"),
     "onnxruntime-int8": ("onnxruntime-int8", None, "int8"),
@@ -73,29 +74,17 @@ def build_engines(
     for name in names:
         backend, options, _ = ENGINES[name]
         onnx_path = int8_model if backend.endswith("int8") else None
+        if options is not None and options.compile:  # inductor's code cache beside the exports
+            options = dataclasses.replace(options, compile_cache_dir=str(Path(cache_dir) / "inductor"))
         built[name] = make_backend(
             backend, model, options=options or REFERENCE, cache_dir=cache_dir, threads=threads, onnx_path=onnx_path
         )
     return built
 
 
-@torch.inference_mode()
 def measure_accuracy(model, engines: dict, inputs: Sequence[torch.Tensor]) -> dict[str, dict]:
     """Per engine: worst rel-L2 and pooled / worst-image argmax agreement with eager float32 over ``inputs``."""
-    stats = {name: {"rel_l2": 0.0, "per_image": [], "pixels": 0, "agree": 0.0} for name in engines}
-    for x in inputs:
-        ref = model(x)
-        pixels = ref.shape[0] * ref.shape[-2] * ref.shape[-1]
-        for name, engine in engines.items():
-            s = agreement(ref, engine(x))
-            stats[name]["rel_l2"] = max(stats[name]["rel_l2"], s["rel_l2"])
-            stats[name]["per_image"].append(s["argmax_agreement"])
-            stats[name]["pixels"] += pixels
-            stats[name]["agree"] += s["argmax_agreement"] * pixels
-    for s in stats.values():
-        s["argmax_agreement"] = s.pop("agree") / max(s.pop("pixels"), 1)
-        s["worst_image_agreement"] = min(s["per_image"], default=1.0)
-    return stats
+    return agreement_over(model, engines, inputs)
 
 
 def accuracy_text(row: EngineRow) -> str:
@@ -158,6 +147,30 @@ def target_lines(rows: Sequence[EngineRow], feature_class: str) -> tuple[list[st
     if feature_class != "bf16":
         lines.append("(the 5x reduced-precision target applies to CPUs with AMX/AVX512-BF16: not measurable here)")
     return lines, missed
+
+
+def fp32_bound_line(
+    flops: float, *, eager_s: float, best_s: float, cores: int, mhz: float, flags: frozenset[str] | None = None
+) -> str:  # fmt: skip
+    """Whether the fp32 target is within reach of this CPU at all: the rate it needs against the peak.
+
+    An fp32-exact path does the model's ``flops`` (2 x conv MACs); doing them in ``eager_s / FP32_TARGET``
+    needs a rate that may be above ``cores x FLOP/cycle x clock``, whatever the engine.
+    """
+    needed_s = eager_s / FP32_TARGET
+    needed = flops / needed_s / 1e9
+    head = f"fp32 bound: {flops / 1e9:.0f} GFLOP per image; {FP32_TARGET:g}x eager ({needed_s * 1000:.0f} ms) needs {needed:.0f} GFLOP/s"
+    if not mhz:
+        return head + "; this CPU's fp32 peak is not known: clock unknown"
+    per_cycle = cpu_features.fp32_flops_per_cycle(flags)
+    peak = cores * per_cycle * mhz / 1e3
+    where = "above" if needed > peak else "within"
+    ceiling = f", which allows at most {peak * eager_s / flops * 1e9:.2f}x" if needed > peak else ""
+    return (
+        f"{head}, {where} this CPU's fp32 peak of {peak:.0f} GFLOP/s ({cores} cores x {per_cycle} FLOP/cycle x "
+        f"{mhz / 1e3:.2f} GHz){ceiling}; the best fp32 path runs at {flops / best_s / 1e9:.0f} GFLOP/s "
+        f"({flops / best_s / 1e9 / peak:.0%} of peak)"
+    )
 
 
 def machine_lines() -> list[str]:

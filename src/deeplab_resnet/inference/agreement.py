@@ -1,11 +1,13 @@
 """How close a network's logits are to a reference: the accuracy measure of fast paths and exports.
 
 :func:`agreement` compares two logit tensors (relative L2 error, argmax agreement, largest absolute
-error); :func:`meets_target` says whether a fast path is accurate enough to be offered. The
+error), :func:`agreement_over` fast paths against a reference over many images; :func:`meets_target` says whether a fast path is accurate enough to be offered. The
 benchmarks, ``deeplab export``'s check and the tests all measure with these.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -34,3 +36,29 @@ def meets_target(stats: dict[str, float], dtype: str) -> bool:
     if dtype == "float32":
         return stats["rel_l2"] <= 1e-4
     return stats["argmax_agreement"] >= 0.995
+
+
+@torch.inference_mode()
+def agreement_over(
+    reference: Callable[[torch.Tensor], torch.Tensor], paths: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    inputs: Iterable[torch.Tensor],
+) -> dict[str, dict]:  # fmt: skip
+    """Each fast path against ``reference`` over several inputs (images of any sizes).
+
+    Per path: the worst relative L2 error, the argmax agreement pooled over all pixels, each
+    input's agreement (``per_image``) and the worst of them. The reference runs once per input.
+    """
+    stats = {name: {"rel_l2": 0.0, "per_image": [], "pixels": 0, "agree": 0.0} for name in paths}
+    for x in inputs:
+        ref = reference(x)
+        pixels = ref.shape[0] * ref.shape[-2] * ref.shape[-1]
+        for name, path in paths.items():
+            s = agreement(ref, path(x))
+            stats[name]["rel_l2"] = max(stats[name]["rel_l2"], s["rel_l2"])
+            stats[name]["per_image"].append(s["argmax_agreement"])
+            stats[name]["pixels"] += pixels
+            stats[name]["agree"] += s["argmax_agreement"] * pixels
+    for s in stats.values():
+        s["argmax_agreement"] = s.pop("agree") / max(s.pop("pixels"), 1)
+        s["worst_image_agreement"] = min(s["per_image"], default=1.0)
+    return stats

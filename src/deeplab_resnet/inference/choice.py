@@ -9,19 +9,18 @@ a decision out); :func:`choose_backend` applies it to a model and builds the bac
   channels_last. Measured on a shared 2-core AVX2 EPYC (``benchmarks/cpu_engines.py``, noisy):
   OpenVINO f32 was the fastest float32 engine in the quieter runs, onnxruntime and PyTorch fold+cl
   close behind, all within rel-L2 1e-5 of eager.
-- CPU, reduced precision allowed: int8 only when ``deeplab quantize`` has cached a calibrated int8
-  model for these weights (the user's opt-in) *and* the CPU has VNNI/AMX int8 dot products. On
-  the AVX2 EPYC int8 ran about 2.7x eager but agreed with eager float32 on only 55-60% of the
-  pixels of the realistic random-classifier model, far below the 99.5% bar, so it is never chosen
-  there. bf16 (OpenVINO) only on CPUs with AMX or AVX512-BF16: elsewhere OpenVINO runs a bf16
+- CPU, reduced precision allowed: int8 only when ``deeplab quantize --check`` has cached a
+  calibrated int8 model for these weights (the user's opt-in) *and* measured it within the 99.5%
+  agreement bar on held-out images, on a CPU of the same int8 kind (:mod:`.int8_check`): whether
+  int8 keeps the labels depends on the weights, so it is measured, never assumed. On the AVX2
+  EPYC int8 ran about 3x eager but agreed with eager float32 on only 55-60% of the pixels of the
+  realistic random-weights model (``benchmarks/int8_diagnosis.py`` says why). bf16 (OpenVINO) only on CPUs with AMX or AVX512-BF16: elsewhere OpenVINO runs a bf16
   request in f32 and PyTorch emulates it (5-10x slower than f32). Otherwise the float32 choice.
 - ``torch.compile`` is never chosen: its first run takes minutes (``--backend torch --fast compile``).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,9 +28,10 @@ import torch
 
 from ..models.deeplab import DeepLabV2
 from . import cpu_features
+from .int8_check import engines_within_bar, read_check
 from .optimize import InferenceOptions, default_options
 from .quantize import find_int8
-from .runtime import make_backend, onnx_cache_dir
+from .runtime import installed, make_backend, onnx_cache_dir
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,18 @@ class EngineChoice:
         return f"backend: {engine} {self.precision} ({self.reason}; --backend to override)"
 
 
-def installed(module: str) -> bool:
-    """Whether ``module`` can be imported (``sys.modules[module] = None`` counts as missing, as import does)."""
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def choose_engine(
-    device: str | torch.device = "cpu", *, allow_reduced_precision: bool = False, int8_cached: bool = False,
-    flags: frozenset[str] | None = None, engines: tuple[str, ...] | None = None,
+    device: str | torch.device = "cpu", *, allow_reduced_precision: bool = False, int8_within_bar: tuple[str, ...] = (),
+    flags: frozenset[str] | None = None, engines: tuple[str, ...] | None = None, int8_reason: str = "",
 ) -> EngineChoice:  # fmt: skip
     """The engine ``auto`` picks (see the module's description for the rule).
 
     Args:
         device: where the model runs.
         allow_reduced_precision: whether int8 or bf16 may be chosen.
-        int8_cached: whether a calibrated int8 model of these weights is in the cache.
+        int8_within_bar: the int8 engines (``openvino-int8``, ``onnxruntime-int8``) whose recorded check
+            of these weights' int8 model meets the agreement bar on this kind of CPU.
+        int8_reason: the words that say so (for the line printed at start).
         flags: the CPU's feature flags (default: this CPU's).
         engines: the installed ONNX engines among ``openvino`` and ``onnxruntime`` (default: probed).
     """
@@ -84,8 +76,9 @@ def choose_engine(
     if engines is None:
         engines = tuple(name for name in ("openvino", "onnxruntime") if installed(name))
     cpu = cpu_features.describe(flags)
-    if allow_reduced_precision and int8_cached and cpu_features.has_vnni(flags) and engines:
-        return EngineChoice(f"{engines[0]}-int8", None, "int8", f"{cpu}, int8 model from deeplab quantize")
+    int8 = [f"{e}-int8" for e in engines if f"{e}-int8" in int8_within_bar]
+    if allow_reduced_precision and int8:
+        return EngineChoice(int8[0], None, "int8", f"{cpu}, {int8_reason or 'int8 model checked by deeplab quantize'}")
     if allow_reduced_precision and cpu_features.feature_class(flags) == "bf16" and "openvino" in engines:
         return EngineChoice("openvino-bf16", None, "bf16", cpu)
     if engines:
@@ -105,11 +98,17 @@ def choose_backend(
     >>> backend = choose_backend(model, device="cpu", allow_reduced_precision=True)
     >>> segmenter = Segmenter(backend, model.spec)
     """
-    # Hashing the weights to look for an int8 model takes a moment: only where int8 could be chosen.
-    int8 = (
-        allow_reduced_precision and cpu_features.has_vnni() and find_int8(model, onnx_cache_dir(cache_dir)) is not None
+    within, reason = (), ""
+    if allow_reduced_precision and torch.device(device).type == "cpu":
+        found = find_int8(model, onnx_cache_dir(cache_dir))  # hashes the weights: only where int8 may be chosen
+        record = read_check(found) if found is not None else None
+        within = engines_within_bar(record)
+        if within:
+            stats = record["engines"][within[0]]
+            reason = f"int8 model checked by deeplab quantize: {stats['argmax_agreement']:.2%} agreement"
+    choice = choose_engine(
+        device, allow_reduced_precision=allow_reduced_precision, int8_within_bar=within, int8_reason=reason
     )
-    choice = choose_engine(device, allow_reduced_precision=allow_reduced_precision, int8_cached=int8)
     try:
         backend = make_backend(
             choice.backend, model, device=device, options=choice.options or InferenceOptions(), cache_dir=cache_dir,

@@ -48,12 +48,29 @@ def parse_cpuinfo(text: str) -> tuple[frozenset[str], str, int]:
     return flags, model, len(cores)
 
 
+def parse_clock_mhz(text: str) -> float:
+    """The first ``cpu MHz`` of a ``/proc/cpuinfo`` text (0 when absent)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "cpu MHz":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_text() -> str:
+    try:
+        return CPUINFO.read_text()
+    except OSError:
+        return ""
+
+
 @functools.lru_cache(maxsize=1)
 def _cpuinfo() -> tuple[frozenset[str], str, int]:
-    try:
-        return parse_cpuinfo(CPUINFO.read_text())
-    except OSError:
-        return frozenset(), "", 0
+    return parse_cpuinfo(_cpuinfo_text())
 
 
 def cpu_flags() -> frozenset[str]:
@@ -70,6 +87,25 @@ def cpu_flags() -> frozenset[str]:
 def cpu_model() -> str:
     """The CPU's model name (empty when unknown)."""
     return _cpuinfo()[1]
+
+
+def clock_mhz() -> float:
+    """The clock Linux reports for the first core, in MHz (0 when unknown; boost clocks may be higher)."""
+    return parse_clock_mhz(_cpuinfo_text())
+
+
+def fp32_flops_per_cycle(flags: Iterable[str] | None = None) -> int:
+    """Peak float32 FLOPs per cycle and core: two FMA units of the widest vectors the flags show.
+
+    AVX-512: 2 x 16 lanes x 2 = 64; AVX2 + FMA: 32; AVX: 16 (mul + add); else 8 (SSE). Cores with a
+    single 512-bit FMA unit reach half the AVX-512 figure.
+    """
+    flags = frozenset(cpu_flags() if flags is None else flags)
+    if "avx512f" in flags:
+        return 64
+    if "avx2" in flags and "fma" in flags:
+        return 32
+    return 16 if "avx" in flags else 8
 
 
 def physical_cores() -> int:

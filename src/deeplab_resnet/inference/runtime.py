@@ -18,6 +18,8 @@ together with the model's spec, ``Segmenter(backend, model.spec)``.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +73,16 @@ class TorchBackend:
         return self.fast.logits(batch)
 
     __call__ = logits
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (``sys.modules[module] = None`` counts as missing, as import does)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _session_options(threads: int | None, optimize: bool):

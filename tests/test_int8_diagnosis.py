@@ -1,0 +1,41 @@
+"""benchmarks/int8_diagnosis.py on the tiny model: two routes to the int8 error agree, and the fragility
+figures behave as they must."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from conftest import REPO
+
+
+def test_int8_diagnosis_on_the_tiny_model(tmp_path, voc_fixture, capsys):
+    pytest.importorskip("onnxruntime")
+    spec = importlib.util.spec_from_file_location("int8_diagnosis", REPO / "benchmarks" / "int8_diagnosis.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "diag.json"
+    args = ["--model", "deeplab_v2_resnet_tiny", "--calibration-images", "2", "--score-images", "2",
+            "--data-dir", str(voc_fixture), "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]  # fmt: skip
+    assert script.main(args) == 0
+    report = json.loads(out.read_text())
+    assert [row["image"] for row in report["per_image"]] == ["2007_000129.jpg", "2007_004189.jpg"]
+    # the error along the network, in network order, ends with the logits' error of the unfused QDQ graph
+    # that OnnxRuntimeBackend(optimize=False) gave: onnxruntime's debugging tool and our run agree
+    blocks = report["block_errors"]
+    assert list(blocks) == ["res2a", "res3a", "res4a", "res5a", "logits"]
+    assert blocks["logits"] == pytest.approx(report["per_image"][0]["unfused_qdq"]["rel_l2"], rel=1e-4)
+    for row in report["per_image"]:
+        # the int8 kernels compute what the QDQ graph says (7-bit weights where AVX2 would saturate)
+        assert row["kernels_vs_unfused"]["rel_l2"] < 0.1
+        assert 0 < row["int8"]["argmax_agreement"] <= 1
+    fragility = report["fragility"]
+    noise = [
+        fragility["agreement_under_logit_noise"][k] for k in sorted(fragility["agreement_under_logit_noise"], key=float)
+    ]
+    assert noise == sorted(noise, reverse=True) and noise[0] <= 1.0  # more noise never keeps more labels
+    margins = list(fragility["margin_quantiles"].values())
+    assert margins == sorted(margins) and margins[0] >= 0
+    assert all(g > 0 for g in fragility["gain_of_1pct_noise"].values())
+    assert "1% noise grows by the logits to: input " in capsys.readouterr().out
