@@ -30,7 +30,7 @@ from ..models.deeplab import DeepLabV2
 from . import cpu_features
 from .int8_check import engines_within_bar, read_check
 from .optimize import InferenceOptions, default_options
-from .quantize import find_int8
+from .quantize import any_int8, find_int8
 from .runtime import installed, make_backend, onnx_cache_dir
 
 
@@ -99,8 +99,9 @@ def choose_backend(
     >>> segmenter = Segmenter(backend, model.spec)
     """
     within, reason = (), ""
-    if allow_reduced_precision and torch.device(device).type == "cpu":
-        found = find_int8(model, onnx_cache_dir(cache_dir))  # hashes the weights: only where int8 may be chosen
+    # Hashing the weights to find their int8 model takes a moment: only when there is one to find.
+    if allow_reduced_precision and torch.device(device).type == "cpu" and any_int8(onnx_cache_dir(cache_dir)):
+        found = find_int8(model, onnx_cache_dir(cache_dir))
         record = read_check(found) if found is not None else None
         within = engines_within_bar(record)
         if within:

@@ -70,6 +70,11 @@ def int8_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) if cache_dir else user_cache_dir("onnx")
 
 
+def any_int8(cache_dir: str | Path | None = None) -> bool:
+    """Whether ``deeplab quantize`` has cached an int8 model of any weights (cheap: no hashing)."""
+    return next(int8_cache_dir(cache_dir).glob("deeplab_*_int8_*.onnx"), None) is not None
+
+
 def find_int8(model: DeepLabV2, cache_dir: str | Path | None = None, *, digest: str | None = None) -> Path | None:
     """The newest cached int8 model for these weights (made by ``deeplab quantize``), or ``None``."""
     directory = int8_cache_dir(cache_dir)
