@@ -66,34 +66,34 @@ def test_cpuinfo_flags_model_and_physical_cores():
 
 
 def test_auto_rule_per_cpu_class_precision_and_installed_engines():
-    both = ("openvino", "onnxruntime")
+    both = ("openvino", "onnxruntime")  # as probed, in any order: auto applies its own preference
     pick = choice.choose_engine
-    assert pick("cpu", flags=AVX2, engines=both).backend == "openvino"
-    assert pick("cpu", flags=AVX2, engines=("onnxruntime",)).backend == "onnxruntime"
+    assert pick("cpu", flags=AVX2, engines=both).backend == "onnxruntime"
+    assert pick("cpu", flags=AVX2, engines=("openvino",)).backend == "openvino"
     fallback = pick("cpu", flags=AVX2, engines=())
     assert fallback.backend == "torch" and fallback.options.describe() == "fold+cl"
     # int8 only when allowed and its check is within the bar, for an installed engine, in auto's order
     checked = ("openvino-int8", "onnxruntime-int8")
     assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True, int8_within_bar=checked).backend == (
-        "openvino-int8"
+        "onnxruntime-int8"
     )
-    only_ort = pick("cpu", flags=AMX, engines=both, allow_reduced_precision=True, int8_within_bar=checked[1:])
-    assert only_ort.backend == "onnxruntime-int8" and only_ort.precision == "int8"
+    only_ov = pick("cpu", flags=AMX, engines=both, allow_reduced_precision=True, int8_within_bar=checked[:1])
+    assert only_ov.backend == "openvino-int8" and only_ov.precision == "int8"
     assert pick("cpu", flags=AVX2, engines=("openvino",), allow_reduced_precision=True,
                 int8_within_bar=checked[1:]).backend == "openvino"  # fmt: skip
     assert pick("cpu", flags=AMX, engines=both, allow_reduced_precision=False, int8_within_bar=checked).backend == (
-        "openvino"
+        "onnxruntime"
     )
-    assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True).backend == "openvino"
-    # bf16 only where native, and never when only float32 is allowed (evaluate)
+    assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True).backend == "onnxruntime"
+    # bf16 only where native (OpenVINO's), and never when only float32 is allowed (evaluate)
     assert pick("cpu", flags=AMX, engines=both, allow_reduced_precision=True).backend == "openvino-bf16"
-    assert pick("cpu", flags=AMX, engines=both).backend == "openvino"
-    assert pick("cpu", flags=AVX2, engines=both, allow_reduced_precision=True).backend == "openvino"
+    assert pick("cpu", flags=AMX, engines=("onnxruntime",), allow_reduced_precision=True).backend == "onnxruntime"
+    assert pick("cpu", flags=AMX, engines=both).backend == "onnxruntime"
     cuda = pick("cuda", allow_reduced_precision=True)
     assert cuda.backend == "torch" and cuda.options.dtype == "bfloat16" and cuda.options.fold_bn
     assert pick("cuda").options.dtype == "float32"
     line = pick("cpu", flags=AVX2, engines=both).line()
-    assert line == "backend: openvino fp32 (AVX2 CPU; --backend to override)"
+    assert line == "backend: onnxruntime fp32 (AVX2 CPU; --backend to override)"
 
 
 def test_auto_falls_back_to_torch_without_openvino_and_onnxruntime(monkeypatch, tmp_path):
@@ -374,7 +374,7 @@ def test_int8_check_record_is_read_defensively_and_needs_the_same_int8_kind(tmp_
         "engines": {"openvino-int8": {"argmax_agreement": 0.996}, "onnxruntime-int8": {"argmax_agreement": 0.99}},
     }  # fmt: skip
     check_file(int8).write_text(json.dumps(record))
-    assert engines_within_bar(read_check(int8), vnni=False) == ("openvino-int8",)
+    assert engines_within_bar(read_check(int8), vnni=False) == ("openvino-int8",)  # onnxruntime's is below
     assert engines_within_bar(read_check(int8), vnni=True) == ()  # measured without VNNI: other kernels
     record["engines"]["openvino-int8"]["argmax_agreement"] = "1.0"  # a hand-edited file: not a number
     assert engines_within_bar(record, vnni=False) == ()
@@ -427,12 +427,12 @@ def test_quantize_checks_int8_on_held_out_images_and_auto_follows_the_check(
     for stats in record["engines"].values():
         stats["argmax_agreement"] = 0.999
     check_file(int8_path).write_text(json.dumps(record))
-    int8_labels, _ = _segment_labels(tiny_weights, image, tmp_path / "ov", "openvino-int8", capsys)
+    int8_labels, _ = _segment_labels(tiny_weights, image, tmp_path / "ort", "onnxruntime-int8", capsys)
     auto_labels, err = _segment_labels(tiny_weights, image, tmp_path / "auto2", "auto", capsys)
-    assert err.splitlines()[0].startswith("backend: openvino int8 (") and "99.90% agreement" in err
+    assert err.splitlines()[0].startswith("backend: onnxruntime int8 (") and "99.90% agreement" in err
     np.testing.assert_array_equal(auto_labels, int8_labels)
     # rerun without --check: the record is kept and reported; a check image among the calibration: refused
-    assert main(argv) == 0 and "--backend auto will use openvino-int8" in capsys.readouterr().out
+    assert main(argv) == 0 and "--backend auto will use onnxruntime-int8" in capsys.readouterr().out
     train_image = _images(voc_fixture, "list_train.txt", 1)[0]
     assert main(argv + ["--check", str(train_image)]) == 2
     assert "both a calibration and a check image" in capsys.readouterr().err

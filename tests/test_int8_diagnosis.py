@@ -27,7 +27,8 @@ def test_int8_diagnosis_on_the_tiny_model(tmp_path, voc_fixture, capsys):
     assert list(blocks) == ["res2a", "res3a", "res4a", "res5a", "logits"]
     assert blocks["logits"] == pytest.approx(report["per_image"][0]["unfused_qdq"]["rel_l2"], rel=1e-4)
     for row in report["per_image"]:
-        # the int8 kernels compute what the QDQ graph says (7-bit weights where AVX2 would saturate)
+        # on this small model the int8 kernels compute what the QDQ graph says (7-bit weights where AVX2
+        # would saturate); on ResNet-101 small differences grow, but to errors of the grid's own size
         assert row["kernels_vs_unfused"]["rel_l2"] < 0.1
         assert 0 < row["int8"]["argmax_agreement"] <= 1
     fragility = report["fragility"]

@@ -38,7 +38,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("benchmark", "benchmark", "time inference, training, data loading and the CRF"),
     ("export", "export", "export a model to ONNX or TorchScript"),
     ("serve", "serve", "serve a web page and JSON API that segment uploaded photos"),
-    ("quantize", "quantize", "calibrate and cache the int8 model of some weights (--backend *-int8)"),
+    ("quantize", "quantize", "calibrate and cache the int8 model of some weights; --check measures its accuracy"),
 )
 
 

@@ -218,11 +218,11 @@ REDUCED_PRECISION = ("onnxruntime-int8", "openvino-int8", "openvino-bf16", "torc
 def add_backend_argument(p: argparse.ArgumentParser, *, reduced_precision_by_default: bool = True) -> None:
     """``--backend`` and ``--fast`` (shared by ``deeplab segment`` and ``deeplab evaluate``)."""
     auto = (
-        "the fastest installed engine for this device and CPU: OpenVINO, else onnxruntime, else PyTorch "
-        "with BN folded and channels_last; int8 where 'deeplab quantize' made a model and the CPU has VNNI/AMX, "
-        "bf16 on CPUs with AMX/AVX512-BF16 and on CUDA"
+        "the fastest installed engine for this device and CPU: onnxruntime, else OpenVINO, else PyTorch "
+        "with BN folded and channels_last; int8 where 'deeplab quantize --check' measured it within 99.5%% "
+        "pixel agreement for these weights, bf16 on CPUs with AMX/AVX512-BF16 and on CUDA"
         if reduced_precision_by_default
-        else "the fastest installed float32 engine for this device and CPU (OpenVINO, else onnxruntime, "
+        else "the fastest installed float32 engine for this device and CPU (onnxruntime, else OpenVINO, "
         "else PyTorch with BN folded and channels_last); int8 and bf16 only when named"
     )
     p.add_argument(

@@ -5,17 +5,19 @@ a decision out); :func:`choose_backend` applies it to a model and builds the bac
 
 - CUDA: PyTorch with BN folded and channels_last, plus bf16 autocast when reduced precision is
   allowed (``deeplab segment``), float32 when not (``deeplab evaluate``).
-- CPU, float32: OpenVINO (forced to f32), else onnxruntime, else PyTorch with BN folded and
-  channels_last. Measured on a shared 2-core AVX2 EPYC (``benchmarks/cpu_engines.py``, noisy):
-  OpenVINO f32 was the fastest float32 engine in the quieter runs, onnxruntime and PyTorch fold+cl
-  close behind, all within rel-L2 1e-5 of eager.
+- CPU, float32: onnxruntime, else OpenVINO (forced to f32), else PyTorch with BN folded and
+  channels_last. Measured on a 2-core AVX2 EPYC in two quiet runs (``benchmarks/cpu_engines.py``,
+  BENCHMARKS.md): onnxruntime had the lowest median both times (1.42x and 1.44x eager), OpenVINO
+  1.36x and 1.30x, torch.compile 1.33x, PyTorch fold+cl 1.26-1.27x, all within rel-L2 1e-5 of
+  eager; onnxruntime was also the fastest on the 2-core Xeon of the issue that asked for this.
 - CPU, reduced precision allowed: int8 only when ``deeplab quantize --check`` has cached a
   calibrated int8 model for these weights (the user's opt-in) *and* measured it within the 99.5%
   agreement bar on held-out images, on a CPU of the same int8 kind (:mod:`.int8_check`): whether
   int8 keeps the labels depends on the weights, so it is measured, never assumed. On the AVX2
-  EPYC int8 ran about 3x eager but agreed with eager float32 on only 55-60% of the pixels of the
-  realistic random-weights model (``benchmarks/int8_diagnosis.py`` says why). bf16 (OpenVINO) only on CPUs with AMX or AVX512-BF16: elsewhere OpenVINO runs a bf16
-  request in f32 and PyTorch emulates it (5-10x slower than f32). Otherwise the float32 choice.
+  EPYC int8 ran 2.8x eager but kept only 66% of the labels of the random-weights benchmark model
+  (``benchmarks/int8_diagnosis.py`` says why). bf16 (OpenVINO) only on CPUs with AMX or
+  AVX512-BF16: elsewhere OpenVINO runs a bf16 request in f32 and PyTorch emulates it (5-10x
+  slower than f32). Otherwise the float32 choice.
 - ``torch.compile`` is never chosen: its first run takes minutes (``--backend torch --fast compile``).
 """
 
@@ -32,6 +34,9 @@ from .int8_check import engines_within_bar, read_check
 from .optimize import InferenceOptions, default_options
 from .quantize import any_int8, find_int8
 from .runtime import installed, make_backend, onnx_cache_dir
+
+# The ONNX engines in auto's order of preference (float32 and int8 alike): the faster first, as measured.
+ONNX_ENGINES = ("onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,11 @@ def choose_engine(
     Args:
         device: where the model runs.
         allow_reduced_precision: whether int8 or bf16 may be chosen.
-        int8_within_bar: the int8 engines (``openvino-int8``, ``onnxruntime-int8``) whose recorded check
+        int8_within_bar: the int8 engines (``onnxruntime-int8``, ``openvino-int8``) whose recorded check
             of these weights' int8 model meets the agreement bar on this kind of CPU.
         int8_reason: the words that say so (for the line printed at start).
         flags: the CPU's feature flags (default: this CPU's).
-        engines: the installed ONNX engines among ``openvino`` and ``onnxruntime`` (default: probed).
+        engines: the installed ONNX engines among :data:`ONNX_ENGINES` (default: probed).
     """
     if torch.device(device).type == "cuda":
         options = default_options(device)
@@ -74,8 +79,9 @@ def choose_engine(
         return EngineChoice("torch", options, "bf16" if options.dtype != "float32" else "fp32", "CUDA device")
     flags = cpu_features.cpu_flags() if flags is None else flags
     if engines is None:
-        engines = tuple(name for name in ("openvino", "onnxruntime") if installed(name))
+        engines = tuple(name for name in ONNX_ENGINES if installed(name))
     cpu = cpu_features.describe(flags)
+    engines = tuple(name for name in ONNX_ENGINES if name in engines)  # in order of preference
     int8 = [f"{e}-int8" for e in engines if f"{e}-int8" in int8_within_bar]
     if allow_reduced_precision and int8:
         return EngineChoice(int8[0], None, "int8", f"{cpu}, {int8_reason or 'int8 model checked by deeplab quantize'}")

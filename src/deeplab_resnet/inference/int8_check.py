@@ -23,7 +23,7 @@ from .agreement import agreement_over, meets_target
 from .quantize import calibration_batches
 from .runtime import installed, make_backend
 
-INT8_ENGINES = ("openvino-int8", "onnxruntime-int8")  # auto's order of preference
+INT8_ENGINES = ("onnxruntime-int8", "openvino-int8")
 
 
 def check_file(int8_path: str | Path) -> Path:
