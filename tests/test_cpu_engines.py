@@ -27,7 +27,7 @@ from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.inference import choice, cpu_features, runtime
 from deeplab_resnet.inference.agreement import agreement, meets_target
 from deeplab_resnet.inference.fold import fold_batchnorm
-from deeplab_resnet.inference.int8_check import check_file, engines_within_bar, read_check
+from deeplab_resnet.inference.int8_check import check_file, engines_within_bar, read_check, summary
 from deeplab_resnet.inference.quantize import calibration_batches, find_int8, quantize_model
 from deeplab_resnet.inference.runtime import OnnxRuntimeBackend, TorchBackend, make_backend
 
@@ -371,13 +371,22 @@ def test_int8_check_record_is_read_defensively_and_needs_the_same_int8_kind(tmp_
     assert check_file(int8).name == "deeplab_0123_int8_4567.check.json" and read_check(int8) is None
     record = {
         "images": 3, "vnni": False,
-        "engines": {"openvino-int8": {"argmax_agreement": 0.996}, "onnxruntime-int8": {"argmax_agreement": 0.99}},
+        "engines": {
+            "openvino-int8": {"argmax_agreement": 0.996, "worst_image_agreement": 0.99},
+            "onnxruntime-int8": {"argmax_agreement": 0.99, "worst_image_agreement": 0.98},
+        },
     }  # fmt: skip
     check_file(int8).write_text(json.dumps(record))
     assert engines_within_bar(read_check(int8), vnni=False) == ("openvino-int8",)  # onnxruntime's is below
     assert engines_within_bar(read_check(int8), vnni=True) == ()  # measured without VNNI: other kernels
+    assert "openvino-int8: 99.60% of pixels agree with float32 (worst image 99.00%) over 3 images" in summary(record)
     record["engines"]["openvino-int8"]["argmax_agreement"] = "1.0"  # a hand-edited file: not a number
     assert engines_within_bar(record, vnni=False) == ()
+    check_file(int8).write_text(json.dumps(record))
+    assert set(read_check(int8)["engines"]) == {"onnxruntime-int8"}  # the broken entry is left out
+    assert summary(read_check(int8)) == (
+        "onnxruntime-int8: 99.00% of pixels agree with float32 (worst image 98.00%) over 3 images, below the 99.5% bar"
+    )
 
 
 def _segment_labels(weights, image, out, backend, capsys) -> tuple[np.ndarray, str]:

@@ -63,7 +63,15 @@ def read_check(int8_path: str | Path) -> dict | None:
         record = json.loads(check_file(int8_path).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("engines"), dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("engines"), dict):
+        return None
+    numbers = ("argmax_agreement", "worst_image_agreement")
+    record["engines"] = {  # entries with their numbers only (a hand-edited file may lack them)
+        name: stats for name, stats in record["engines"].items()
+        if isinstance(stats, dict) and all(isinstance(stats.get(k), (int, float)) for k in numbers)
+    }  # fmt: skip
+    record["images"] = record.get("images") if isinstance(record.get("images"), int) else 0
+    return record
 
 
 def engines_within_bar(record: dict | None, *, vnni: bool | None = None) -> tuple[str, ...]:
