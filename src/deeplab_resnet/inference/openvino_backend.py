@@ -19,6 +19,7 @@ from ..errors import DeepLabError
 from ..models.spec import ModelSpec
 from .cpu_features import physical_cores
 from .metadata import METADATA_KEY
+from .signal_stack import kept_signal_stack
 
 PRECISIONS = ("f32", "bf16")
 _SHORT_TYPES = {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}
@@ -76,9 +77,10 @@ class OpenVinoBackend:
             "INFERENCE_PRECISION_HINT": precision,
             "PERF_COUNT": bool(perf_counters),
         }
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        self.output = self.compiled.output(0)
+        with kept_signal_stack():  # the CPU plugin swaps this thread's signal stack (see signal_stack)
+            self.compiled = core.compile_model(model, "CPU", config)
+            self.request = self.compiled.create_infer_request()
+            self.output = self.compiled.output(0)
         self.path = path
         self.precision = precision
         # What the plugin actually runs: a CPU without bf16 support runs a bf16 request in f32.
@@ -86,7 +88,18 @@ class OpenVinoBackend:
         self.effective_precision = next((short for long, short in _SHORT_TYPES.items() if long in hint), hint)
         self.name = "openvino" if precision == "f32" else f"openvino-{precision}"
 
+    def close(self) -> None:
+        """Release the compiled model now (also done when the backend is garbage-collected)."""
+        with kept_signal_stack():  # releasing it puts back a signal stack of the plugin's choosing
+            self.request = self.output = self.compiled = None
+
+    def __del__(self) -> None:
+        if getattr(self, "compiled", None) is not None:
+            self.close()
+
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None:
+            raise DeepLabError(f"{self.path}: this OpenVINO backend was closed")
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         out = self.request.infer({0: x})[self.output]
         return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
