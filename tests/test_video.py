@@ -241,8 +241,8 @@ def test_a_broken_video_is_one_line_and_exit_2(case, message, small_clip, tmp_pa
     path = bad_videos(tmp_path, small_clip)[case]
     out = tmp_path / "out"
     assert run(path, "--weights", tiny_weights, "-o", out) == EXIT_USAGE
-    # the "backend: ..." line of --backend auto is information, not part of the error
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("backend: ")]
+    # found before --backend auto chose (and exported for) an engine: no "backend: ..." line either
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and str(path) in err[0] and message in err[0], err
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -253,6 +253,13 @@ def test_several_videos_skip_a_broken_one(small_clip, tmp_path, tiny_weights, ca
     assert run(small_clip, broken, "--weights", tiny_weights, "-o", out, "--native-size", "--max-frames", "2") == 1
     assert f"skipped: {broken}" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["clip_overlay.mp4"]
+    # none of them readable: each skipped, no engine built, nothing written
+    bad = bad_videos(tmp_path, small_clip)
+    assert run(bad["text"], bad["empty"], "--weights", tiny_weights, "-o", tmp_path / "none") == 1
+    err = capsys.readouterr().err
+    assert f"skipped: {bad['text']}" in err and f"skipped: {bad['empty']}: the video has no frames" in err
+    assert "backend: " not in err
+    assert not (tmp_path / "none").exists() or not list((tmp_path / "none").iterdir())
 
 
 def test_options_that_do_not_fit_the_inputs_are_refused(small_clip, tmp_path, tiny_weights, voc_fixture, capsys):

@@ -162,6 +162,20 @@ def open_video(path: str | Path) -> VideoReader:
     return VideoReader(path, container)
 
 
+def no_frames_error(path: str | Path) -> DeepLabError:
+    return DeepLabError(f"{path}: the video has no frames")
+
+
+def frame_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of the first frame as shown (upright); the errors of reading it, or of a
+    video without frames. Decodes one frame: a quick check that a file can be segmented at all."""
+    with open_video(path) as reader:
+        first = next(reader.frames(), None)
+    if first is None:
+        raise no_frames_error(path)
+    return first.image.shape[0], first.image.shape[1]
+
+
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The frames of a video file as upright ``H x W x 3`` uint8 RGB arrays."""
     with open_video(path) as reader:

@@ -78,19 +78,28 @@ def _check_options(args: argparse.Namespace) -> None:
             )
 
 
-def _check_scales(args: argparse.Namespace, paths: list[Path], scales, convention: str, pad_size) -> None:
+def _readable_videos(paths: list[Path], plans: list[dict]) -> tuple[list[tuple[Path, dict, tuple[int, int]]], int]:
+    """The videos whose first frame decodes, with their plans and frame sizes, found before the
+    network's engine is built (which may take a while); the others are skipped as when they are
+    segmented, or, as the only input, are the error. Also returns how many were skipped."""
+    from ..video import frame_size
+
+    readable, failures = [], 0
+    for path, plan in zip(paths, plans):
+        try:
+            readable.append((path, plan, frame_size(path)))
+        except (DeepLabError, OSError) as exc:
+            failures += _skip_or_raise(exc, len(paths))
+    return readable, failures
+
+
+def _check_scales(args: argparse.Namespace, videos, scales, convention: str, pad_size) -> None:
     """``--scales`` against each video's frame size, before anything runs (as for images)."""
     from ..inference import protocol
-    from ..video import open_video
 
     if tuple(scales) == (1.0,):
         return
-    for path in paths:
-        try:
-            with open_video(path) as reader:
-                height, width = reader.size
-        except DeepLabError:  # not a video: reported (and skipped among several) when it is read
-            continue
+    for path, _, (height, width) in videos:
         net = protocol.network_size(height, width, max_size=args.max_size or None, pad_size=pad_size, tile=args.tile)
         protocol.check_scales(*net, scales, convention, what=f"the network input for {path.name}")
 
@@ -107,10 +116,11 @@ def run_videos(args: argparse.Namespace, paths: list[Path]) -> int:
     json_file = [Path(args.json)] if args.json not in (None, "-") else []
     kinds = ["video_overlay"] + (["video_labels"] if args.save_labels else [])
     plans, crf, scales, device, model, pad_size = prepare_segment_run(args, paths, kinds)
-    _check_scales(args, paths, scales, model.convention, pad_size)
-    segmenter = segmenter_from_args(args, model, device, scales=scales, crf=crf, pad_size=pad_size)
-    summaries, failures = [], 0
-    for path, plan in zip(paths, plans):
+    videos, failures = _readable_videos(paths, plans)
+    _check_scales(args, videos, scales, model.convention, pad_size)
+    segmenter = segmenter_from_args(args, model, device, scales=scales, crf=crf, pad_size=pad_size) if videos else None
+    summaries = []
+    for path, plan, _ in videos:
         try:
             summaries.append(_segment_one(args, segmenter, path, plan))
         except (DeepLabError, OSError) as exc:

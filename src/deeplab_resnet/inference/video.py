@@ -28,7 +28,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import DeepLabError, add_note, deferred_interrupts
 from ..images import overlay
-from ..video import LABELS_ENCODING, DecodedFrame, VideoWriter, open_video, overlay_encoding
+from ..video import LABELS_ENCODING, DecodedFrame, VideoWriter, no_frames_error, open_video, overlay_encoding
 from .segmenter import Segmenter
 
 # A group: a frame to segment, followed by the frames that take its labels (with every > 1).
@@ -163,7 +163,7 @@ def segment_video(
         frames = _one_size(path, itertools.islice(reader.frames(), max_frames))
         first = next(frames, None)
         if first is None:
-            raise DeepLabError(f"{path}: the video has no frames")
+            raise no_frames_error(path)
         labels_path = None if labels_path is None else Path(labels_path)
         with deferred_interrupts():
             outputs = _Outputs(Path(overlay_path), labels_path, first, reader)
