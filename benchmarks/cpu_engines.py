@@ -23,7 +23,7 @@ import torch
 from deeplab_resnet.atomic import atomic_write_text
 from deeplab_resnet.bench import engines as eng
 from deeplab_resnet.bench.flops import count_flops
-from deeplab_resnet.bench.realistic import image_batch, realistic_model
+from deeplab_resnet.bench.realistic import benchmark_model, image_batch
 from deeplab_resnet.bench.timing import machine_info, time_interleaved
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.inference import cpu_features
@@ -35,6 +35,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fix
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="deeplab_v2_resnet101")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="a weight file to measure instead of the random-weights realistic model")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=513)
     ap.add_argument("--repeats", type=int, default=5)
@@ -56,9 +58,7 @@ def prepare(args, cache_dir: Path):
     train = [p.image for p in read_list(args.data_dir, args.data_dir / args.calibration_list)]
     scored = [p.image for p in read_list(args.data_dir, args.data_dir / args.score_list)][: args.score_images]
     assert not set(train) & set(scored), "calibration and scored images must differ"
-    model = realistic_model(
-        args.model, calibration=[image_batch([str(p) for p in train], 321, 4, (104.008, 116.669, 122.675))]
-    )
+    model = benchmark_model(args, train)
     names = eng.available_engines(args.engines.split(",") if args.engines else None)
     if "eager-fp32" not in names:
         names.insert(0, "eager-fp32")

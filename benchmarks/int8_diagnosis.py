@@ -25,7 +25,7 @@ import torch
 
 from deeplab_resnet.atomic import atomic_write_text
 from deeplab_resnet.bench import engines as eng
-from deeplab_resnet.bench.realistic import image_batch, realistic_model
+from deeplab_resnet.bench.realistic import benchmark_model
 from deeplab_resnet.bench.sensitivity import noise_agreement, perturbation_gain, top2_margins
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.inference.agreement import agreement
@@ -40,6 +40,8 @@ NOISE_LEVELS = (0.001, 0.003, 0.01, 0.03, 0.1)
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="deeplab_v2_resnet101")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="a weight file to measure instead of the random-weights realistic model")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", type=Path, default=DATA)
     ap.add_argument("--calibration-list", default="list_train.txt")
@@ -115,9 +117,7 @@ def run(args) -> dict:
     train = [p.image for p in read_list(args.data_dir, args.data_dir / args.calibration_list)]
     scored = [p.image for p in read_list(args.data_dir, args.data_dir / args.score_list)][: args.score_images]
     assert not set(train) & set(scored), "calibration and scored images must differ"
-    model = realistic_model(
-        args.model, calibration=[image_batch([str(p) for p in train], 321, 4, (104.008, 116.669, 122.675))]
-    )
+    model = benchmark_model(args, train)
     with tempfile.TemporaryDirectory(prefix="deeplab_int8_diag_") as tmp:
         cache = args.cache_dir or Path(tmp)
         int8_path = quantize_model(model, train, images=args.calibration_images, cache_dir=cache)

@@ -40,3 +40,21 @@ def test_int8_diagnosis_on_the_tiny_model(tmp_path, voc_fixture, capsys):
     assert margins == sorted(margins) and margins[0] >= 0
     assert all(g > 0 for g in fragility["gain_of_1pct_noise"].values())
     assert "1% noise grows by the logits to: input " in capsys.readouterr().out
+
+
+def test_the_cpu_benchmarks_measure_given_weights_instead_of_the_random_model(tiny_weights, voc_fixture):
+    import argparse
+
+    import torch
+    from conftest import tiny_model
+
+    from deeplab_resnet.bench.realistic import benchmark_model
+
+    given = benchmark_model(argparse.Namespace(weights=tiny_weights, model="unused"), [])
+    expected = tiny_model().state_dict()
+    assert given.state_dict().keys() == expected.keys()
+    assert all(torch.equal(given.state_dict()[k], v) for k, v in expected.items())
+    images = sorted((voc_fixture / "JPEGImages").glob("*.jpg"))[:4]
+    random_model = benchmark_model(argparse.Namespace(weights=None, model="deeplab_v2_resnet_tiny"), images)
+    bn = "backbone.bn_conv1.running_var"  # calibrated on the images: not the given file's
+    assert bn in expected and not torch.equal(random_model.state_dict()[bn], expected[bn])

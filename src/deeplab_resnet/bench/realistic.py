@@ -67,6 +67,18 @@ def realistic_model(
     return model.eval()
 
 
+def benchmark_model(args, calibration_paths: Sequence[str | Path]) -> nn.Module:
+    """The model a CPU benchmark measures: ``args.weights`` when given (e.g. trained weights, to
+    judge reduced precision for real), else :func:`realistic_model` of ``args.model`` with its BN
+    calibrated on four of ``calibration_paths`` at 321x321."""
+    if getattr(args, "weights", None):
+        from ..weights.loading import load_model
+
+        return load_model(args.weights).eval()
+    batch = image_batch([str(p) for p in calibration_paths], 321, 4, (104.008, 116.669, 122.675))
+    return realistic_model(args.model, calibration=[batch])
+
+
 def image_batch(
     paths: Sequence[str | Path], size: int, batch: int, mean_bgr: Sequence[float], *, offset: int = 0
 ) -> torch.Tensor:
