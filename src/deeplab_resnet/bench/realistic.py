@@ -20,6 +20,7 @@ from ..images import read_image
 from ..models import create_model
 from ..models.layers import BatchNorm
 from ..preprocess import to_batch
+from ..weights.loading import load_model
 
 
 def calibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> nn.Module:
@@ -72,8 +73,6 @@ def benchmark_model(args, calibration_paths: Sequence[str | Path]) -> nn.Module:
     judge reduced precision for real), else :func:`realistic_model` of ``args.model`` with its BN
     calibrated on four of ``calibration_paths`` at 321x321."""
     if getattr(args, "weights", None):
-        from ..weights.loading import load_model
-
         return load_model(args.weights).eval()
     batch = image_batch([str(p) for p in calibration_paths], 321, 4, (104.008, 116.669, 122.675))
     return realistic_model(args.model, calibration=[batch])
