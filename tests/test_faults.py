@@ -286,6 +286,27 @@ def test_ctrl_c_during_evaluate_with_crf_workers_is_one_line(tmp_path, tiny_weig
         Image.open(png).load()
 
 
+def _blocked_signals() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_worker_started_while_interrupts_are_held_starts_with_ctrl_c_blocked():
+    # what keeps a Ctrl-C to the process group from ending a CRF worker mid-import with a traceback
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from deeplab_resnet.errors import interrupts_held
+
+    assert signal.SIGINT not in _blocked_signals()
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        with interrupts_held():
+            assert signal.SIGINT in _blocked_signals()
+            future = pool.submit(_blocked_signals)
+        assert signal.SIGINT not in _blocked_signals()  # the block ends with the block
+        assert signal.SIGINT in future.result(timeout=120)
+
+
 def test_evaluate_refuses_to_write_predictions_over_the_ground_truth(tmp_path, tiny_weights, voc_fixture):
     data = tmp_path / "voc"
     shutil.copytree(voc_fixture / "JPEGImages", data / "JPEGImages")

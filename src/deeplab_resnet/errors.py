@@ -78,6 +78,24 @@ def leave_interrupts_to_the_main_process() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT blocked in this thread) while worker processes may start inside.
+
+    A process started here inherits the block, so a Ctrl-C that reaches the whole process group
+    while a worker is still importing cannot end it with a traceback of its own (its initializer
+    then ignores Ctrl-C for good); this process gets the held Ctrl-C when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def install_signal_handlers() -> None:
     """Turn SIGTERM into :class:`Terminated` in the main thread (a no-op elsewhere)."""
     try:

@@ -25,7 +25,7 @@ from ..atomic import save_npy
 from ..crf import CRFParams, dense_crf
 from ..data.lists import Pair
 from ..dataset_info import DatasetInfo
-from ..errors import DeepLabError, leave_interrupts_to_the_main_process
+from ..errors import DeepLabError, interrupts_held, leave_interrupts_to_the_main_process
 from ..images import label_image, load_pair, read_label, save_image, size_mismatch
 from ..inference.segmenter import Network, Segmenter
 from ..models.spec import ModelSpec
@@ -159,7 +159,9 @@ class _Scoring:
         if self.pool is None:
             self.finish(pair, crf_labels(image, probs, self.crf, self.crf_backend), gt)
             return
-        self.pending.append((pair, gt, self.pool.submit(crf_labels, image, probs, self.crf, self.crf_backend)))
+        with interrupts_held():  # submit may start a worker: a Ctrl-C meanwhile is the main process's
+            future = self.pool.submit(crf_labels, image, probs, self.crf, self.crf_backend)
+        self.pending.append((pair, gt, future))
         self.drain(2 * self.crf_workers)  # bound the probabilities held in flight
 
     def drain(self, keep: int) -> None:
