@@ -92,7 +92,7 @@ def summary(record: dict) -> str:
     """One line per engine, e.g. ``openvino-int8: 99.71% of pixels (worst image 99.20%) over 10 images``."""
     return "\n".join(
         f"{name}: {s['argmax_agreement']:.2%} of pixels agree with float32 (worst image "
-        f"{s['worst_image_agreement']:.2%}) over {record['images']} images"
+        f"{s['worst_image_agreement']:.2%}) over {record['images']} image{'' if record['images'] == 1 else 's'}"
         + ("" if meets_target(s, "int8") else ", below the 99.5% bar")
         for name, s in record["engines"].items()
     )

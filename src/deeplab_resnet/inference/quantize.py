@@ -16,9 +16,11 @@ that are not the ones scored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,20 @@ def _reader(batches: list[np.ndarray], input_name: str):
     return Reader()
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Drop what onnxruntime's quantizer logs through the root logger (advice to pre-process the
+    model for other tools, with a link) without leaving a handler on the root logger behind."""
+    placeholder = logging.NullHandler()
+    logging.root.addHandler(placeholder)  # so that logging.warning() does not call basicConfig()
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+        logging.root.removeHandler(placeholder)
+
+
 def quantize_onnx(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -> None:
     """Write the int8 QDQ model of ``fp32_path`` to ``int8_path``, activation ranges from ``batches``."""
     import onnx
@@ -119,11 +135,12 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -
 
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
     classifier = [n.name for n in graph.node if n.op_type == "Conv" and n.name.startswith("/classifier/")]
-    quantize_static(
+    with _quiet_root_logger():
+        quantize_static(
         str(fp32_path), str(int8_path), _reader(batches, graph.input[0].name), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=classifier, reduce_range=reduce_range(),
-    )  # fmt: skip
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=classifier, reduce_range=reduce_range(),
+        )  # fmt: skip
 
 
 def quantize_model(
