@@ -14,17 +14,15 @@ target, the per-layer profile of the best path.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 
-from deeplab_resnet.atomic import atomic_write_text
 from deeplab_resnet.bench import engines as eng
 from deeplab_resnet.bench.flops import count_flops
 from deeplab_resnet.bench.realistic import benchmark_model, image_batch
-from deeplab_resnet.bench.timing import machine_info, time_interleaved
+from deeplab_resnet.bench.timing import machine_info, report_main, time_interleaved
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.inference import cpu_features
 from deeplab_resnet.inference.quantize import calibration_batches, quantize_model
@@ -113,12 +111,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    report = run(args)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return report_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

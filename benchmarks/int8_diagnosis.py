@@ -16,17 +16,16 @@ images), int8 calibrated on --calibration-list images and scored on --score-list
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from deeplab_resnet.atomic import atomic_write_text
 from deeplab_resnet.bench import engines as eng
 from deeplab_resnet.bench.realistic import benchmark_model
 from deeplab_resnet.bench.sensitivity import noise_agreement, perturbation_gain, top2_margins
+from deeplab_resnet.bench.timing import report_main
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.inference.agreement import agreement
 from deeplab_resnet.inference.export import export_onnx
@@ -165,12 +164,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    report = run(args)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return report_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

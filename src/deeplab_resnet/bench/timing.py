@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -139,6 +140,17 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def report_main(parse_args: Callable[[Sequence[str] | None], Any], run: Callable[[Any], dict],
+                argv: Sequence[str] | None = None) -> int:  # fmt: skip
+    """A benchmark script's ``main``: parse, run, and write the report to ``--json`` atomically."""
+    args = parse_args(argv)
+    report = run(args)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def write_json(

@@ -33,10 +33,7 @@ from . import cpu_features
 from .int8_check import engines_within_bar, read_check
 from .optimize import InferenceOptions, default_options
 from .quantize import any_int8, find_int8
-from .runtime import installed, make_backend, onnx_cache_dir
-
-# The ONNX engines in auto's order of preference (float32 and int8 alike): the faster first, as measured.
-ONNX_ENGINES = ("onnxruntime", "openvino")
+from .runtime import ONNX_ENGINES, installed, make_backend, onnx_cache_dir
 
 
 @dataclass(frozen=True)
@@ -106,8 +103,9 @@ def choose_backend(
     """
     within, reason = (), ""
     # Hashing the weights to find their int8 model takes a moment: only when there is one to find.
-    if allow_reduced_precision and torch.device(device).type == "cpu" and any_int8(onnx_cache_dir(cache_dir)):
-        found = find_int8(model, onnx_cache_dir(cache_dir))
+    cache = onnx_cache_dir(cache_dir) if allow_reduced_precision and torch.device(device).type == "cpu" else None
+    if cache is not None and any_int8(cache):
+        found = find_int8(model, cache)
         record = read_check(found) if found is not None else None
         within = engines_within_bar(record)
         if within:

@@ -21,9 +21,9 @@ from ..models.deeplab import DeepLabV2
 from . import cpu_features
 from .agreement import agreement_over, meets_target
 from .quantize import calibration_batches
-from .runtime import installed, make_backend
+from .runtime import ONNX_ENGINES, installed, make_backend
 
-INT8_ENGINES = ("onnxruntime-int8", "openvino-int8")
+INT8_ENGINES = tuple(f"{engine}-int8" for engine in ONNX_ENGINES)  # in auto's order of preference
 
 
 def check_file(int8_path: str | Path) -> Path:
@@ -40,7 +40,7 @@ def check_int8(
     """
     engines = {
         name: make_backend(name, model, onnx_path=int8_path, threads=threads)
-        for name in INT8_ENGINES if installed(name.split("-")[0])
+        for name in INT8_ENGINES if installed(name.removesuffix("-int8"))
     }  # fmt: skip
     inputs = (torch.from_numpy(x) for x in calibration_batches(model, images))
     stats = agreement_over(model.eval(), engines, inputs)
