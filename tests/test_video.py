@@ -31,6 +31,7 @@ from deeplab_resnet.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from deeplab_resnet.inference.video import batches, segment_video
 
 RATE = 15
+SAMPLE_RATE, TONE_HZ = 44100, 440
 SEQUENCE = "0016E5"  # a CamVid sequence with consecutive frames in val/
 
 
@@ -44,8 +45,11 @@ def camvid_frames(count: int, size: tuple[int, int] | None = None) -> list[np.nd
 
 def encode(
     path: Path, frames: list[np.ndarray], *, codec: str = "libx264", pix_fmt: str = "yuv420p", rate: int = RATE,
-    rotation: int | None = None, pts: list[int] | None = None, audio: bool = False,
+    rotation: int | None = None, pts: list[int] | None = None, audio: str | None = None,
+    sample_rate: int = SAMPLE_RATE, channels: int = 1,
 ) -> Path:  # fmt: skip
+    """``frames`` as a video; ``audio`` names a sound codec for a track of :func:`tone` that lasts
+    half a second longer than the frames (on each of ``channels``: 1, 2 or 6)."""
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=rate)
     stream.height, stream.width = frames[0].shape[:2] if frames else (120, 160)
@@ -54,7 +58,10 @@ def encode(
         stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
     if rotation is not None:
         stream.set_display_rotation(rotation)
-    sound = container.add_stream("aac", rate=44100) if audio else None
+    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    sound = container.add_stream(audio, rate=sample_rate) if audio else None
+    if sound is not None:
+        sound.layout = layout
     for i, image in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         if pts is not None:
@@ -62,8 +69,10 @@ def encode(
         for packet in stream.encode(frame):
             container.mux(packet)
     if sound is not None:
-        samples = av.AudioFrame.from_ndarray(np.zeros((1, 44100), np.float32), format="fltp", layout="mono")
-        samples.sample_rate = 44100
+        seconds = (pts[-1] / 1000 if pts else len(frames) / rate) + 0.5
+        samples = np.tile(tone(seconds, sample_rate), (channels, 1))
+        samples = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+        samples.sample_rate = sample_rate
         for packet in [*sound.encode(samples), *sound.encode(None)]:
             container.mux(packet)
     for packet in stream.encode(None):
@@ -72,6 +81,12 @@ def encode(
         container.start_encoding()  # write the header anyway: a file with a video stream and no frames
     container.close()
     return path
+
+
+def tone(seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A sine at :data:`TONE_HZ`, ``seconds`` long."""
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
 
 
 def decode(path: Path) -> list[np.ndarray]:
@@ -198,10 +213,93 @@ def test_rotation_is_applied_to_the_frames(tmp_path, tiny_weights):
 
 def test_variable_frame_rate_and_audio_keep_the_frame_times(tmp_path, tiny_weights):
     pts = [0, 40, 120, 130, 300, 310]  # milliseconds, irregular
-    clip = encode(tmp_path / "vfr.mp4", camvid_frames(6, (160, 120)), pts=pts, audio=True)
+    clip = encode(tmp_path / "vfr.mp4", camvid_frames(6, (160, 120)), pts=pts, audio="aac")
     out = tmp_path / "out"
     assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size") == EXIT_OK
     assert probe(out / "vfr_overlay.mp4")["times"] == pytest.approx([p / 1000 for p in pts])
+
+
+def sound_packets(path: Path) -> list[tuple[float, bytes]]:
+    """``(start in seconds, payload)`` of each packet of the first audio stream, demuxed here."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return [(float(p.pts * p.time_base), bytes(p)) for p in container.demux(stream) if p.size]
+
+
+def sound(path: Path) -> tuple[str, np.ndarray]:
+    """The codec and the decoded samples of the first channel of the first audio stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        frames = list(container.decode(stream))
+        assert frames[0].format.is_planar  # one row per channel
+        samples = np.concatenate([f.to_ndarray()[0] for f in frames])
+        return stream.codec_context.name, samples
+
+
+def test_the_overlay_carries_the_inputs_sound_over_its_frames(tmp_path, tiny_weights):
+    clip = encode(tmp_path / "clip.mp4", camvid_frames(12, (160, 120)), audio="aac")
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size", "--max-frames", "6") == EXIT_OK
+    source = sound_packets(clip)
+    want = [payload for start, payload in source if start < 6 / RATE]
+    assert 0 < len(want) < len(source)
+    assert [payload for _, payload in sound_packets(out / "clip_overlay.mp4")] == want  # copied, up to the frames' end
+    assert probe(out / "clip_overlay.mp4")["frames"] == 6
+
+
+def test_sound_players_do_not_take_in_mp4_is_reencoded_as_aac(tmp_path, tiny_weights):
+    clip = encode(tmp_path / "clip.mkv", camvid_frames(12, (160, 120)), audio="pcm_s16le")
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size") == EXIT_OK
+    codec, samples = sound(out / "clip_overlay.mp4")
+    assert codec == "aac"
+    assert 12 / RATE - 0.03 <= len(samples) / SAMPLE_RATE <= 12 / RATE + 0.07  # the frames' time, in AAC frames
+    spectrum = np.abs(np.fft.rfft(samples))
+    assert np.argmax(spectrum) * SAMPLE_RATE / len(samples) == pytest.approx(TONE_HZ, abs=3)
+    middle = samples[len(samples) // 4 : 3 * len(samples) // 4]  # away from the encoder's start and end
+    assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
+
+
+def test_damaged_sound_ends_the_overlays_sound_and_not_the_video(tmp_path, tiny_weights, monkeypatch, capsys):
+    clip = encode(tmp_path / "clip.mp4", camvid_frames(12, (160, 120)), audio="aac")
+    opened = video.AudioTrack.__init__
+
+    def damaged_after_five_packets(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        packets = self._packets
+
+        def five_then_damage():
+            for _ in range(5):
+                yield next(packets)
+            raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+
+        self._packets = five_then_damage()
+
+    monkeypatch.setattr(video.AudioTrack, "__init__", damaged_after_five_packets)
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size") == EXIT_OK
+    source = [payload for start, payload in sound_packets(clip)]
+    assert [payload for _, payload in sound_packets(out / "clip_overlay.mp4")] == source[:5]
+    assert probe(out / "clip_overlay.mp4")["frames"] == 12
+    assert re.search(r"warning: .*clip\.mp4: its sound is damaged after \d\.\d\d s", capsys.readouterr().err)
+
+
+def test_a_matroska_video_with_longer_sound_is_not_called_truncated(tmp_path, tiny_weights, capsys):
+    # 2 s of frames and 2.5 s of 5.1 sound at 192 kHz, in one packet bigger than FFmpeg's probe:
+    # FFmpeg then gives the video stream the whole file's duration.
+    clip = encode(
+        tmp_path / "clip.mkv", camvid_frames(30, (160, 120)), audio="pcm_s16le", sample_rate=192000, channels=6
+    )  # fmt: skip
+    with video.open_video(clip) as reader:
+        assert reader.duration == pytest.approx(30 / RATE)
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size", "--every", "10") == EXIT_OK
+    err = capsys.readouterr().err
+    assert "truncated" not in err and "warning" not in err
+    codec, samples = sound(out / "clip_overlay.mp4")
+    assert codec == "aac" and len(samples) / 48000 == pytest.approx(
+        30 / RATE, abs=0.05
+    )  # 192 kHz: AAC has no such rate
 
 
 def test_a_video_is_never_written_over_an_input_and_a_rerun_replaces_its_results(small_clip, tmp_path, tiny_weights):

@@ -8,19 +8,23 @@ What the rest of the package sees:
 
 - :func:`open_video` gives a :class:`VideoReader`: the frames of the first video stream as upright
   ``H x W x 3`` uint8 RGB arrays (a rotation in the file's display matrix is applied, as EXIF
-  orientation is for photos), each with its presentation time. Audio and other streams are ignored.
+  orientation is for photos), each with its presentation time.
   A file FFmpeg cannot read, damaged data or a file without a video stream is a :class:`DeepLabError`
   naming the file.
 - :class:`VideoWriter` encodes frames into a container at a path the caller chose (a temporary
   one: see ``inference/video.py``), keeping each frame's presentation time, so frame rate, variable
-  frame rate and duration are those of the input.
+  frame rate and duration are those of the input; given the input's path, it also carries the
+  input's first audio stream over the time the frames written cover (:class:`AudioTrack`).
 - :func:`read_labels` reads back the label videos ``deeplab segment --save-labels`` writes: FFV1
   (lossless) in Matroska, 8-bit grey, one frame per video frame, the pixel value the class index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,6 +45,10 @@ OVERLAY_CODECS = ("libx264", "mpeg4")
 # MPEG-4 fallback gets a bit rate of 0.5 bits per pixel per frame instead.
 X264_OPTIONS = {"crf": "18"}
 MPEG4_BITS_PER_PIXEL = 0.5
+# Sound the overlay MP4 carries as it is: codecs that browsers and common players play in MP4.
+# Anything else (PCM, Vorbis, MP2, ...) is re-encoded as AAC, which every player plays.
+MP4_SOUND_CODECS = ("aac", "mp3", "opus", "flac", "alac", "ac3", "eac3")
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 # The system refusing a read is the system's fault, not the file's: those stay OSErrors (exit 3).
 _SYSTEM_ERRNOS = (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
@@ -106,9 +114,16 @@ class VideoReader:
 
     @property
     def duration(self) -> float | None:
-        """Seconds the file says the video stream lasts (``None`` where it does not say). The
-        container's duration stands in only when the video is its one stream: it covers audio too."""
+        """Seconds the file says the video stream lasts (``None`` where it does not say).
+
+        Matroska states it in the track's ``DURATION`` tag; FFmpeg's own figure for a Matroska
+        stream can be the whole file's (audio included), so that one is not used. The container's
+        duration stands in only when the video is its one stream: it covers audio too."""
         av = import_av()
+        if "DURATION" in self._stream.metadata:
+            return _clock_seconds(self._stream.metadata["DURATION"])
+        if "matroska" in self._container.format.name:
+            return None
         if self._stream.duration and self._stream.time_base:
             return float(self._stream.duration * self._stream.time_base)
         if self._container.duration and len(self._container.streams) == 1:
@@ -118,6 +133,10 @@ class VideoReader:
     @property
     def time_base(self) -> Fraction | None:
         return Fraction(self._stream.time_base) if self._stream.time_base else None
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self._container.streams.audio)
 
     def frames(self, pixel_format: str = "rgb24") -> Iterator[DecodedFrame]:
         """The frames in presentation order, upright, as ``H x W x 3`` RGB (``H x W`` for
@@ -145,8 +164,17 @@ class VideoReader:
         self.close()
 
 
+def _clock_seconds(text: str) -> float | None:
+    """``HH:MM:SS.fraction`` (Matroska's ``DURATION`` tag) in seconds; ``None`` for anything else."""
+    match = re.fullmatch(r"(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)", text.strip())
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def open_video(path: str | Path) -> VideoReader:
-    """Open ``path`` for reading its first video stream (other streams, such as audio, are ignored)."""
+    """Open ``path`` for reading its first video stream (audio is read by :class:`AudioTrack`)."""
     av = import_av()
     path = Path(path)
     if not path.is_file():
@@ -226,11 +254,12 @@ class VideoWriter:
     :meth:`finish` flushes the encoder and closes the container: the file is then complete and
     playable with every frame written so far. Encoder failures raise :class:`DeepLabError` naming
     ``name`` (the final path, where ``path`` is a temporary one), or ``OSError`` for a refused write.
+    With ``audio_from`` (the input's path), the input's sound goes along (:class:`AudioTrack`).
     """
 
     def __init__(
         self, path: Path, encoding: Encoding, width: int, height: int, rate: Fraction | None,
-        time_base: Fraction | None, name: Path | None = None,
+        time_base: Fraction | None, name: Path | None = None, audio_from: Path | None = None,
     ) -> None:  # fmt: skip
         av = import_av()
         self.path = path
@@ -246,6 +275,7 @@ class VideoWriter:
             if encoding.codec == "mpeg4":
                 self._stream.bit_rate = int(width * height * float(self.rate) * MPEG4_BITS_PER_PIXEL)
             self._stream.options = encoding.options
+            self.audio, self._sound_note = AudioTrack.open(audio_from, self._container) if audio_from else (None, None)
         except BaseException:
             self._container.close()
             raise
@@ -270,6 +300,18 @@ class VideoWriter:
         frame.time_base = self.time_base
         self._encode(frame)
         self.frames += 1
+        if self.audio is not None:
+            self.audio.copy_until(self.end_time)
+
+    @property
+    def sound_note(self) -> str | None:
+        """Why the sound is missing or ends early (``None`` when it is all there, or there is none)."""
+        return self._sound_note or (self.audio.note if self.audio is not None else None)
+
+    @property
+    def end_time(self) -> float:
+        """Seconds at which the frames written so far end (the last one's time plus a frame)."""
+        return float(((self._last_pts or 0) * self.time_base) + 1 / self.rate)
 
     def _encode(self, frame) -> None:
         av = import_av()
@@ -282,11 +324,168 @@ class VideoWriter:
     def finish(self) -> None:
         """Flush the encoder and close the file (complete and playable)."""
         self._encode(None)
+        if self.audio is not None:
+            self.audio.finish(self.end_time)
         self._container.close()
 
     def abandon(self) -> None:
         """Close the file without flushing (its content is to be thrown away)."""
         try:
+            if self.audio is not None:
+                self.audio.close()
             self._container.close()
         except Exception:  # the file is being deleted: what went wrong was reported already
             pass
+
+
+class AudioTrack:
+    """The first audio stream of the video at ``source``, carried into ``container`` (an MP4 being
+    written) along with the frames: :meth:`copy_until` the time they have reached.
+
+    Packets are copied as they are when their codec is one players take in MP4 (``MP4_SOUND_CODECS``)
+    and this FFmpeg's muxer stores it; other sound (PCM, Vorbis, MP2, ...) is re-encoded as AAC
+    (mono or stereo). Sound beyond the end of the last frame written is left out, so the overlay
+    lasts as long as its frames. Damaged audio data ends the sound there rather than the video;
+    :attr:`note` then says so. Use :meth:`open`, which gives ``None`` for sound that cannot be carried.
+    """
+
+    def __init__(self, source_file, source, container, copy: bool) -> None:
+        self._input, self._source, self._container, self._copy = source_file, source, container, copy
+        self._stream = container.add_stream_from_template(source) if copy else _add_aac(container, source)
+        self._packets = source_file.demux(source)
+        self._units = self._read_units()
+        self._waiting = None  # a packet or frame read that belongs after the time copied so far
+        self._reached = 0.0  # seconds: where the last packet or frame copied starts
+        self.note: str | None = None
+
+    @classmethod
+    def open(cls, source: Path, container) -> tuple[AudioTrack | None, str | None]:
+        """The track, or ``None`` and why when this FFmpeg can neither copy nor re-encode the sound."""
+        av = import_av()
+        source_file = av.open(str(source), "r")
+        try:
+            stream = source_file.streams.audio[0]
+            fmt = container.format.name
+            copy = stream.codec.canonical_name in MP4_SOUND_CODECS and _header_writes(fmt, stream, copy=True)
+            if copy or _header_writes(fmt, stream, copy=False):
+                return cls(source_file, stream, container, copy), None
+        except BaseException:
+            source_file.close()
+            raise
+        source_file.close()
+        return None, f"its sound ({stream.codec.canonical_name}) cannot be copied or re-encoded; the overlay is silent"
+
+    def copy_until(self, seconds: float) -> None:
+        """Write the sound that starts before ``seconds``: re-encoded sound is cut at ``seconds``
+        exactly, copied packets are written whole."""
+        while self.note is None:
+            unit, self._waiting = self._waiting, None
+            if unit is None:
+                with self._damage_ends_the_sound():
+                    unit = next(self._units, None)
+                if unit is None:
+                    return
+            start = _start_seconds(unit)
+            if start is not None and start >= seconds:
+                self._waiting = unit
+                return
+            if not self._copy and start is not None:
+                unit, self._waiting = _split_frame(unit, seconds - start)
+                if unit is None:
+                    return
+            self._reached = self._reached if start is None else start
+            with self._damage_ends_the_sound():
+                self._write(unit)
+
+    def _read_units(self) -> Iterator:
+        """The source's packets (to copy) or decoded frames (to re-encode), times in samples for frames."""
+        for packet in self._packets:
+            if not packet.size:  # the empty packet that marks the end
+                continue
+            if self._copy:
+                yield packet
+                continue
+            for frame in packet.decode():
+                if frame.pts is not None and frame.time_base:
+                    frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
+                frame.time_base = Fraction(1, frame.sample_rate)
+                yield frame
+
+    @contextlib.contextmanager
+    def _damage_ends_the_sound(self) -> Iterator[None]:
+        """FFmpeg failing on the sound's data ends the sound (:attr:`note`); the system refusing a write does not."""
+        av = import_av()
+        try:
+            yield
+        except av.error.FFmpegError as exc:
+            if isinstance(exc, OSError) and exc.errno in _SYSTEM_ERRNOS:
+                raise
+            self.note = f"its sound is damaged after {self._reached:.2f} s; the overlay's sound ends there"
+
+    def _write(self, unit) -> None:
+        if self._copy:
+            unit.stream = self._stream
+            self._container.mux(unit)
+            return
+        for encoded in self._stream.encode(unit):
+            self._container.mux(encoded)
+
+    def finish(self, seconds: float) -> None:
+        """Write the sound up to ``seconds`` (the end of the frames), flush, and close the source."""
+        self.copy_until(seconds)
+        if not self._copy:
+            for encoded in self._stream.encode(None):
+                self._container.mux(encoded)
+        self.close()
+
+    def close(self) -> None:
+        self._input.close()
+
+
+def _add_aac(container, source):
+    """An AAC stream for re-encoding ``source``: its rate where AAC has it (else 48 kHz), mono or
+    stereo (more channels are mixed down)."""
+    stream = container.add_stream("aac", rate=source.rate if source.rate in AAC_RATES else 48000)
+    stream.layout = "mono" if source.layout.nb_channels == 1 else "stereo"
+    return stream
+
+
+def _start_seconds(unit) -> float | None:
+    """When a packet or frame starts, in seconds (``None`` where it does not say)."""
+    time = unit.pts if unit.pts is not None else getattr(unit, "dts", None)
+    return float(time * unit.time_base) if time is not None and unit.time_base else None
+
+
+def _split_frame(frame, seconds: float) -> tuple:
+    """``frame`` (times in samples) cut after ``seconds``: the part before and the rest (``None``
+    for a part without samples)."""
+    av = import_av()
+    cut = round(seconds * frame.sample_rate)
+    if cut <= 0:
+        return None, frame
+    if cut >= frame.samples:
+        return frame, None
+    samples = frame.to_ndarray()
+    step = 1 if frame.format.is_planar else frame.layout.nb_channels  # packed: channels interleaved
+    parts = []
+    for part, offset in ((samples[:, : cut * step], 0), (samples[:, cut * step :], cut)):
+        piece = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(part), format=frame.format.name, layout=frame.layout.name
+        )
+        piece.sample_rate, piece.time_base = frame.sample_rate, frame.time_base
+        piece.pts = None if frame.pts is None else frame.pts + offset
+        parts.append(piece)
+    return parts[0], parts[1]
+
+
+def _header_writes(format_name: str, stream, *, copy: bool) -> bool:
+    """Whether FFmpeg's ``format_name`` muxer takes ``stream`` copied as it is (``copy``) or
+    re-encoded as AAC: tried on a header written to memory (FFmpeg versions differ in what they take)."""
+    av = import_av()
+    try:
+        with av.open(io.BytesIO(), "w", format=format_name.split(",")[0]) as probe:
+            probe.add_stream_from_template(stream) if copy else _add_aac(probe, stream)
+            probe.start_encoding()
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True

@@ -27,7 +27,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "video inputs (" + " ".join(VIDEO_SUFFIXES) + ")",
         "Each video gives NAME_overlay.mp4: every frame blended with its colour mask, at the input's size, "
-        "frame count and frame times (H.264; MPEG-4 Part 2 where PyAV lacks libx264). Needs "
+        "frame count and frame times, with the input's sound (H.264; MPEG-4 Part 2 where PyAV lacks libx264). Needs "
         "pip install 'deeplab_resnet[video]'. Videos and images go in separate runs.",
     )
     g.add_argument(
@@ -171,6 +171,8 @@ def _segment_one(args: argparse.Namespace, segmenter, path: Path, plan: dict[str
             f"the file states (truncated?); wrote the {result.frames} frames it holds",
             file=sys.stderr,
         )  # fmt: skip
+    if result.sound_note:
+        print(f"warning: {path}: {result.sound_note}", file=sys.stderr)
     classes = dict(sorted(result.class_frames.items(), key=lambda kv: -kv[1]))
     summary = {
         "video": str(path), "height": result.height, "width": result.width, "frames": result.frames,

@@ -1,7 +1,7 @@
 """Segmenting a video file: the colour overlay of every frame as a video, and the label maps losslessly.
 
 The output videos have the input's size, frame count (up to ``max_frames``) and frame times, so
-they play in step with it. With ``every=N`` the network sees frames 0, N, 2N, ...; each frame in
+they play in step with it; the overlay also carries the input's sound over the time its frames cover. With ``every=N`` the network sees frames 0, N, 2N, ...; each frame in
 between is shown, and labelled, with the labels of the last segmented frame before it (so the
 overlay keeps the input's full frame rate and duration, and frame ``i`` of the label video always
 labels frame ``i`` of the input).
@@ -52,6 +52,7 @@ class VideoResult:
     end_time: float | None = None  # seconds: the presentation time of the last frame written
     stated_duration: float | None = None  # seconds the file says it lasts (None: it does not say, or max_frames)
     rate: float | None = None
+    sound_note: str | None = None  # why the overlay's sound is missing or ends early
 
     @property
     def missing_seconds(self) -> float:
@@ -113,7 +114,10 @@ class _Outputs:
         try:
             for kind, (path, encoding) in encodings.items():
                 tmp = self._stack.enter_context(atomic_path(path))
-                self.writers[kind] = VideoWriter(tmp, encoding, w, h, reader.rate, reader.time_base, name=path)
+                audio = reader.path if kind == "overlay" and reader.has_audio else None
+                self.writers[kind] = VideoWriter(
+                    tmp, encoding, w, h, reader.rate, reader.time_base, name=path, audio_from=audio
+                )
         except BaseException:
             self.discard()
             raise
@@ -121,6 +125,10 @@ class _Outputs:
     @property
     def frames(self) -> int:
         return self.writers["overlay"].frames
+
+    @property
+    def sound_note(self) -> str | None:
+        return self.writers["overlay"].sound_note
 
     def write(self, frame: DecodedFrame, colour: np.ndarray, labels: np.ndarray) -> None:
         self.writers["overlay"].write(colour, frame.pts, frame.time_base)
@@ -199,6 +207,7 @@ def _run(
         with deferred_interrupts():
             outputs.discard()
         raise
+    result.sound_note = outputs.sound_note
     if stopped is not None:
         written = ", ".join(map(str, result.outputs))
         add_note(stopped, f"{result.path}: wrote the first {result.frames} frames to {written}")
