@@ -21,9 +21,13 @@ import torch
 
 from deeplab_resnet.bench import engines as eng
 from deeplab_resnet.bench.flops import count_flops
-from deeplab_resnet.bench.realistic import benchmark_model, image_batch
+from deeplab_resnet.bench.realistic import (
+    add_benchmark_model_arguments,
+    benchmark_model,
+    calibration_and_scored,
+    image_batch,
+)
 from deeplab_resnet.bench.timing import machine_info, report_main, time_interleaved
-from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.inference import cpu_features
 from deeplab_resnet.inference.quantize import calibration_batches, quantize_model
 
@@ -32,19 +36,11 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fix
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="deeplab_v2_resnet101")
-    ap.add_argument("--weights", type=Path, default=None,
-                    help="a weight file to measure instead of the random-weights realistic model")  # fmt: skip
-    ap.add_argument("--threads", type=int, default=2)
+    add_benchmark_model_arguments(ap, data_dir=DATA, score_images=11)
     ap.add_argument("--size", type=int, default=513)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--engines", default=None, help="comma-separated subset of: " + ", ".join(eng.ENGINES))
-    ap.add_argument("--data-dir", type=Path, default=DATA)
-    ap.add_argument("--calibration-list", default="list_train.txt")
-    ap.add_argument("--calibration-images", type=int, default=20)
-    ap.add_argument("--score-list", default="list_val.txt")
-    ap.add_argument("--score-images", type=int, default=11)
     ap.add_argument("--profile-top", type=int, default=15)
     ap.add_argument("--cache-dir", type=Path, default=None, help="keep exports here (default: a temporary folder)")
     ap.add_argument("--json", type=Path, default=None)
@@ -53,9 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def prepare(args, cache_dir: Path):
     """The model, the engines, the timing input and the scored inputs."""
-    train = [p.image for p in read_list(args.data_dir, args.data_dir / args.calibration_list)]
-    scored = [p.image for p in read_list(args.data_dir, args.data_dir / args.score_list)][: args.score_images]
-    assert not set(train) & set(scored), "calibration and scored images must differ"
+    train, scored = calibration_and_scored(args)
     model = benchmark_model(args, train)
     names = eng.available_engines(args.engines.split(",") if args.engines else None)
     if "eager-fp32" not in names:

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from deeplab_resnet.bench import engines as eng
-from deeplab_resnet.bench.realistic import benchmark_model
+from deeplab_resnet.bench.realistic import add_benchmark_model_arguments, benchmark_model, calibration_and_scored
 from deeplab_resnet.bench.sensitivity import noise_agreement, perturbation_gain, top2_margins
 from deeplab_resnet.bench.timing import report_main
-from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.inference.agreement import agreement
 from deeplab_resnet.inference.export import export_onnx
 from deeplab_resnet.inference.quantize import calibration_batches, quantize_model
@@ -38,15 +37,7 @@ NOISE_LEVELS = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="deeplab_v2_resnet101")
-    ap.add_argument("--weights", type=Path, default=None,
-                    help="a weight file to measure instead of the random-weights realistic model")  # fmt: skip
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--data-dir", type=Path, default=DATA)
-    ap.add_argument("--calibration-list", default="list_train.txt")
-    ap.add_argument("--calibration-images", type=int, default=20)
-    ap.add_argument("--score-list", default="list_val.txt")
-    ap.add_argument("--score-images", type=int, default=4)
+    add_benchmark_model_arguments(ap, data_dir=DATA, score_images=4)
     ap.add_argument(
         "--cache-dir", type=Path, default=None, help="keep the int8 model here (default: a temporary folder)"
     )
@@ -113,9 +104,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     before = eng.machine_lines()
     print("\n".join(before), flush=True)
-    train = [p.image for p in read_list(args.data_dir, args.data_dir / args.calibration_list)]
-    scored = [p.image for p in read_list(args.data_dir, args.data_dir / args.score_list)][: args.score_images]
-    assert not set(train) & set(scored), "calibration and scored images must differ"
+    train, scored = calibration_and_scored(args)
     model = benchmark_model(args, train)
     with tempfile.TemporaryDirectory(prefix="deeplab_int8_diag_") as tmp:
         cache = args.cache_dir or Path(tmp)

@@ -8,6 +8,7 @@ trained one.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..data.lists import read_list
 from ..images import read_image
 from ..models import create_model
 from ..models.layers import BatchNorm
@@ -66,6 +68,30 @@ def realistic_model(
     if calibration:
         calibrate_batchnorm(model, calibration)
     return model.eval()
+
+
+def add_benchmark_model_arguments(ap: argparse.ArgumentParser, *, data_dir: Path, score_images: int) -> None:
+    """The options of the CPU benchmarks: the model measured (:func:`benchmark_model`), the
+    threads, and the images it is calibrated and scored on (:func:`calibration_and_scored`)."""
+    ap.add_argument("--model", default="deeplab_v2_resnet101")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="a weight file to measure instead of the random-weights realistic model")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-dir", type=Path, default=data_dir)
+    ap.add_argument("--calibration-list", default="list_train.txt")
+    ap.add_argument("--calibration-images", type=int, default=20)
+    ap.add_argument("--score-list", default="list_val.txt")
+    ap.add_argument("--score-images", type=int, default=score_images)
+
+
+def calibration_and_scored(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The images of ``--calibration-list`` and the first ``--score-images`` of ``--score-list``,
+    which must be other images (a model is not scored on what it was calibrated on)."""
+    train = [p.image for p in read_list(args.data_dir, args.data_dir / args.calibration_list)]
+    scored = [p.image for p in read_list(args.data_dir, args.data_dir / args.score_list)][: args.score_images]
+    if set(train) & set(scored):
+        raise SystemExit(f"{args.score_list} and {args.calibration_list} share images: score on other images")
+    return train, scored
 
 
 def benchmark_model(args, calibration_paths: Sequence[str | Path]) -> nn.Module:

@@ -123,6 +123,17 @@ def int_at_least(minimum: int):
     return parse
 
 
+def add_network_size_arguments(p: argparse.ArgumentParser, *, max_size_note: str = "") -> None:
+    """``--scales`` and ``--max-size``, as ``segment`` and ``serve`` both take them: the sizes the
+    network sees an image at."""
+    p.add_argument("--scales", default="1", help="input scales, e.g. 1,0.75,0.5 for multi-scale (default: 1)")
+    p.add_argument(
+        "--max-size", type=int_at_least(0), default=2000,
+        help=f"the network sees images whose longer side exceeds this shrunk to it{max_size_note} "
+        "(0 = full resolution; default: %(default)s)",
+    )  # fmt: skip
+
+
 def add_tile_arguments(p: argparse.ArgumentParser, instead_of: str = "") -> None:
     """``--tile`` and ``--tile-overlap``, as ``segment`` and ``evaluate`` both take them (the
     :class:`~deeplab_resnet.inference.segmenter.Segmenter`'s ``tile``/``tile_overlap``)."""

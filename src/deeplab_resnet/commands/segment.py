@@ -17,6 +17,7 @@ from .common import (
     add_backend_argument,
     add_crf_arguments,
     add_model_arguments,
+    add_network_size_arguments,
     add_protocol_arguments,
     add_tile_arguments,
     expand_inputs,
@@ -40,13 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("-o", "--output-dir", default="segmentation", help="where to write results (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="base directory of the paths in list files (default: the list's)")
-    p.add_argument("--scales", default="1", help="input scales, e.g. 1,0.75,0.5 for multi-scale (default: 1)")
+    add_network_size_arguments(p, max_size_note="; outputs stay full size")
     p.add_argument("--flip", action="store_true", help="also run the mirrored image and average the logits")
-    p.add_argument(
-        "--max-size", type=int_at_least(0), default=2000,
-        help="the network sees images whose longer side exceeds this shrunk to it; outputs stay full "
-        "size (0 = always full resolution; default: %(default)s)",
-    )  # fmt: skip
     add_tile_arguments(p, instead_of=" (instead of --max-size)")
     p.add_argument(
         "--max-pixels", type=int_at_least(0), default=80_000_000,

@@ -11,6 +11,7 @@ from .common import (
     add_backend_argument,
     add_crf_arguments,
     add_model_arguments,
+    add_network_size_arguments,
     add_protocol_arguments,
     crf_params_from_args,
     int_at_least,
@@ -38,12 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int_at_least(0), default=8000, help="port (0 picks a free one; default: %(default)s)")
-    p.add_argument("--scales", default="1", help="input scales, e.g. 1,0.75,0.5 for multi-scale (default: 1)")
-    p.add_argument(
-        "--max-size", type=int_at_least(0), default=2000,
-        help="the network sees images whose longer side exceeds this shrunk to it (0 = full resolution; "
-        "default: %(default)s)",
-    )  # fmt: skip
+    add_network_size_arguments(p)
     limits = Limits()
     g = p.add_argument_group("limits")
     g.add_argument(
