@@ -231,7 +231,7 @@ def add_backend_argument(p: argparse.ArgumentParser, *, reduced_precision_by_def
     auto = (
         "the fastest installed engine for this device and CPU: onnxruntime, else OpenVINO, else PyTorch "
         "with BN folded and channels_last; int8 where 'deeplab quantize --check' measured it within 99.5%% "
-        "pixel agreement for these weights, bf16 on CPUs with AMX/AVX512-BF16 and on CUDA"
+        "pixel agreement for these weights, bf16 on CUDA"
         if reduced_precision_by_default
         else "the fastest installed float32 engine for this device and CPU (onnxruntime, else OpenVINO, "
         "else PyTorch with BN folded and channels_last); int8 and bf16 only when named"
