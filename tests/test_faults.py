@@ -145,6 +145,22 @@ def test_a_full_disk_stops_segment_with_one_line_and_keeps_complete_outputs(tmp_
                 Image.open(path).load()
 
 
+def test_a_full_disk_stops_a_video_with_one_line_naming_its_output(tmp_path, tiny_weights):
+    from test_video import camvid_frames, encode
+
+    clip = encode(tmp_path / "clip.mp4", camvid_frames(40, (320, 240)), audio="aac")
+    args = ["--weights", tiny_weights, "--native-size", "--backend", "torch"]
+    assert cli("segment", clip, "-o", tmp_path / "roomy", *args).returncode == 0
+    size = (tmp_path / "roomy" / "clip_overlay.mp4").stat().st_size
+    # a disk a little smaller than the overlay: full near its end, as its index is written on closing
+    with small_tmpfs(tmp_path / "disk", f"{(size - 8192) // 4096 * 4}k") as disk:
+        result = cli("segment", clip, "-o", disk, *args)
+        assert result.returncode == EXIT_IO, result.stderr
+        # the file asked for, not the temporary one it is written to until complete
+        assert_one_line(result.stderr, f"{disk / 'clip_overlay.mp4'}: no space left on the device (disk full)")
+        assert list(disk.iterdir()) == []
+
+
 def test_a_read_only_output_folder_fails_before_any_work(tmp_path, tiny_weights, voc_fixture):
     inputs = photos(tmp_path / "in", voc_fixture, ["a.jpg"])
     out = tmp_path / "ro"

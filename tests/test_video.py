@@ -49,7 +49,7 @@ def encode(
     sample_rate: int = SAMPLE_RATE, channels: int = 1,
 ) -> Path:  # fmt: skip
     """``frames`` as a video; ``audio`` names a sound codec for a track of :func:`tone` that lasts
-    half a second longer than the frames (on each of ``channels``: 1, 2 or 6)."""
+    half a second longer than the frames (on each of ``channels``: 1, 2, 6 or 8)."""
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=rate)
     stream.height, stream.width = frames[0].shape[:2] if frames else (120, 160)
@@ -58,7 +58,7 @@ def encode(
         stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
     if rotation is not None:
         stream.set_display_rotation(rotation)
-    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}[channels]
     sound = container.add_stream(audio, rate=sample_rate) if audio else None
     if sound is not None:
         sound.layout = layout
@@ -71,7 +71,12 @@ def encode(
     if sound is not None:
         seconds = (pts[-1] / 1000 if pts else len(frames) / rate) + 0.5
         samples = np.tile(tone(seconds, sample_rate), (channels, 1))
-        samples = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+        if channels > 6:  # PyAV builds planar frames of at most 6 channels: give them interleaved
+            samples = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples.T).reshape(1, -1), format="flt", layout=layout
+            )
+        else:
+            samples = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         samples.sample_rate = sample_rate
         for packet in [*sound.encode(samples), *sound.encode(None)]:
             container.mux(packet)
@@ -301,6 +306,76 @@ def test_a_matroska_video_with_longer_sound_is_not_called_truncated(tmp_path, ti
     assert codec == "aac" and len(samples) / 48000 == pytest.approx(
         30 / RATE, abs=0.05
     )  # 192 kHz: AAC has no such rate
+
+
+def test_eight_channel_sound_is_mixed_down_to_stereo_aac(tmp_path, tiny_weights):
+    clip = encode(tmp_path / "clip.mkv", camvid_frames(12, (160, 120)), audio="wavpack", channels=8)
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size", "--backend", "torch") == EXIT_OK
+    with av.open(str(out / "clip_overlay.mp4")) as container:
+        assert container.streams.audio[0].layout.name == "stereo"
+    codec, samples = sound(out / "clip_overlay.mp4")
+    assert codec == "aac" and 12 / RATE - 0.03 <= len(samples) / SAMPLE_RATE <= 12 / RATE + 0.07
+    spectrum = np.abs(np.fft.rfft(samples))
+    assert np.argmax(spectrum) * SAMPLE_RATE / len(samples) == pytest.approx(TONE_HZ, abs=3)
+
+
+def test_sound_ffmpeg_cannot_decode_leaves_a_silent_overlay_and_a_warning(tmp_path, tiny_weights, capsys):
+    clip = encode(tmp_path / "clip.mkv", camvid_frames(6, (160, 120)), audio="pcm_s16le")
+    data = clip.read_bytes()
+    assert data.count(b"A_PCM/INT/LIT") == 1
+    clip.write_bytes(data.replace(b"A_PCM/INT/LIT", b"A_XYZ/INT/LIT"))  # a codec FFmpeg does not know
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size", "--backend", "torch") == EXIT_OK
+    assert "its sound cannot be copied into MP4 or decoded here; the overlay is silent" in capsys.readouterr().err
+    with av.open(str(out / "clip_overlay.mp4")) as container:
+        assert not container.streams.audio and container.streams.video[0].frames == 6
+
+
+def test_sound_that_changes_rate_on_the_way_is_reencoded_whole(tmp_path, tiny_weights):
+    # MP2 in Matroska: a second at 48 kHz, then a second at 32 kHz (as joined recordings can be)
+    clip = tmp_path / "clip.mkv"
+    container = av.open(str(clip), "w")
+    picture = container.add_stream("libx264", rate=RATE)
+    picture.width, picture.height, picture.pix_fmt = 160, 120, "yuv420p"
+    track = container.add_stream("mp2", rate=48000)
+    track.layout = "mono"
+    for image in camvid_frames(2 * RATE, (160, 120)):
+        for packet in picture.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in picture.encode(None):
+        container.mux(packet)
+    for start, rate in ((0, 48000), (1, 32000)):
+        encoder = av.CodecContext.create("mp2", "w")
+        encoder.sample_rate, encoder.layout, encoder.format, encoder.time_base = rate, "mono", "s16", Fraction(1, rate)
+        frame = av.AudioFrame.from_ndarray(tone(1.0, rate)[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for packet in [*encoder.encode(frame), *encoder.encode(None)]:
+            seconds, length = start + packet.pts / rate, packet.duration / rate
+            packet.time_base = track.time_base
+            packet.pts = packet.dts = round(seconds / track.time_base)
+            packet.duration = round(length / track.time_base)
+            packet.stream = track
+            container.mux(packet)
+    container.close()
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size", "--backend", "torch") == EXIT_OK
+    codec, samples = sound(out / "clip_overlay.mp4")
+    assert codec == "aac" and len(samples) / 48000 == pytest.approx(2.0, abs=0.05)  # both seconds, at 48 kHz
+    for half in (samples[4800:43200], samples[52800:91200]):  # each second's tone survives the change
+        spectrum = np.abs(np.fft.rfft(half))
+        assert np.argmax(spectrum) * 48000 / len(half) == pytest.approx(TONE_HZ, abs=3)
+
+
+def test_a_matroska_video_starting_late_is_not_called_truncated(tmp_path, tiny_weights, capsys):
+    pts = [1000 + round(1000 * i / RATE) for i in range(12)]  # the frames start at 1 s, the sound at 0
+    clip = encode(tmp_path / "clip.mkv", camvid_frames(12, (160, 120)), pts=pts, audio="aac")
+    with video.open_video(clip) as reader:
+        assert reader.duration == pytest.approx(12 / RATE, abs=0.01)
+    out = tmp_path / "out"
+    assert run(clip, "--weights", tiny_weights, "-o", out, "--native-size", "--backend", "torch") == EXIT_OK
+    assert "truncated" not in capsys.readouterr().err
+    assert probe(out / "clip_overlay.mp4")["times"] == pytest.approx([p / 1000 for p in pts])
 
 
 def test_a_video_is_never_written_over_an_input_and_a_rerun_replaces_its_results(small_clip, tmp_path, tiny_weights):

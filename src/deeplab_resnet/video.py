@@ -116,12 +116,15 @@ class VideoReader:
     def duration(self) -> float | None:
         """Seconds the file says the video stream lasts (``None`` where it does not say).
 
-        Matroska states it in the track's ``DURATION`` tag; FFmpeg's own figure for a Matroska
-        stream can be the whole file's (audio included), so that one is not used. The container's
+        Matroska states the track's end in its ``DURATION`` tag (the video's start is taken off);
+        FFmpeg's own figure for a Matroska stream can be the whole file's (audio included), so
+        that one is not used. The container's
         duration stands in only when the video is its one stream: it covers audio too."""
         av = import_av()
-        if "DURATION" in self._stream.metadata:
-            return _clock_seconds(self._stream.metadata["DURATION"])
+        if "DURATION" in self._stream.metadata:  # FFmpeg writes the track's end: its last time plus a frame
+            end = _clock_seconds(self._stream.metadata["DURATION"])
+            start = self._stream.start_time * self._stream.time_base if self._stream.start_time else 0
+            return None if end is None else end - float(start)
         if "matroska" in self._container.format.name:
             return None
         if self._stream.duration and self._stream.time_base:
@@ -266,7 +269,8 @@ class VideoWriter:
         self.name = name or path  # the file the user asked for, in messages (``path`` may be a temporary one)
         self.rate = rate or Fraction(25)  # a container stating no rate: FFmpeg's own default
         self.time_base = time_base or 1 / self.rate
-        self._container = av.open(str(path), "w", format=encoding.container)
+        with self._errors_name_the_output("cannot create the file"):
+            self._container = av.open(str(path), "w", format=encoding.container)
         try:
             self._stream = self._container.add_stream(encoding.codec, rate=self.rate)
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, encoding.pix_fmt
@@ -301,7 +305,8 @@ class VideoWriter:
         self._encode(frame)
         self.frames += 1
         if self.audio is not None:
-            self.audio.copy_until(self.end_time)
+            with self._errors_name_the_output("cannot write the sound"):
+                self.audio.copy_until(self.end_time)
 
     @property
     def sound_note(self) -> str | None:
@@ -314,19 +319,26 @@ class VideoWriter:
         return float(((self._last_pts or 0) * self.time_base) + 1 / self.rate)
 
     def _encode(self, frame) -> None:
-        av = import_av()
-        try:
+        with self._errors_name_the_output(f"cannot encode {self._stream.codec_context.name}"):
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
+
+    @contextlib.contextmanager
+    def _errors_name_the_output(self, doing: str) -> Iterator[None]:
+        """FFmpeg's errors as the user sees them, naming the file asked for (not a temporary one)."""
+        av = import_av()
+        try:
+            yield
         except av.error.FFmpegError as exc:
-            raise _as_deeplab_error(self.name, exc, f"cannot encode {self._stream.codec_context.name}") from exc
+            raise _as_deeplab_error(self.name, exc, doing) from exc
 
     def finish(self) -> None:
         """Flush the encoder and close the file (complete and playable)."""
         self._encode(None)
-        if self.audio is not None:
-            self.audio.finish(self.end_time)
-        self._container.close()
+        with self._errors_name_the_output("cannot finish the file"):
+            if self.audio is not None:
+                self.audio.finish(self.end_time)
+            self._container.close()
 
     def abandon(self) -> None:
         """Close the file without flushing (its content is to be thrown away)."""
@@ -345,8 +357,10 @@ class AudioTrack:
     Packets are copied as they are when their codec is one players take in MP4 (``MP4_SOUND_CODECS``)
     and this FFmpeg's muxer stores it; other sound (PCM, Vorbis, MP2, ...) is re-encoded as AAC
     (mono or stereo). Sound beyond the end of the last frame written is left out, so the overlay
-    lasts as long as its frames. Damaged audio data ends the sound there rather than the video;
-    :attr:`note` then says so. Use :meth:`open`, which gives ``None`` for sound that cannot be carried.
+    lasts as long as its frames; sound before the first frame stays, as in the input. Sound that
+    cannot be read or decoded ends the overlay's sound there rather than the video; :attr:`note`
+    then says so. (Copied packets are not decoded: damage inside them is copied as it is.) Use
+    :meth:`open`, which gives ``None`` and why for sound that cannot be carried at all.
     """
 
     def __init__(self, source_file, source, container, copy: bool) -> None:
@@ -354,6 +368,7 @@ class AudioTrack:
         self._stream = container.add_stream_from_template(source) if copy else _add_aac(container, source)
         self._packets = source_file.demux(source)
         self._units = self._read_units()
+        self._converter, self._converter_for = None, None  # re-encoding: the source's sound to AAC's format
         self._waiting = None  # a packet or frame read that belongs after the time copied so far
         self._reached = 0.0  # seconds: where the last packet or frame copied starts
         self.note: str | None = None
@@ -365,15 +380,17 @@ class AudioTrack:
         source_file = av.open(str(source), "r")
         try:
             stream = source_file.streams.audio[0]
-            fmt = container.format.name
-            copy = stream.codec.canonical_name in MP4_SOUND_CODECS and _header_writes(fmt, stream, copy=True)
-            if copy or _header_writes(fmt, stream, copy=False):
-                return cls(source_file, stream, container, copy), None
+            if stream.codec_context is not None:  # None: FFmpeg does not know the codec
+                fmt = container.format.name
+                codec = stream.codec_context.codec.canonical_name
+                copy = codec in MP4_SOUND_CODECS and _header_writes(fmt, stream, copy=True)
+                if copy or _header_writes(fmt, stream, copy=False):
+                    return cls(source_file, stream, container, copy), None
         except BaseException:
             source_file.close()
             raise
         source_file.close()
-        return None, f"its sound ({stream.codec.canonical_name}) cannot be copied or re-encoded; the overlay is silent"
+        return None, "its sound cannot be copied into MP4 or decoded here; the overlay is silent"
 
     def copy_until(self, seconds: float) -> None:
         """Write the sound that starts before ``seconds``: re-encoded sound is cut at ``seconds``
@@ -398,7 +415,8 @@ class AudioTrack:
                 self._write(unit)
 
     def _read_units(self) -> Iterator:
-        """The source's packets (to copy) or decoded frames (to re-encode), times in samples for frames."""
+        """The source's packets (to copy), or its sound decoded and converted to the AAC stream's
+        format, rate and channels (to re-encode; times in samples)."""
         for packet in self._packets:
             if not packet.size:  # the empty packet that marks the end
                 continue
@@ -406,10 +424,24 @@ class AudioTrack:
                 yield packet
                 continue
             for frame in packet.decode():
-                if frame.pts is not None and frame.time_base:
-                    frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
-                frame.time_base = Fraction(1, frame.sample_rate)
-                yield frame
+                yield from self._converted(frame)
+        if not self._copy:
+            yield from self._converted(None)
+
+    def _converted(self, frame) -> Iterator:
+        """``frame`` in the AAC stream's sample format, channels and rate (``None``: what is left).
+        Sound whose format, channels or rate change on the way gets a new converter at the change."""
+        av = import_av()
+        kind = None if frame is None else (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._converter is not None and kind != self._converter_for:
+            yield from self._converter.resample(None)
+            self._converter = None
+        if frame is None:
+            return
+        if self._converter is None:
+            self._converter = av.AudioResampler(format="fltp", layout=self._stream.layout.name, rate=self._stream.rate)
+            self._converter_for = kind
+        yield from self._converter.resample(frame)
 
     @contextlib.contextmanager
     def _damage_ends_the_sound(self) -> Iterator[None]:
@@ -417,7 +449,7 @@ class AudioTrack:
         av = import_av()
         try:
             yield
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError) as exc:  # ValueError: PyAV refusing what FFmpeg decoded
             if isinstance(exc, OSError) and exc.errno in _SYSTEM_ERRNOS:
                 raise
             self.note = f"its sound is damaged after {self._reached:.2f} s; the overlay's sound ends there"
@@ -457,18 +489,17 @@ def _start_seconds(unit) -> float | None:
 
 
 def _split_frame(frame, seconds: float) -> tuple:
-    """``frame`` (times in samples) cut after ``seconds``: the part before and the rest (``None``
-    for a part without samples)."""
+    """``frame`` (planar, times in samples) cut after ``seconds``: the part before and the rest
+    (``None`` for a part without samples)."""
     av = import_av()
     cut = round(seconds * frame.sample_rate)
     if cut <= 0:
         return None, frame
     if cut >= frame.samples:
         return frame, None
-    samples = frame.to_ndarray()
-    step = 1 if frame.format.is_planar else frame.layout.nb_channels  # packed: channels interleaved
+    samples = frame.to_ndarray()  # planar (one row per channel): frames come from AudioTrack._converted
     parts = []
-    for part, offset in ((samples[:, : cut * step], 0), (samples[:, cut * step :], cut)):
+    for part, offset in ((samples[:, :cut], 0), (samples[:, cut:], cut)):
         piece = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(part), format=frame.format.name, layout=frame.layout.name
         )

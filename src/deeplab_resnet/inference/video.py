@@ -211,6 +211,8 @@ def _run(
     if stopped is not None:
         written = ", ".join(map(str, result.outputs))
         add_note(stopped, f"{result.path}: wrote the first {result.frames} frames to {written}")
+        if result.sound_note:
+            add_note(stopped, f"warning: {result.path}: {result.sound_note}")
         raise stopped
 
 
