@@ -182,7 +182,31 @@ def test_refusals_are_one_line_json_errors(client, voc_fixture):
     assert "image" in assert_one_line_error(client.post("/v1/segment", files={"photo": ("a.png", small)}), 400)
     assert "multipart" in assert_one_line_error(client.post("/v1/segment", content=small), 415)
     assert_one_line_error(client.get("/v1/nothing"), 404)
+    assert "megapixels" in assert_one_line_error(upload(client, png_announcing(30000, 30000)), 413)
+    many = b"".join(b'--b\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n' for _ in range(300))
+    answer = client.post(
+        "/v1/segment", content=many + b"--b--\r\n", headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert "more than 16 form fields" in assert_one_line_error(answer, 400)
+    assert client.head("/healthz").status_code == client.head("/").status_code == 200  # curl -I health checks
     assert upload(client, small).status_code == 200  # after all that, the server still works
+
+
+def png_announcing(width: int, height: int) -> bytes:
+    """A tiny PNG whose header announces ``width x height`` pixels (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    png = png_of(np.zeros((1, 1, 3), np.uint8))
+    header = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
+    return png[:12] + header + struct.pack(">I", zlib.crc32(header)) + png[33:]
+
+
+def test_pils_own_pixel_limit_reads_as_ours():
+    from deeplab_resnet.images import TooManyPixelsError, decode_image_bytes
+
+    with pytest.raises(TooManyPixelsError, match=r"^upload: the image announces more than 179 megapixels"):
+        decode_image_bytes(png_announcing(30000, 30000), "upload", max_pixels=None)
 
 
 def test_an_unexpected_fault_is_a_500_without_traceback(model):
@@ -210,6 +234,19 @@ def test_the_body_limit_holds_while_reading_without_a_length():
     with pytest.raises(UploadError):  # a declared length over the limit is refused before any read
         asyncio.run(read_bounded(endless(), "10001", limit=10_000))
     assert len(received) == 11
+
+
+def test_a_stalled_upload_is_refused_with_408():
+    async def stalled():
+        yield b"--b\r\n"
+        await asyncio.sleep(30)
+        yield b"never"
+
+    start = time.perf_counter()
+    with pytest.raises(UploadError) as refused:
+        asyncio.run(read_bounded(stalled(), None, limit=10_000, idle_s=0.2))
+    assert refused.value.status == 408 and "sent nothing for 0.2 s" in refused.value.message
+    assert time.perf_counter() - start < 5
 
 
 class CountingNetwork:
@@ -305,6 +342,78 @@ def test_the_queue_batches_only_equal_keys():
     queue.close()
 
 
+def test_requests_whose_clients_left_give_their_queue_places_back():
+    release = threading.Event()
+    queue = BatchQueue(lambda key, payloads: [release.wait(30)] * len(payloads), max_queue=2, max_batch=1, wait_s=0)
+    running = queue.submit("a", 0)
+    while not running.future.running():  # the worker holds the first job...
+        time.sleep(0.01)
+    left = [queue.submit("a", i) for i in (1, 2)]  # ...two more fill the queue
+    with pytest.raises(QueueFull):
+        queue.submit("a", 3)
+    for job in left:
+        assert job.future.cancel()  # their clients went away
+    later = queue.submit("a", 4)  # the places are free at once, not when the worker reaches them
+    assert queue.close(wait_s=0.2) is False  # the first job is still in the network
+    with pytest.raises(QueueFull, match="shutting down"):
+        later.future.result(1)
+    release.set()
+    assert queue.close(wait_s=10) is True and running.future.result(10) is True
+
+
+def test_a_client_leaving_mid_upload_is_no_internal_error(client, caplog):
+    app = client.app
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"content-length", b"100000")],
+        "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": "",
+    }  # fmt: skip
+    arriving = iter([{"type": "http.request", "body": b"--b\r\n", "more_body": True}, {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(arriving)
+
+    async def send(message):
+        sent.append(message)
+
+    with caplog.at_level("DEBUG", logger="deeplab_resnet.serve"):
+        asyncio.run(app(scope, receive, send))
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")], caplog.text
+    assert any("left during its upload" in r.getMessage() for r in caplog.records)
+
+
+def test_the_servers_log_lines_are_one_line_each():
+    import logging
+
+    from deeplab_resnet.serve.errors import OneLineFormatter
+
+    formatter = OneLineFormatter("%(levelname)s: %(message)s")
+    try:
+        raise RuntimeError("deep\ninside")
+    except RuntimeError:
+        failed = logging.makeLogRecord({"levelname": "ERROR", "msg": "failed: %s", "args": ("x",)})
+        failed.exc_info = sys.exc_info()
+    assert formatter.format(failed) == "ERROR: failed: x (RuntimeError: deep inside)"
+    text = "Traceback (most recent call last):\n  File 'x.py', line 1, in <module>\nasyncio.CancelledError\n"
+    as_text = logging.makeLogRecord({"levelname": "ERROR", "msg": text})  # a traceback logged as a message
+    assert formatter.format(as_text) == "ERROR: asyncio.CancelledError"
+
+
+def test_the_port_is_checked_before_the_model_loads(capsys):
+    from deeplab_resnet.serve.server import bind
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--weights", "w.safetensors", "--port", "70000"])
+    taken = bind("127.0.0.1", 0)
+    try:
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "--weights", "no/such/weights.safetensors", "--port", port]) == 2
+    finally:
+        taken.close()
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
 def test_missing_serve_extra_is_one_line(monkeypatch):
     from deeplab_resnet.commands import serve
     from deeplab_resnet.errors import DeepLabError
@@ -342,6 +451,81 @@ def test_the_server_binds_localhost_and_stops_cleanly_on_sigterm(tiny_weights, v
     stderr = server.stderr.read()
     assert rc in (0, 143) and "Traceback" not in stderr, stderr
     assert server.stdout.read() == ""  # the one line, nothing else
+
+
+# The real command with a network pass that takes a minute in native code (as a big image with the
+# CRF does): what a signal does to the requests in flight and to the process.
+SLOW_SERVE = """
+import sys, time, torch
+from deeplab_resnet.inference import segmenter
+
+def slow(self, images):
+    x = torch.randn(400, 400)
+    end = time.time() + 60
+    while time.time() < end:
+        x = torch.tanh(x @ x)
+    raise RuntimeError("never answered")
+
+segmenter.Segmenter.segment_batch = slow
+from deeplab_resnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _start_slow_server(tiny_weights):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-c", SLOW_SERVE, "serve", "--weights", str(tiny_weights), "--port", "0",
+               "--backend", "torch", "--max-batch", "1"]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = _read_line(server.stdout, 180)
+    assert line.startswith("serving on http://"), (line, server.poll())
+    return server, line.split()[-1]
+
+
+def _post_in_background(url: str, answers: list) -> threading.Thread:
+    import httpx
+
+    def post() -> None:
+        body = png_of(np.full((24, 32, 3), 90, np.uint8))
+        try:
+            answers.append(httpx.post(f"{url}/v1/segment", files={"image": ("a.png", body)}, timeout=60))
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signals", [["SIGINT"], ["SIGINT", "SIGINT"]], ids=["once", "twice"])
+def test_a_signal_with_requests_in_flight_answers_503_and_exits_130(signals, tiny_weights):
+    server, url = _start_slow_server(tiny_weights)
+    answers: list = []
+    try:
+        running = _post_in_background(url, answers)
+        time.sleep(1.5)  # the first request is in the network...
+        waiting = _post_in_background(url, answers)
+        time.sleep(1.0)  # ...the second waits for it
+        start = time.perf_counter()
+        for name in signals:
+            server.send_signal(getattr(signal, name))
+            time.sleep(0.3)
+        rc = server.wait(30)
+        seconds = time.perf_counter() - start
+        running.join(30)
+        waiting.join(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    stderr = server.stderr.read()
+    assert rc == 130, stderr
+    assert "Traceback" not in stderr and "terminate called" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "deeplab serve: interrupted"
+    assert seconds < (9 if len(signals) == 1 else 4)  # uvicorn's grace of 5 s, or at once when asked twice
+    if len(signals) == 1:  # the waiting request at once, the running one when the grace is over
+        assert sorted(a.status_code for a in answers) == [503, 503], answers
+        assert all(a.json()["error"].startswith("the server is") for a in answers)
 
 
 def test_the_defaults_bind_localhost_and_a_taken_port_is_one_line():

@@ -10,6 +10,7 @@ write, 130 Ctrl-C, 143 SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -71,6 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     install_signal_handlers()
+    status = _run(args)
+    if getattr(args, "exit_at_once", False):
+        # A thread is still inside native code that cannot be interrupted (a network pass):
+        # ending the interpreter normally would tear its libraries down under it and abort.
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status, each kind of failure said in one line (see the README's table)."""
     try:
         status = int(args._run(args) or 0)
         _flush_stdout()

@@ -66,8 +66,11 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Ima
         img.load()  # decode now, so truncated files fail here with a clear message
     except UnidentifiedImageError as exc:
         raise NotAnImageError(f"{name}: not an image file PIL can read") from exc
-    except Image.DecompressionBombError as exc:
-        raise TooManyPixelsError(f"{name}: image too large to decode safely ({exc})") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own limit, far above ours: the header is absurd
+        raise TooManyPixelsError(
+            f"{name}: the image announces more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels, more than "
+            "can be decoded safely"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # the system refused the read (permission, I/O error): not the file's content
@@ -77,7 +80,9 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Ima
 
 def to_rgb_array(img: Image.Image) -> np.ndarray:
     """Any PIL image → ``H x W x 3`` uint8 RGB (EXIF orientation applied, alpha dropped)."""
-    img = ImageOps.exif_transpose(img)
+    with warnings.catch_warnings():  # damaged EXIF: PIL warns and goes on without it, as we do
+        warnings.simplefilter("ignore", UserWarning)
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max(initial=0) > 255 else 255.0

@@ -110,6 +110,11 @@ def dataset_from_args(args: argparse.Namespace) -> DatasetInfo:
 
 def int_at_least(minimum: int):
     """An argparse ``type``: an integer >= ``minimum`` (a bad value is argparse's one-line usage error)."""
+    return int_between(minimum, None)
+
+
+def int_between(minimum: int, maximum: int | None):
+    """An argparse ``type``: an integer from ``minimum`` to ``maximum`` (``None``: no upper bound)."""
 
     def parse(text: str) -> int:
         try:
@@ -118,6 +123,8 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse

@@ -15,6 +15,7 @@ from .common import (
     add_protocol_arguments,
     crf_params_from_args,
     int_at_least,
+    int_between,
     load_model_from_args,
     pad_size_from_args,
     parse_scales,
@@ -38,7 +39,9 @@ INSTALL_HINT = "deeplab serve needs FastAPI, uvicorn and python-multipart: pip i
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int_at_least(0), default=8000, help="port (0 picks a free one; default: %(default)s)")
+    p.add_argument(
+        "--port", type=int_between(0, 65535), default=8000, help="port (0 picks a free one; default: %(default)s)"
+    )
     add_network_size_arguments(p)
     limits = Limits()
     g = p.add_argument_group("limits")
@@ -116,7 +119,18 @@ def build_app(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     _require_serve_extra()
-    from ..serve.server import run_server
+    from ..serve.server import bind, run_server
 
-    run_server(build_app(args), args.host, args.port)
+    sock = bind(args.host, args.port)  # first: a taken port is said before the model loads
+    try:
+        app = build_app(args)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        run_server(app, sock, args.host)
+    finally:
+        # A forward pass cannot be interrupted: if the network thread is still in one (a second
+        # Ctrl-C), the process ends at once, as a normal exit would tear PyTorch down under it.
+        args.exit_at_once = not app.state.queue.close(wait_s=1.0)
     return 0

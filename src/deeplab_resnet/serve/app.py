@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..crf import PRESETS, CRFParams
 from ..errors import DeepLabError
@@ -94,7 +95,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        queue.close()
+        queue.close(wait_s=1.0)  # a batch still running after uvicorn's grace: deeplab serve ends without it
 
     app = FastAPI(title="deeplab_resnet", summary="DeepLab-v2 semantic segmentation", lifespan=lifespan)
     app.state.queue = queue
@@ -109,11 +110,11 @@ def _add_pages(app: FastAPI, model_info: dict) -> None:
     """The page (a static file of this package), the model's description and the health check."""
     page = resources.files(__package__).joinpath("static", "index.html").read_text(encoding="utf-8")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict:
         return {"status": "ok"}
 
@@ -134,8 +135,11 @@ def _add_segment_route(app: FastAPI, queue: BatchQueue, limits: Limits, *, backe
     ) -> Response:
         """Segment the image of the multipart field ``image``."""
         clock = _Clock()
-        body = await read_bounded(request.stream(), request.headers.get("content-length"), limits.max_upload_bytes)
-        data, _filename = form_file(body, request.headers.get("content-type"), "image")
+        body = await read_bounded(
+            request.stream(), request.headers.get("content-length"), limits.max_upload_bytes,
+            idle_s=limits.upload_idle_s,
+        )  # fmt: skip
+        data, _filename = await run_in_threadpool(form_file, body, request.headers.get("content-type"), "image")
         clock.lap("read")
         queue.check_room()  # before the costly decoding (the body is read: see read_bounded)
         rgb = await run_in_threadpool(_decode_upload, data, limits.max_pixels)
@@ -188,6 +192,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         if not isinstance(exc, (NotAnImageError, DamagedImageError, TooManyPixelsError)):
             LOG.info("refused: %s", str(exc).replace("\n", " "))
         return error_response(status, str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        LOG.debug("the client of %s %s left during its upload", request.method, request.url.path)
+        return Response(status_code=400)  # nobody reads it
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -66,6 +67,8 @@ class BatchQueue:
     def _check_room(self) -> None:
         if self._closed:
             raise QueueFull("the server is shutting down")
+        # Requests whose clients went away give their places back now, not when the worker reaches them.
+        self._pending = collections.deque(job for job in self._pending if not job.future.cancelled())
         if len(self._pending) >= self.max_queue:
             raise QueueFull(f"{len(self._pending)} requests are already waiting")
 
@@ -79,16 +82,22 @@ class BatchQueue:
             self._cond.notify_all()
         return job
 
-    def close(self) -> None:
-        """Stop the worker after the batch it is running; jobs still waiting fail with :class:`QueueFull`."""
+    def close(self, wait_s: float = 10.0) -> bool:
+        """Stop the worker after the batch it is running; jobs still waiting fail with :class:`QueueFull`.
+
+        Waits up to ``wait_s`` for that batch; returns whether the worker has stopped (a forward
+        pass cannot be interrupted). Closing twice is harmless."""
         with self._cond:
             self._closed = True
             left, self._pending = list(self._pending), collections.deque()
             self._cond.notify_all()
         for job in left:
-            job.future.set_exception(QueueFull("the server is shutting down"))
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # its client went away meanwhile
+                job.future.set_exception(QueueFull("the server is shutting down"))
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=wait_s)
+            return not self._thread.is_alive()
+        return True
 
     def _start_worker(self) -> None:
         # Started on first use (under the lock), so an app is usable without its lifespan events running.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,7 +31,8 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
 
 class CatchAll:
     """ASGI middleware: an exception nothing else handled becomes a 500 ``{"error": "internal error"}``
-    and one log line (Starlette's own last resort would print a traceback)."""
+    and one log line (Starlette's own last resort would print a traceback); a request the server
+    cancels as it stops becomes a 503."""
 
     def __init__(self, app, log: logging.Logger):
         self.app = app
@@ -49,6 +51,10 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, send_tracked)
+        except asyncio.CancelledError:  # the server stopped before the request was done (grace over)
+            self.log.warning("stopped before answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await error_response(503, "the server is shutting down")(scope, receive, send)
         except Exception as exc:
             self.log.error(
                 "internal error in %s %s: %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__,
@@ -56,3 +62,37 @@ class CatchAll:
             )  # fmt: skip
             if not started:  # else the client already has a status line; the connection just ends
                 await error_response(500, "internal error")(scope, receive, send)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records as one line each: an exception's type and message in place of its traceback
+    (the server's log says what happened; a traceback is for a debugger)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if message.startswith("Traceback (most recent call last):"):  # a traceback logged as text: its last line
+            message = [line for line in message.splitlines() if line.strip()][-1]
+        fields = {"msg": message, "args": None, "exc_info": None, "exc_text": None, "stack_info": None}
+        record = logging.makeLogRecord({**record.__dict__, **fields})
+        line = super().format(record)
+        if exc is not None:
+            line += f" ({type(exc).__name__}: {str(exc)})" if str(exc) else f" ({type(exc).__name__})"
+        return one_line(line)
+
+
+def log_config(level: str) -> dict:
+    """uvicorn's and this package's server logs on stderr, one line per event at ``level`` and above."""
+    handler = {"class": "logging.StreamHandler", "formatter": "one_line", "stream": "ext://sys.stderr"}
+    logger = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"one_line": {"()": OneLineFormatter, "fmt": "%(levelname)s: %(message)s"}},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            "uvicorn": logger,
+            "uvicorn.access": {**logger, "level": "WARNING"},
+            "deeplab_resnet.serve": logger,
+        },
+    }

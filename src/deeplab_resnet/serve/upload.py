@@ -7,12 +7,22 @@ uploads never touch the disk, under the client's name or any other.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 try:  # the package's import name since python-multipart 0.0.13
     from python_multipart.multipart import MultipartParser, parse_options_header
 except ImportError:  # older releases
     from multipart.multipart import MultipartParser, parse_options_header
+
+
+# The parser logs each malformed byte it meets; the client hears of a malformed form in its 400.
+for _name in ("python_multipart", "multipart"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+# A form is the image and perhaps a few fields a client adds; thousands of parts are an attack on the parser.
+MAX_PARTS = 16
 
 
 class UploadError(Exception):
@@ -24,8 +34,11 @@ class UploadError(Exception):
         self.message = message
 
 
-async def read_bounded(chunks: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
-    """The whole body, or 413 once it is known to be over ``limit`` bytes (from Content-Length, or while reading).
+async def read_bounded(
+    chunks: AsyncIterator[bytes], declared_length: str | None, limit: int, *, idle_s: float | None = None
+) -> bytes:  # fmt: skip
+    """The whole body, or 413 once it is known to be over ``limit`` bytes (from Content-Length, or
+    while reading), or 408 when nothing arrives for ``idle_s`` seconds.
 
     A body within the limit is read to its end even when the request will be refused (a full
     queue): an answer sent while the client is still uploading can reach it as a reset connection.
@@ -34,11 +47,17 @@ async def read_bounded(chunks: AsyncIterator[bytes], declared_length: str | None
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in chunks:
+    arriving = chunks.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(arriving.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return bytes(body)
+        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
+            raise UploadError(408, f"the upload sent nothing for {idle_s:g} s; send it again") from None
         body += chunk
         if len(body) > limit:
             raise too_large
-    return bytes(body)
 
 
 def form_file(body: bytes, content_type: str | None, field: str) -> tuple[bytes, str]:
@@ -56,11 +75,13 @@ def form_file(body: bytes, content_type: str | None, field: str) -> tuple[bytes,
 
 
 def _parse_parts(body: bytes, boundary: bytes) -> list[tuple[dict[bytes, bytes], bytearray]]:
-    """``(headers, data)`` of every part (header names lower-cased)."""
+    """``(headers, data)`` of every part (header names lower-cased); 400 past :data:`MAX_PARTS`."""
     parts: list[tuple[dict[bytes, bytes], bytearray]] = []
     header = {"field": b"", "value": b""}
 
     def on_part_begin() -> None:
+        if len(parts) == MAX_PARTS:
+            raise UploadError(400, f"more than {MAX_PARTS} form fields: send the image alone, in the field 'image'")
         parts.append(({}, bytearray()))
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
@@ -84,6 +105,8 @@ def _parse_parts(body: bytes, boundary: bytes) -> list[tuple[dict[bytes, bytes],
         parser = MultipartParser(boundary, callbacks)
         parser.write(body)
         parser.finalize()
+    except UploadError:
+        raise
     except Exception as exc:  # the parser's errors differ between releases; all mean a malformed form
         raise UploadError(400, f"malformed multipart/form-data body ({type(exc).__name__})") from exc
     return parts
