@@ -390,6 +390,67 @@ def test_int8_check_record_is_read_defensively_and_needs_the_same_int8_kind(tmp_
     )
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"argmax_agreement": True, "worst_image_agreement": True},  # JSON true is no fraction
+        {"argmax_agreement": float("inf"), "worst_image_agreement": 1.0},
+        {"argmax_agreement": 1.5, "worst_image_agreement": 1.0},
+        {"images": 0}, {"images": True}, {"vnni": 0},
+    ],
+    ids=["bools", "infinite", "above-one", "no-images", "bool-images", "vnni-not-bool"],
+)  # fmt: skip
+def test_a_check_record_with_impossible_values_never_makes_auto_take_int8(edit, tmp_path):
+    int8 = tmp_path / "deeplab_0123_int8_4567.onnx"
+    engine = {"argmax_agreement": 0.999, "worst_image_agreement": 0.99}
+    record = {"images": 3, "vnni": False, "engines": {"onnxruntime-int8": engine}}
+    check_file(int8).write_text(json.dumps(record))
+    assert engines_within_bar(read_check(int8), vnni=False) == ("onnxruntime-int8",)  # the valid record counts
+    if "images" in edit or "vnni" in edit:
+        record.update(edit)
+    else:
+        record["engines"]["onnxruntime-int8"] = edit
+    check_file(int8).write_text(json.dumps(record))  # Infinity is what Python's json writes for inf
+    assert engines_within_bar(read_check(int8), vnni=False) == ()
+
+
+def test_a_deeply_nested_check_record_is_no_record(tmp_path):
+    int8 = tmp_path / "deeplab_0123_int8_4567.onnx"
+    check_file(int8).write_text("[" * 100_000 + "]" * 100_000)
+    assert read_check(int8) is None
+
+
+def test_a_damaged_cached_export_is_made_again_and_a_damaged_int8_model_removed(tmp_path, voc_fixture):
+    model = tiny_model()
+    x = torch.from_numpy(calibration_batches(model, _images(voc_fixture, "list_val.txt", 1))[0])
+    first = make_backend("onnxruntime", model, cache_dir=tmp_path, threads=1)
+    cached = first.path
+    cached.write_bytes(cached.read_bytes()[:5000])  # a file cut short after it was written
+    again = make_backend("onnxruntime", model, cache_dir=tmp_path, threads=1)
+    assert again.path == cached and cached.stat().st_size > 5000
+    torch.testing.assert_close(again(x), first(x))
+    int8 = quantize_model(model, _images(voc_fixture, "list_train.txt", 2), images=2, cache_dir=tmp_path)
+    int8.write_bytes(b"garbage")
+    with pytest.raises(DeepLabError, match="damaged and is removed; make it again with 'deeplab quantize'"):
+        make_backend("onnxruntime-int8", model, cache_dir=tmp_path, threads=1)
+    assert not int8.exists()
+    int8.write_bytes(b"garbage")  # deeplab quantize makes a damaged cached model again
+    assert quantize_model(model, _images(voc_fixture, "list_train.txt", 2), images=2, cache_dir=tmp_path) == int8
+    assert make_backend("onnxruntime-int8", model, cache_dir=tmp_path, threads=1)(x).shape == first(x).shape
+
+
+def test_an_interrupt_while_an_optional_package_loads_stays_an_interrupt():
+    from deeplab_resnet.errors import Terminated, first_line, missing_extra
+
+    plain = missing_extra(ImportError("No module named 'onnxruntime'"), "pip install it")
+    assert isinstance(plain, DeepLabError) and str(plain) == "pip install it"
+    for signal_exception in (KeyboardInterrupt(), Terminated()):
+        failed = ImportError("initialization failed")
+        failed.__cause__ = signal_exception  # how a C extension reports a signal during its import
+        assert missing_extra(failed, "pip install it") is signal_exception
+    assert first_line(RuntimeError("Exception from core.cpp:84:\n  Check failed\n\n")) == "Exception from core.cpp:84:"
+
+
 def _segment_labels(weights, image, out, backend, capsys) -> tuple[np.ndarray, str]:
     from PIL import Image
 

@@ -33,6 +33,20 @@ class Terminated(KeyboardInterrupt):
     ``finally`` and ``except KeyboardInterrupt`` clean-up runs for it too."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (libraries such as OpenVINO write whole reports)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+def missing_extra(exc: ImportError, message: str) -> BaseException:
+    """What to raise when an optional package fails to import: a one-line :class:`DeepLabError`
+    saying how to install it, unless Ctrl-C or SIGTERM arrived while the package was loading (a
+    C extension then reports the interrupt as a failed import): that interrupt, as itself."""
+    cause = exc.__cause__ or exc.__context__
+    return cause if isinstance(cause, KeyboardInterrupt) else DeepLabError(message)
+
+
 _REASONS = {
     errno.ENOSPC: "no space left on the device (disk full)",
     errno.EDQUOT: "disk quota exceeded",

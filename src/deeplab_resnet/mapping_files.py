@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import DeepLabError
+from .errors import DeepLabError, missing_extra
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -24,7 +24,9 @@ def yaml_module(path: Path, action: str) -> Any:
     try:
         import yaml  # type: ignore[import-untyped]
     except ImportError as exc:
-        raise DeepLabError(f"{path}: {action} YAML needs PyYAML (pip install pyyaml), or use a .json file") from exc
+        raise missing_extra(
+            exc, f"{path}: {action} YAML needs PyYAML (pip install pyyaml), or use a .json file"
+        ) from exc
     return yaml
 
 

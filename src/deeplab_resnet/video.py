@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DeepLabError
+from .errors import DeepLabError, missing_extra
 
 # The suffixes ``deeplab segment`` takes for videos (commands/segment_video.py tells them apart).
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -58,7 +58,7 @@ def import_av():
     try:
         import av
     except ImportError as exc:
-        raise DeepLabError(f"reading and writing videos needs PyAV: {INSTALL_HINT}") from exc
+        raise missing_extra(exc, f"reading and writing videos needs PyAV: {INSTALL_HINT}") from exc
     return av
 
 

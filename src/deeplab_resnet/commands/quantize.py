@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.int8_check import check_int8, engines_within_bar, read_check, summary
+    from ..inference.int8_check import check_int8, read_check, summary
     from ..inference.quantize import quantize_model
 
     if args.device not in ("auto", "cpu"):
@@ -53,15 +53,31 @@ def run(args: argparse.Namespace) -> int:
         )
     model = load_model_from_args(args, "cpu")
     path = quantize_model(model, paths, images=args.images)
-    print(f"int8 model ({len(paths)} calibration images): {path}")
+    print(f"int8 model ({len(paths)} calibration image{'' if len(paths) == 1 else 's'}): {path}")
     record = check_int8(model, path, check) if check else read_check(path)
     if record is None:
         print("not checked: --backend auto will not choose it (add --check IMAGES to measure its agreement)")
         return 0
-    print(summary(record))
-    within = engines_within_bar(record)
-    print(
-        f"--backend auto will use {within[0]} for deeplab segment" if within
-        else "--backend auto will keep float32: int8 is below the bar for these weights on this CPU"
-    )  # fmt: skip
+    if record["engines"]:
+        print(summary(record))
+    print(_auto_verdict(record))
     return 0
+
+
+def _auto_verdict(record: dict) -> str:
+    """What ``--backend auto`` will do with this check record, and why."""
+    from ..inference import cpu_features
+    from ..inference.int8_check import engines_within_bar
+
+    within = engines_within_bar(record)
+    if within:
+        return f"--backend auto will use {within[0]} for deeplab segment"
+    if record["vnni"] is not cpu_features.has_vnni():
+        measured, here = ("with", "without") if record["vnni"] else ("without", "with")
+        return (
+            f"--backend auto will keep float32: the check ran on a CPU {measured} VNNI, this one is {here} "
+            "(int8 rounds differently there); run --check here"
+        )
+    if not record["engines"]:
+        return "--backend auto will keep float32: the check record holds no measurement it can use; run --check"
+    return "--backend auto will keep float32: int8 is below the bar for these weights on this CPU"

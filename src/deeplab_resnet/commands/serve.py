@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import DeepLabError
+from ..errors import missing_extra
 from ..serve.limits import Limits
 from .common import (
     add_backend_argument,
@@ -77,7 +77,7 @@ def _require_serve_extra() -> None:
 
         from ..serve import upload  # noqa: F401  (python-multipart's parser)
     except ImportError as exc:
-        raise DeepLabError(INSTALL_HINT) from exc
+        raise missing_extra(exc, INSTALL_HINT) from exc
 
 
 def weights_source(weights: str) -> str:

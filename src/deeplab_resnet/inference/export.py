@@ -25,7 +25,7 @@ from torch import nn
 from torch.export import Dim
 
 from ..atomic import atomic_path, atomic_write_bytes
-from ..errors import DeepLabError
+from ..errors import DeepLabError, missing_extra
 from ..models.deeplab import DeepLabV2
 from ..models.layers import Conv, MaxPool
 from .fold import fold_batchnorm
@@ -133,7 +133,7 @@ def export_onnx(
     try:
         import onnx
     except ImportError as exc:
-        raise DeepLabError("ONNX export needs the 'onnx' package: pip install 'deeplab_resnet[onnx]'") from exc
+        raise missing_extra(exc, "ONNX export needs the 'onnx' package: pip install 'deeplab_resnet[onnx]'") from exc
     net = exportable(model, fold_bn=fold_bn)
     path = Path(path)
     with atomic_path(path) as tmp, warnings.catch_warnings():

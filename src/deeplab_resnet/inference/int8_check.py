@@ -58,34 +58,39 @@ def check_int8(
 
 
 def read_check(int8_path: str | Path) -> dict | None:
-    """The recorded check of ``int8_path`` (``None`` when there is none or it cannot be read)."""
+    """The recorded check of ``int8_path``, or ``None`` when there is none or it is not a record
+    this module wrote (a hand-edited or damaged file never makes auto take int8)."""
     try:
         record = json.loads(check_file(int8_path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("engines"), dict):
         return None
-    numbers = ("argmax_agreement", "worst_image_agreement")
-    record["engines"] = {  # entries with their numbers only (a hand-edited file may lack them)
+    images, vnni = record.get("images"), record.get("vnni")
+    if type(images) is not int or images < 1 or type(vnni) is not bool:
+        return None
+    record["engines"] = {  # entries whose numbers are fractions (a hand-edited file may have others)
         name: stats for name, stats in record["engines"].items()
-        if isinstance(stats, dict) and all(isinstance(stats.get(k), (int, float)) for k in numbers)
+        if isinstance(stats, dict) and all(_fraction(stats.get(k)) for k in ("argmax_agreement", "worst_image_agreement"))
     }  # fmt: skip
-    record["images"] = record.get("images") if isinstance(record.get("images"), int) else 0
     return record
+
+
+def _fraction(value: object) -> bool:
+    """Whether ``value`` is a number from 0 to 1 (not a bool, not NaN or infinite)."""
+    return type(value) in (int, float) and 0.0 <= value <= 1.0
 
 
 def engines_within_bar(record: dict | None, *, vnni: bool | None = None) -> tuple[str, ...]:
     """The int8 engines whose recorded agreement meets the bar, if it was measured on a CPU of this
     int8 kind (with or without VNNI: the kernels, and so the rounding, differ)."""
-    if not record or record.get("vnni") != (cpu_features.has_vnni() if vnni is None else vnni):
+    if not record or record.get("vnni") is not (cpu_features.has_vnni() if vnni is None else vnni):
         return ()
-    within = []
-    for name in INT8_ENGINES:
-        stats = record["engines"].get(name)
-        if isinstance(stats, dict) and isinstance(stats.get("argmax_agreement"), (int, float)):
-            if meets_target(stats, "int8"):
-                within.append(name)
-    return tuple(within)
+    stats = {name: record["engines"].get(name) for name in INT8_ENGINES}
+    return tuple(
+        name for name, s in stats.items()
+        if isinstance(s, dict) and _fraction(s.get("argmax_agreement")) and meets_target(s, "int8")
+    )  # fmt: skip
 
 
 def summary(record: dict) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DeepLabError
+from ..errors import DeepLabError, first_line, missing_extra
 from ..models.spec import ModelSpec
 from .cpu_features import physical_cores
 from .metadata import METADATA_KEY
@@ -31,7 +31,7 @@ def import_openvino():
     try:
         import openvino
     except ImportError as exc:
-        raise DeepLabError(f"the openvino backend needs: {INSTALL}") from exc
+        raise missing_extra(exc, f"the openvino backend needs: {INSTALL}") from exc
     return openvino
 
 
@@ -68,7 +68,7 @@ class OpenVinoBackend:
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises its own exception types for bad files
-            raise DeepLabError(f"{path}: not a model OpenVINO can read ({exc})") from exc
+            raise DeepLabError(f"{path}: not a model OpenVINO can read ({first_line(exc)})") from exc
         self.metadata = _metadata(model)
         self.spec = ModelSpec.from_metadata(self.metadata, str(path)) if self.metadata else None
         config = {

@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..cache import cache_dir as user_cache_dir
-from ..errors import DeepLabError
+from ..errors import DeepLabError, missing_extra
 from ..images import read_image
 from ..models.deeplab import DeepLabV2
 from ..preprocess import to_input
@@ -143,6 +143,17 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -
         )  # fmt: skip
 
 
+def _loads(path: Path) -> bool:
+    """Whether a cached model parses (one damaged after it was written is made again)."""
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises protobuf's DecodeError and others for a damaged file
+        return False
+    return True
+
+
 def quantize_model(
     model: DeepLabV2, calibration: Sequence[str | Path], *, images: int = DEFAULT_CALIBRATION_IMAGES,
     cache_dir: str | Path | None = None,
@@ -152,12 +163,12 @@ def quantize_model(
     try:
         import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
-        raise DeepLabError(f"int8 quantization needs: {INSTALL}") from exc
+        raise missing_extra(exc, f"int8 quantization needs: {INSTALL}") from exc
     paths = [Path(p) for p in calibration][:images]
     if not paths:
         raise DeepLabError("no calibration images: give a list file or a directory of images")
     target = int8_cache_dir(cache_dir) / f"deeplab_{weights_digest(model)}_int8_{calibration_digest(paths)}.onnx"
-    if target.exists():
+    if target.exists() and _loads(target):
         return target
     batches = calibration_batches(model, paths)
     with tempfile.TemporaryDirectory(prefix="deeplab_quantize_") as tmp:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..cache import cache_dir as user_cache_dir
-from ..errors import DeepLabError
+from ..errors import DeepLabError, first_line, missing_extra
 from ..models.deeplab import DeepLabV2
 from ..models.spec import ModelSpec
 from .cpu_features import physical_cores
@@ -123,7 +123,7 @@ class OnnxRuntimeBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise DeepLabError("the onnxruntime backend needs: pip install 'deeplab_resnet[onnx]'") from exc
+            raise missing_extra(exc, "the onnxruntime backend needs: pip install 'deeplab_resnet[onnx]'") from exc
         path = Path(path)
         if not path.is_file():
             raise DeepLabError(f"ONNX file not found: {path}")
@@ -135,7 +135,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(path), _session_options(threads, optimize), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise DeepLabError(f"{path}: not a loadable ONNX model ({exc})") from exc
+            raise DeepLabError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from exc
         self.metadata = metadata_from_session(self.session)
         # None for an ONNX file not written by deeplab export: the caller then supplies the spec.
         self.spec = ModelSpec.from_metadata(self.metadata, str(path)) if self.metadata else None
@@ -214,18 +214,32 @@ def make_backend(
         if name == "torch-bf16":
             options = InferenceOptions(fold_bn=True, channels_last=True, dtype="bfloat16")
         return TorchBackend(model, device=device, options=options)
+    if name in ("openvino", "openvino-bf16", "openvino-int8") and torch.device(device).type != "cpu":
+        raise DeepLabError(f"the {name} backend runs on the CPU: use --device cpu")
     if name in ("onnxruntime", "onnxruntime-int8"):
-        find = _int8_file if name.endswith("int8") else _onnx_file
-        backend = OnnxRuntimeBackend(find(model, onnx_path, cache_dir, name), device=device, threads=threads)
-        backend.name = name
-        return backend
-    if name in ("openvino", "openvino-bf16", "openvino-int8"):
-        if torch.device(device).type != "cpu":
-            raise DeepLabError(f"the {name} backend runs on the CPU: use --device cpu")
-        find = _int8_file if name.endswith("int8") else _onnx_file
-        backend = OpenVinoBackend(
-            find(model, onnx_path, cache_dir, name), threads=threads, precision="bf16" if name.endswith("bf16") else "f32"
-        )  # fmt: skip
-        backend.name = name
-        return backend
-    raise DeepLabError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+        def load(path: Path) -> Backend:
+            return OnnxRuntimeBackend(path, device=device, threads=threads)
+    elif name in ("openvino", "openvino-bf16", "openvino-int8"):
+
+        def load(path: Path) -> Backend:
+            return OpenVinoBackend(path, threads=threads, precision="bf16" if name.endswith("bf16") else "f32")
+    else:
+        raise DeepLabError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    find = _int8_file if name.endswith("int8") else _onnx_file
+    path = find(model, onnx_path, cache_dir, name)
+    try:
+        backend = load(path)
+    except DeepLabError:
+        if onnx_path is not None:  # the user's own file: theirs to mend
+            raise
+        # A cached file that does not load was damaged after it was written (they are written whole):
+        # the float32 export is made again; the int8 model needs its calibration images.
+        path.unlink(missing_ok=True)
+        if name.endswith("int8"):
+            raise DeepLabError(
+                f"{path}: the cached int8 model was damaged and is removed; make it again with 'deeplab quantize'"
+            ) from None
+        backend = load(find(model, onnx_path, cache_dir, name))
+    backend.name = name
+    return backend

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..cache import cache_dir
-from ..errors import DeepLabError
+from ..errors import DeepLabError, missing_extra
 from .hub_config import CONFIG_FILE, WEIGHTS_FILE, check_config_matches, read_config
 from .native import WeightsMeta, read_native
 from .registry import sha256_of
@@ -83,8 +83,8 @@ def download_file(repo_id: str, filename: str, revision: str | None = None) -> P
             RevisionNotFoundError,
         )
     except ImportError as exc:
-        raise DeepLabError(
-            f"hf://{repo_id}: reading weights from the Hub needs huggingface_hub: {INSTALL_HINT}"
+        raise missing_extra(
+            exc, f"hf://{repo_id}: reading weights from the Hub needs huggingface_hub: {INSTALL_HINT}"
         ) from exc
     where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
     steps = _manual_steps(repo_id, revision)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
-from ..errors import DeepLabError
+from ..errors import DeepLabError, missing_extra
 from ..models.deeplab import DeepLabV2
 from .hf_hub import INSTALL_HINT, is_hf_spec, parse_hf_spec, sha256_of
 from .hub_config import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, build_config, check_config_matches, read_config
@@ -92,7 +92,7 @@ def _hf_api(token: str | None):
     try:
         from huggingface_hub import HfApi
     except ImportError as exc:
-        raise DeepLabError(f"pushing to the Hub needs huggingface_hub: {INSTALL_HINT}") from exc
+        raise missing_extra(exc, f"pushing to the Hub needs huggingface_hub: {INSTALL_HINT}") from exc
     return HfApi(token=token)
 
 

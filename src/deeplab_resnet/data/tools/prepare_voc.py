@@ -24,7 +24,7 @@ import numpy as np
 
 from ...atomic import atomic_write
 from ...dataset_info import VOC
-from ...errors import DeepLabError
+from ...errors import DeepLabError, missing_extra
 from ...images import label_image, read_label, save_image
 from ..lists import list_entries
 from .archives import extract_archive, is_archive
@@ -138,8 +138,8 @@ def read_sbd_mat(path: str | Path) -> np.ndarray:
     try:
         from scipy.io import loadmat
     except ImportError as exc:
-        raise DeepLabError(
-            "reading SBD's .mat files needs scipy: pip install 'deeplab_resnet[data]' (or pip install scipy)"
+        raise missing_extra(
+            exc, "reading SBD's .mat files needs scipy: pip install 'deeplab_resnet[data]' (or pip install scipy)"
         ) from exc
     try:
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=False, variable_names=["GTcls"])
