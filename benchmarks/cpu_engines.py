@@ -29,7 +29,7 @@ from deeplab_resnet.bench.realistic import (
 )
 from deeplab_resnet.bench.timing import machine_info, report_main, time_interleaved
 from deeplab_resnet.inference import cpu_features
-from deeplab_resnet.inference.quantize import calibration_batches, quantize_model
+from deeplab_resnet.inference.quantize import network_inputs, quantize_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc_fixture"
 
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def prepare(args, cache_dir: Path):
-    """The model, the engines, the timing input and the scored inputs."""
+    """The model, the engines, the timing input and the scored inputs (with their images' sizes)."""
     train, scored = calibration_and_scored(args)
     model = benchmark_model(args, train)
     names = eng.available_engines(args.engines.split(",") if args.engines else None)
@@ -59,8 +59,7 @@ def prepare(args, cache_dir: Path):
         int8 = quantize_model(model, train, images=args.calibration_images, cache_dir=cache_dir)
     engines = eng.build_engines(model, names, threads=args.threads, cache_dir=cache_dir, int8_model=int8)
     x = image_batch([str(p) for p in scored], args.size, 1, model.mean_bgr)
-    inputs = [torch.from_numpy(b) for b in calibration_batches(model, scored)]
-    return model, engines, x, inputs
+    return model, engines, x, network_inputs(model, scored)
 
 
 def run(args) -> dict:
@@ -68,8 +67,10 @@ def run(args) -> dict:
     before = eng.machine_lines()
     print("\n".join(before), flush=True)
     with tempfile.TemporaryDirectory(prefix="deeplab_cpu_engines_") as tmp:
-        model, engines, x, inputs = prepare(args, args.cache_dir or Path(tmp))
-        accuracy = eng.measure_accuracy(model, {k: v for k, v in engines.items() if k != "eager-fp32"}, inputs)
+        model, engines, x, scored = prepare(args, args.cache_dir or Path(tmp))
+        fast = {k: v for k, v in engines.items() if k != "eager-fp32"}
+        # agreement over the scored images' own pixels (the test protocol's padding not counted)
+        accuracy = eng.measure_accuracy(model, fast, [torch.from_numpy(a) for a, _ in scored], [s for _, s in scored])
         times = time_interleaved({k: (lambda e=e: e(x)) for k, e in engines.items()}, repeats=args.repeats,
                                  warmup=args.warmup)  # fmt: skip
         rows = [

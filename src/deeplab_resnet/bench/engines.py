@@ -82,9 +82,12 @@ def build_engines(
     return built
 
 
-def measure_accuracy(model, engines: dict, inputs: Sequence[torch.Tensor]) -> dict[str, dict]:
-    """Per engine: worst rel-L2 and pooled / worst-image argmax agreement with eager float32 over ``inputs``."""
-    return agreement_over(model, engines, inputs)
+def measure_accuracy(
+    model, engines: dict, inputs: Sequence[torch.Tensor], image_sizes: Sequence[tuple[int, int]] | None = None
+) -> dict[str, dict]:  # fmt: skip
+    """Per engine: worst rel-L2 and pooled / worst-image argmax agreement with eager float32 over
+    ``inputs`` (over the images' own pixels when ``image_sizes`` says where they are in them)."""
+    return agreement_over(model, engines, inputs, image_sizes)
 
 
 def accuracy_text(row: EngineRow) -> str:

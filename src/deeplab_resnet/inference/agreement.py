@@ -7,7 +7,8 @@ benchmarks, ``deeplab export``'s check and the tests all measure with these.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -38,22 +39,32 @@ def meets_target(stats: dict[str, float], dtype: str) -> bool:
     return stats["argmax_agreement"] >= 0.995
 
 
+def image_part(logits: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """The logits of the image itself when it filled the top left ``image_size`` of a padded input
+    of ``input_size``: the padding's logits say nothing of how well a path labels the image."""
+    (height, width), (lh, lw) = input_size, logits.shape[-2:]
+    rows, cols = math.ceil(image_size[0] * lh / height), math.ceil(image_size[1] * lw / width)
+    return logits[..., : min(rows, lh), : min(cols, lw)]
+
+
 @torch.inference_mode()
 def agreement_over(
     reference: Callable[[torch.Tensor], torch.Tensor], paths: dict[str, Callable[[torch.Tensor], torch.Tensor]],
-    inputs: Iterable[torch.Tensor],
+    inputs: Iterable[torch.Tensor], image_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, dict]:  # fmt: skip
     """Each fast path against ``reference`` over several inputs (images of any sizes).
 
     Per path: the worst relative L2 error, the argmax agreement pooled over all pixels, each
     input's agreement (``per_image``) and the worst of them. The reference runs once per input.
+    With ``image_sizes`` (each input's image within its padding), only the images' pixels count.
     """
     stats = {name: {"rel_l2": 0.0, "per_image": [], "pixels": 0, "agree": 0.0} for name in paths}
-    for x in inputs:
-        ref = reference(x)
+    for i, x in enumerate(inputs):
+        size = None if image_sizes is None else (tuple(x.shape[-2:]), image_sizes[i])
+        ref = _image_part_of(reference(x), size)
         pixels = ref.shape[0] * ref.shape[-2] * ref.shape[-1]
         for name, path in paths.items():
-            s = agreement(ref, path(x))
+            s = agreement(ref, _image_part_of(path(x), size))
             stats[name]["rel_l2"] = max(stats[name]["rel_l2"], s["rel_l2"])
             stats[name]["per_image"].append(s["argmax_agreement"])
             stats[name]["pixels"] += pixels
@@ -62,3 +73,7 @@ def agreement_over(
         s["argmax_agreement"] = s.pop("agree") / max(s.pop("pixels"), 1)
         s["worst_image_agreement"] = min(s["per_image"], default=1.0)
     return stats
+
+
+def _image_part_of(logits: torch.Tensor, sizes: tuple | None) -> torch.Tensor:
+    return logits if sizes is None else image_part(logits, *sizes)

@@ -20,7 +20,7 @@ from ..atomic import atomic_write_text
 from ..models.deeplab import DeepLabV2
 from . import cpu_features
 from .agreement import agreement_over, meets_target
-from .quantize import calibration_batches
+from .quantize import network_inputs
 from .runtime import ONNX_ENGINES, installed, make_backend
 
 INT8_ENGINES = tuple(f"{engine}-int8" for engine in ONNX_ENGINES)  # in auto's order of preference
@@ -36,16 +36,18 @@ def check_int8(
 ) -> dict:  # fmt: skip
     """Agreement of each installed int8 engine with eager float32 over ``images``; recorded and returned.
 
-    The images go through the network as the segmenter sends them (the weights' test protocol).
+    The images go through the network as the segmenter sends them (the weights' test protocol);
+    the pixels counted are the images' own, not their padding.
     """
     engines = {
         name: make_backend(name, model, onnx_path=int8_path, threads=threads)
         for name in INT8_ENGINES if installed(name.removesuffix("-int8"))
     }  # fmt: skip
-    inputs = (torch.from_numpy(x) for x in calibration_batches(model, images))
-    stats = agreement_over(model.eval(), engines, inputs)
+    inputs = network_inputs(model, images)
+    stats = agreement_over(model.eval(), engines, (torch.from_numpy(x) for x, _ in inputs), [s for _, s in inputs])
     record = {
         "images": len(images),
+        "pixels": "the images' own (their protocol padding not counted)",
         "cpu": cpu_features.cpu_model(),
         "vnni": cpu_features.has_vnni(),
         "engines": {

@@ -88,16 +88,22 @@ def find_int8(model: DeepLabV2, cache_dir: str | Path | None = None, *, digest: 
 
 def calibration_batches(model: DeepLabV2, paths: Sequence[Path]) -> list[np.ndarray]:
     """The calibration images as the network sees them (``1 x 3 x H x W`` float32, protocol padding)."""
+    return [x for x, _ in network_inputs(model, paths)]
+
+
+def network_inputs(model: DeepLabV2, paths: Sequence[Path]) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """Each image as the network sees it (``1 x 3 x H x W`` float32, padded by the weights' test
+    protocol) with the ``(h, w)`` the image itself covers in it (top left; the rest is padding)."""
     pad_size = protocol.default_pad_size(model.convention)
-    batches = []
+    inputs = []
     for path in paths:
         rgb = read_image(path)
         h, w = protocol.network_image_size(rgb.shape[0], rgb.shape[1], CALIBRATION_MAX_SIZE, None)
         if (h, w) != rgb.shape[:2]:
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
         x = protocol.pad_input(to_input(rgb, model.mean_bgr).unsqueeze(0), pad_size)
-        batches.append(np.ascontiguousarray(x.numpy(), dtype=np.float32))
-    return batches
+        inputs.append((np.ascontiguousarray(x.numpy(), dtype=np.float32), (h, w)))
+    return inputs
 
 
 def _reader(batches: list[np.ndarray], input_name: str):
