@@ -421,6 +421,21 @@ def test_agreement_counts_the_images_pixels_not_their_padding():
     assert own == 1.0 and padded == pytest.approx(48 / 65, abs=0.02)
 
 
+def test_an_engine_says_its_precision():
+    from types import SimpleNamespace
+
+    from deeplab_resnet.inference.runtime import describe_engine
+
+    model = tiny_model()
+    assert describe_engine(model) == {"backend": "torch", "precision": "fp32"}
+    bf16 = TorchBackend(model, options=runtime.InferenceOptions(fold_bn=True, dtype="bfloat16"))
+    assert describe_engine(bf16)["precision"] == "bf16"
+    int8 = SimpleNamespace(name="openvino-int8", precision="f32")  # OpenVINO's hint is f32 for an int8 model
+    assert describe_engine(int8) == {"backend": "openvino-int8", "precision": "int8"}
+    auto = choice.choose_backend(model, allow_reduced_precision=False)
+    assert describe_engine(auto)["precision"] == "fp32" == auto.choice.precision
+
+
 def test_a_deeply_nested_check_record_is_no_record(tmp_path):
     int8 = tmp_path / "deeplab_0123_int8_4567.onnx"
     check_file(int8).write_text("[" * 100_000 + "]" * 100_000)

@@ -173,6 +173,7 @@ def test_evaluate_cli_end_to_end_on_voc_fixture(tmp_path, tiny_weights, voc_fixt
     assert "mean IoU" in result.stdout and "tvmonitor" in result.stdout and "images/s" in result.stdout
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["images"] == 11 and report["images_per_second"] > 0
+    assert (report["backend"], report["precision"]) == ("torch", "fp32")  # what computed the score
     pairs = read_list(voc_fixture, voc_fixture / "list_val.txt")
     preds = [np.asarray(Image.open(tmp_path / "pred" / f"{p.name}.png")) for p in pairs]
     gts = [np.asarray(Image.open(p.label)) for p in pairs]

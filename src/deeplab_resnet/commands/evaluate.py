@@ -105,6 +105,7 @@ def _score_model(args, pairs, dist):
     from ..distributed import init_distributed
     from ..evaluation.evaluate import EvalOutputs, default_crf_workers, evaluate_pairs
     from ..inference import protocol
+    from ..inference.runtime import describe_engine
 
     crf = crf_params_from_args(args)
     scales = _scales(args)
@@ -147,7 +148,13 @@ def _score_model(args, pairs, dist):
     if crf:
         options.update(crf_backend=args.crf_backend, crf_workers=workers)
     options["evaluation_seconds"] = loop_seconds  # the loop alone, without loading the model (rank 0's)
-    return meter, model.dataset, device, {"weights": str(args.weights), "convention": model.convention, **options}
+    engine = describe_engine(network)  # a score says what computed it: an int8 score is no float32 score
+    return (
+        meter,
+        model.dataset,
+        device,
+        {"weights": str(args.weights), "convention": model.convention, **engine, **options},
+    )
 
 
 def _class_subset(args: argparse.Namespace, class_names) -> tuple[int, ...] | None:

@@ -90,6 +90,7 @@ def weights_source(weights: str) -> str:
 
 def build_app(args: argparse.Namespace):
     """The application ``deeplab serve`` runs for these arguments (its model loaded, its segmenter built)."""
+    from ..inference.runtime import describe_engine
     from ..inference.segmenter import Segmenter
     from ..serve.app import create_app
 
@@ -113,7 +114,7 @@ def build_app(args: argparse.Namespace):
     return create_app(
         segmenter, model.spec, limits, crf_params=crf_params, crf_default=crf_default,
         source=weights_source(args.weights),
-        backend="torch" if network is model else getattr(network, "name", type(network).__name__),
+        backend=describe_engine(network)["backend"],
     )  # fmt: skip
 
 

@@ -67,6 +67,7 @@ class TorchBackend:
     def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", options: InferenceOptions = REFERENCE):
         self.fast = FastInference(model, options, device)
         self.name = "torch" if options == REFERENCE else f"torch {options.describe()}"
+        self.precision = {"bfloat16": "bf16", "float16": "fp16"}.get(options.dtype, "fp32")
         self.spec = getattr(model, "spec", None)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -243,3 +244,20 @@ def make_backend(
         backend = load(find(model, onnx_path, cache_dir, name))
     backend.name = name
     return backend
+
+
+def describe_engine(network: object) -> dict[str, str]:
+    """``backend`` and ``precision`` (fp32, bf16, fp16 or int8) of what runs the network: a model
+    itself (eager PyTorch, float32) or a backend of :func:`make_backend` / ``choose_backend``."""
+    choice = getattr(network, "choice", None)
+    name = getattr(network, "name", None)
+    if name is None:
+        return {"backend": "torch", "precision": "fp32"}
+    suffix = name.rsplit("-", 1)[-1]
+    if suffix in ("int8", "bf16"):  # the ONNX engines' names say it
+        precision = suffix
+    else:  # PyTorch's fast paths may run bf16 or fp16 autocast
+        precision = (
+            getattr(network, "precision", "fp32") if getattr(network, "precision", "") in ("bf16", "fp16") else "fp32"
+        )
+    return {"backend": name, "precision": choice.precision if choice is not None else precision}
