@@ -536,8 +536,13 @@ def test_quantize_checks_int8_on_held_out_images_and_auto_follows_the_check(
     # rerun without --check: the record is kept and reported; a check image among the calibration: refused
     assert main(argv) == 0 and "--backend auto will use onnxruntime-int8" in capsys.readouterr().out
     train_image = _images(voc_fixture, "list_train.txt", 1)[0]
-    assert main(argv + ["--check", str(train_image)]) == 2
-    assert "both a calibration and a check image" in capsys.readouterr().err
+    copy = tmp_path / "copy_of_a_calibration_image.jpg"
+    copy.write_bytes(Path(train_image).read_bytes())
+    for same in (train_image, copy):  # by path, and by content under another name
+        assert main(argv + ["--check", str(same)]) == 2
+        assert "the same image as the calibration image" in capsys.readouterr().err
+    assert main(argv + ["--check", str(tmp_path / "missing.jpg")]) == 2  # said before any work
+    assert "missing.jpg" in capsys.readouterr().err
     assert main(["segment", str(image), "--weights", str(tiny_weights), "-o", str(tmp_path / "x"), "--backend",
                  "onnxruntime", "--fast", "fold"]) == 2  # fmt: skip
     assert "--fast applies to --backend torch" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+from pathlib import Path
 
 from ..errors import DeepLabError
 from .common import add_model_arguments, expand_inputs, int_at_least, load_model_from_args
@@ -46,11 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeepLabError(f"--device {args.device}: quantization runs on the CPU; leave --device out")
     paths = expand_inputs(args.calibration, args.data_dir)[: args.images]
     check = expand_inputs(args.check, args.data_dir)[: args.check_images] if args.check else []
-    overlap = {p.resolve() for p in paths} & {p.resolve() for p in check}
-    if overlap:
-        raise DeepLabError(
-            f"{sorted(overlap)[0]}: both a calibration and a check image; check on images not calibrated on"
-        )
+    _refuse_overlap(paths, check)
     model = load_model_from_args(args, "cpu")
     path = quantize_model(model, paths, images=args.images)
     print(f"int8 model ({len(paths)} calibration image{'' if len(paths) == 1 else 's'}): {path}")
@@ -81,3 +79,21 @@ def _auto_verdict(record: dict) -> str:
     if not record["engines"]:
         return "--backend auto will keep float32: the check record holds no measurement it can use; run --check"
     return "--backend auto will keep float32: int8 is below the bar for these weights on this CPU"
+
+
+def _refuse_overlap(calibration: list[Path], check: list[Path]) -> None:
+    """Before any work: every image is a file, and no check image is a calibration image, by any
+    path, link or copy (the same content)."""
+
+    def content(path: Path) -> str:
+        if not path.is_file():
+            raise DeepLabError(f"file not found: {path}" if not path.exists() else f"{path}: not a file")
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    calibrated = {content(p): p for p in calibration}
+    for path in check:
+        if content(path) in calibrated:
+            raise DeepLabError(
+                f"{path}: the same image as the calibration image {calibrated[content(path)]}; "
+                "check on images not calibrated on"
+            )

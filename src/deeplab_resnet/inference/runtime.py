@@ -18,7 +18,10 @@ together with the model's spec, ``Segmenter(backend, model.spec)``.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib.util
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -159,13 +162,21 @@ def _cached_onnx(model: DeepLabV2, cache_dir: Path) -> Path:
 
 
 def onnx_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """Where exports are cached (a private temporary folder when the user cache cannot be written)."""
+    """Where exports are cached: ``cache_dir``, else the user cache; when that cannot be written, a
+    private temporary folder, one per process, removed when the process ends."""
     cache = Path(cache_dir) if cache_dir else user_cache_dir("onnx")
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError:
-        cache = Path(tempfile.mkdtemp(prefix="deeplab_onnx_"))
+        return _process_cache()
     return cache
+
+
+@functools.lru_cache(maxsize=1)
+def _process_cache() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="deeplab_onnx_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _onnx_file(model: DeepLabV2 | None, onnx_path: str | Path | None, cache_dir: str | Path | None, name: str) -> Path:
