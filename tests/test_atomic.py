@@ -71,3 +71,24 @@ def test_save_npy_writes_exactly_the_given_path(tmp_path):
     save_npy(tmp_path / "x.bin", array)  # np.save(path) would have written x.bin.npy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
     np.testing.assert_array_equal(np.load(tmp_path / "x.bin"), array)
+
+
+def test_a_work_folder_is_removed_and_so_are_those_of_killed_processes(tmp_path, monkeypatch):
+    import tempfile
+
+    from deeplab_resnet.atomic import work_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    stale = tmp_path / f"deeplab_quantize_{gone.pid}_x_y"
+    (stale / "inner").mkdir(parents=True)
+    alive = tmp_path / f"deeplab_quantize_{os.getppid()}_abc"  # a running process's: kept
+    alive.mkdir()
+    other = tmp_path / "deeplab_quantize_notapid_abc"
+    other.mkdir()
+    with work_folder("quantize") as folder:
+        (folder / "folded.onnx").write_bytes(b"x")
+        assert folder.parent == tmp_path and folder.name.startswith(f"deeplab_quantize_{os.getpid()}_")
+        assert not stale.exists() and alive.exists() and other.exists()
+    assert not folder.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,3 +146,18 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
+
+
+@contextlib.contextmanager
+def work_folder(label: str) -> Iterator[Path]:
+    """A temporary folder for intermediate files, removed at the end of the block; the folders of
+    killed processes (``kill -9``, a power cut) are removed when the next one is made."""
+    parent = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in parent.glob(f"deeplab_{label}_*"):
+            match = re.match(rf"deeplab_{re.escape(label)}_(\d+)_", entry.name)
+            pid = int(match.group(1)) if match else None
+            if pid is not None and pid != os.getpid() and not _process_alive(pid) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"deeplab_{label}_{os.getpid()}_") as folder:
+        yield Path(folder)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, work_folder
 from ..cache import cache_dir as user_cache_dir
 from ..errors import DeepLabError, missing_extra
 from ..images import read_image
@@ -177,8 +176,8 @@ def quantize_model(
     if target.exists() and _loads(target):
         return target
     batches = calibration_batches(model, paths)
-    with tempfile.TemporaryDirectory(prefix="deeplab_quantize_") as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "folded.onnx", fold_bn=True)
+    with work_folder("quantize") as tmp:
+        fp32 = export_onnx(model, tmp / "folded.onnx", fold_bn=True)
         with atomic_path(target) as out:
             quantize_onnx(fp32, out, batches)
     return target
