@@ -14,7 +14,7 @@ a decision out); :func:`choose_backend` applies it to a model and builds the bac
   calibrated int8 model for these weights (the user's opt-in) *and* measured it within the 99.5%
   agreement bar on held-out images, on a CPU of the same int8 kind (:mod:`.int8_check`): whether
   int8 keeps the labels depends on the weights, so it is measured, never assumed. On the AVX2
-  EPYC int8 ran 2.8x eager but kept only 66% of the labels of the random-weights benchmark model
+  EPYC int8 ran 2.8x eager but kept only 69-71% of the labels of the random-weights benchmark model
   (``benchmarks/int8_diagnosis.py`` says why). Otherwise the float32 choice.
 - CPU, bf16: never chosen. Like int8's, its agreement depends on the weights, and nothing measures it
   yet (no CPU with bf16 instructions was at hand to build that check on; elsewhere OpenVINO runs a
