@@ -421,6 +421,24 @@ def test_agreement_counts_the_images_pixels_not_their_padding():
     assert own == 1.0 and padded == pytest.approx(48 / 65, abs=0.02)
 
 
+def test_quantize_skips_files_that_are_not_images(tmp_path, tiny_weights, voc_fixture, capsys, monkeypatch):
+    from deeplab_resnet.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for name in _images(voc_fixture, "list_train.txt", 2):
+        (folder / Path(name).name).write_bytes(Path(name).read_bytes())
+    (folder / "README.txt").write_text("photos for calibration\n")
+    argv = ["quantize", "--weights", str(tiny_weights), "--calibration", str(folder), "--images", "5"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "int8 model (2 calibration images)" in out and "skipped:" in err and "README.txt" in err
+    for image in folder.glob("*.jpg"):
+        image.unlink()
+    assert main(argv) == 2 and "no images among 1 file(s)" in capsys.readouterr().err
+
+
 def test_an_engine_says_its_precision():
     from types import SimpleNamespace
 

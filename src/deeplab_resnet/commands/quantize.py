@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 from ..errors import DeepLabError
@@ -46,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device not in ("auto", "cpu"):
         raise DeepLabError(f"--device {args.device}: quantization runs on the CPU; leave --device out")
-    paths = expand_inputs(args.calibration, args.data_dir)[: args.images]
-    check = expand_inputs(args.check, args.data_dir)[: args.check_images] if args.check else []
+    paths = _images(expand_inputs(args.calibration, args.data_dir), args.images)
+    check = _images(expand_inputs(args.check, args.data_dir), args.check_images) if args.check else []
     _refuse_overlap(paths, check)
     model = load_model_from_args(args, "cpu")
     path = quantize_model(model, paths, images=args.images)
@@ -81,13 +82,30 @@ def _auto_verdict(record: dict) -> str:
     return "--backend auto will keep float32: int8 is below the bar for these weights on this CPU"
 
 
+def _images(paths: list[Path], limit: int) -> list[Path]:
+    """The first ``limit`` of ``paths`` that are images; other files (a README in a folder of
+    photos) are reported and skipped, as ``deeplab segment`` does."""
+    from ..images import DamagedImageError, NotAnImageError, open_image
+
+    images = []
+    for path in paths:
+        if len(images) == limit:
+            break
+        try:
+            open_image(path)
+        except (NotAnImageError, DamagedImageError) as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
+        images.append(path)
+    if paths and not images:
+        raise DeepLabError(f"no images among {len(paths)} file(s), e.g. {paths[0]}")
+    return images
+
+
 def _refuse_overlap(calibration: list[Path], check: list[Path]) -> None:
-    """Before any work: every image is a file, and no check image is a calibration image, by any
-    path, link or copy (the same content)."""
+    """Before any work: no check image is a calibration image, by any path, link or copy (the same content)."""
 
     def content(path: Path) -> str:
-        if not path.is_file():
-            raise DeepLabError(f"file not found: {path}" if not path.exists() else f"{path}: not a file")
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     calibrated = {content(p): p for p in calibration}
