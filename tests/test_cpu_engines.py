@@ -474,6 +474,14 @@ def test_a_damaged_cached_export_is_made_again_and_a_damaged_int8_model_removed(
     with pytest.raises(DeepLabError, match="damaged and is removed; make it again with 'deeplab quantize'"):
         make_backend("onnxruntime-int8", model, cache_dir=tmp_path, threads=1)
     assert not int8.exists()
+    # a whole cached model is never removed for an engine's other refusals (here: no CUDA in this onnxruntime)
+    good = quantize_model(model, _images(voc_fixture, "list_train.txt", 2), images=2, cache_dir=tmp_path)
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(DeepLabError, match="no CUDA provider"):
+            make_backend("onnxruntime-int8", model, cache_dir=tmp_path, threads=1, device="cuda")
+        assert good.exists()
     int8.write_bytes(b"garbage")  # deeplab quantize makes a damaged cached model again
     assert quantize_model(model, _images(voc_fixture, "list_train.txt", 2), images=2, cache_dir=tmp_path) == int8
     assert make_backend("onnxruntime-int8", model, cache_dir=tmp_path, threads=1)(x).shape == first(x).shape

@@ -194,3 +194,14 @@ def export_model(model: DeepLabV2, path: str | Path, fmt: str = "onnx", **kwargs
     if fmt == "torch.export":
         return export_program(model, path, **kwargs)
     raise DeepLabError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def onnx_file_parses(path: str | Path) -> bool:
+    """Whether ``path`` is a whole ONNX file (a cached one damaged after it was written is not)."""
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises protobuf's DecodeError and others for a damaged file
+        return False
+    return True

@@ -33,7 +33,7 @@ from ..models.deeplab import DeepLabV2
 from ..preprocess import to_input
 from . import protocol
 from .cpu_features import has_vnni
-from .export import export_onnx
+from .export import export_onnx, onnx_file_parses
 
 # The network sees calibration images as the segmenter would: the weights' test protocol, with a
 # longer side above this shrunk to it (a few such images bound the calibration's memory).
@@ -148,17 +148,6 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -
         )  # fmt: skip
 
 
-def _loads(path: Path) -> bool:
-    """Whether a cached model parses (one damaged after it was written is made again)."""
-    import onnx
-
-    try:
-        onnx.load(str(path), load_external_data=False)
-    except Exception:  # onnx raises protobuf's DecodeError and others for a damaged file
-        return False
-    return True
-
-
 def quantize_model(
     model: DeepLabV2, calibration: Sequence[str | Path], *, images: int = DEFAULT_CALIBRATION_IMAGES,
     cache_dir: str | Path | None = None,
@@ -173,7 +162,7 @@ def quantize_model(
     if not paths:
         raise DeepLabError("no calibration images: give a list file or a directory of images")
     target = int8_cache_dir(cache_dir) / f"deeplab_{weights_digest(model)}_int8_{calibration_digest(paths)}.onnx"
-    if target.exists() and _loads(target):
+    if target.exists() and onnx_file_parses(target):
         return target
     batches = calibration_batches(model, paths)
     with work_folder("quantize") as tmp:

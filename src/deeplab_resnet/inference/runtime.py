@@ -36,7 +36,7 @@ from ..errors import DeepLabError, first_line, missing_extra
 from ..models.deeplab import DeepLabV2
 from ..models.spec import ModelSpec
 from .cpu_features import physical_cores
-from .export import export_onnx
+from .export import export_onnx, onnx_file_parses
 from .metadata import metadata_from_session
 from .openvino_backend import OpenVinoBackend
 from .optimize import REFERENCE, FastInference, InferenceOptions
@@ -243,9 +243,9 @@ def make_backend(
     try:
         backend = load(path)
     except DeepLabError:
-        if onnx_path is not None:  # the user's own file: theirs to mend
-            raise
-        # A cached file that does not load was damaged after it was written (they are written whole):
+        if onnx_path is not None or not path.is_file() or onnx_file_parses(path):
+            raise  # the user's own file, or an engine that cannot run a whole file here: nothing to remake
+        # A cached file that does not parse was damaged after it was written (they are written whole):
         # the float32 export is made again; the int8 model needs its calibration images.
         path.unlink(missing_ok=True)
         if name.endswith("int8"):
