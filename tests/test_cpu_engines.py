@@ -415,7 +415,8 @@ def test_agreement_counts_the_images_pixels_not_their_padding():
     path = reference.clone()
     path[..., 48:, :] = -path[..., 48:, :]  # differs only below the image (a 375-row image padded to 513)
     inputs = [torch.zeros(1, 3, 513, 513)]
-    assert image_part(reference, (513, 513), (375, 500)).shape[-2:] == (48, 64)  # ceil(375 * 65 / 513) rows
+    assert image_part(reference, (513, 513), (375, 500)).shape[-2:] == (48, 64)  # logits on pixels 0, 8, .., 376
+    assert image_part(reference, (513, 513), (2, 101)).shape[-2:] == (2, 14)  # pixel 1 is fed by logits 0 and 1
     padded = agreement_over(lambda x: reference, {"p": lambda x: path}, inputs)["p"]["argmax_agreement"]
     own = agreement_over(lambda x: reference, {"p": lambda x: path}, inputs, [(375, 500)])["p"]["argmax_agreement"]
     assert own == 1.0 and padded == pytest.approx(48 / 65, abs=0.02)
@@ -537,8 +538,9 @@ def test_quantize_checks_int8_on_held_out_images_and_auto_follows_the_check(
                 rgb = np.asarray(Image.open(path))  # the image's own pixels count: its rows and columns of logits
                 x = torch.from_numpy(calibration_batches(model, [path])[0])
                 ref, y = model(x).argmax(1), engine(x).argmax(1)
-                rows = -(-rgb.shape[0] * ref.shape[1] // x.shape[2])
-                cols = -(-rgb.shape[1] * ref.shape[2] // x.shape[3])
+                stride = (x.shape[2] - 1) // (ref.shape[1] - 1)  # logit i sits on pixel i * stride (8)
+                rows = min(ref.shape[1], -(-(rgb.shape[0] - 1) // stride) + 1)
+                cols = min(ref.shape[2], -(-(rgb.shape[1] - 1) // stride) + 1)
                 same += int((ref[:, :rows, :cols] == y[:, :rows, :cols]).sum())
                 pixels += ref[:, :rows, :cols].numel()
                 assert (rows, cols) < tuple(ref.shape[1:])  # padding was left out

@@ -41,10 +41,19 @@ def meets_target(stats: dict[str, float], dtype: str) -> bool:
 
 def image_part(logits: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
     """The logits of the image itself when it filled the top left ``image_size`` of a padded input
-    of ``input_size``: the padding's logits say nothing of how well a path labels the image."""
+    of ``input_size``: the padding's logits say nothing of how well a path labels the image.
+
+    Logit ``i`` sits on input pixel ``i * stride`` (the corner-aligned grid of the upsampling), so
+    the logits that reach the image's pixels are those up to the first one at or past its last pixel."""
+
+    def reaching(pixels: int, size: int, logits_along: int) -> int:
+        if logits_along == 1 or pixels >= size:
+            return logits_along
+        stride = (size - 1) / (logits_along - 1)
+        return min(logits_along, math.ceil((pixels - 1) / stride) + 1)
+
     (height, width), (lh, lw) = input_size, logits.shape[-2:]
-    rows, cols = math.ceil(image_size[0] * lh / height), math.ceil(image_size[1] * lw / width)
-    return logits[..., : min(rows, lh), : min(cols, lw)]
+    return logits[..., : reaching(image_size[0], height, lh), : reaching(image_size[1], width, lw)]
 
 
 @torch.inference_mode()
