@@ -321,6 +321,59 @@ def test_a_full_queue_answers_503_at_once(model):
     assert [r.status_code for r in served] == [200] * 3 and network.batch_sizes == [1, 1, 1]
 
 
+def test_a_client_leaving_while_its_request_waits_frees_its_place(model):
+    release = threading.Event()
+    network = CountingNetwork(model, hold=release)
+    app = create_app(Segmenter(network, model.spec), model.spec, Limits(queue_size=1, max_batch=1, batch_wait_ms=0))
+    png = png_of(np.full((24, 32, 3), 90, np.uint8))
+    form = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n' + png + b"\r\n--b--\r\n"
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"content-length", str(len(form)).encode())],
+        "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": "",
+    }  # fmt: skip
+
+    async def request(leave: asyncio.Event) -> int:
+        sent_body, statuses = False, []
+
+        async def receive():
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": form, "more_body": False}
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(scope, receive, send)
+        return statuses[0]
+
+    async def scenario():
+        stays, leaves = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(request(stays))
+        while not network.entered.is_set():  # the first request holds the network...
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(request(leaves))
+        while app.state.queue.pending < 1:  # ...the second waits for it, filling the queue
+            await asyncio.sleep(0.01)
+        leaves.set()  # its client goes away
+        await second
+        free = app.state.queue.pending == 0
+        release.set()
+        return await first, free
+
+    try:
+        status, free = asyncio.run(scenario())
+    finally:
+        release.set()
+        app.state.queue.close()
+    assert status == 200 and free  # the place was given back at once
+    assert network.batch_sizes == [1]  # and the request of the client who left never ran
+
+
 def test_the_queue_batches_only_equal_keys():
     runs = []
     gate = threading.Event()

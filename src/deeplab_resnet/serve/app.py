@@ -145,7 +145,7 @@ def _add_segment_route(app: FastAPI, queue: BatchQueue, limits: Limits, *, backe
         rgb = await run_in_threadpool(_decode_upload, data, limits.max_pixels)
         clock.lap("decode")
         job = queue.submit((rgb.shape[0], rgb.shape[1], _Options(flip=bool(flip), crf=bool(crf))), rgb)
-        result = await asyncio.wrap_future(job.future)
+        result = await _answer_unless_gone(request, job.future)
         clock.laps["queue"] = 1000 * (job.started_at - job.queued_at)
         clock.laps["segment"] = 1000 * (job.finished_at - job.started_at)
         clock.mark()
@@ -157,6 +157,28 @@ def _add_segment_route(app: FastAPI, queue: BatchQueue, limits: Limits, *, backe
         clock.lap("encode")
         answer.update(backend=backend, crf=bool(crf), flip=bool(flip), batch_size=job.batch_size, ms=clock.summary())
         return JSONResponse(answer)
+
+
+async def _answer_unless_gone(request: Request, future) -> Segmentation:
+    """The job's result; if the client goes away first, the job is cancelled (a job still waiting
+    gives its place in the queue back and never runs) and :class:`ClientDisconnect` is raised."""
+    answer = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not answer.done():
+        future.cancel()
+        answer.cancel()
+        raise ClientDisconnect()
+    return answer.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body is read: nothing else can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Clock:

@@ -57,6 +57,7 @@ class BatchQueue:
     def pending(self) -> int:
         """Jobs waiting for the worker (not counting the batch it is running)."""
         with self._cond:
+            self._drop_cancelled()
             return len(self._pending)
 
     def check_room(self) -> None:
@@ -67,10 +68,13 @@ class BatchQueue:
     def _check_room(self) -> None:
         if self._closed:
             raise QueueFull("the server is shutting down")
-        # Requests whose clients went away give their places back now, not when the worker reaches them.
-        self._pending = collections.deque(job for job in self._pending if not job.future.cancelled())
+        self._drop_cancelled()
         if len(self._pending) >= self.max_queue:
             raise QueueFull(f"{len(self._pending)} requests are already waiting")
+
+    def _drop_cancelled(self) -> None:
+        # Requests whose clients went away give their places back now, not when the worker reaches them.
+        self._pending = collections.deque(job for job in self._pending if not job.future.cancelled())
 
     def submit(self, key: Hashable, payload: Any) -> Job:
         """Queue one job; :class:`QueueFull` at once if ``max_queue`` jobs are already waiting."""
