@@ -367,6 +367,23 @@ def test_sound_that_changes_rate_on_the_way_is_reencoded_whole(tmp_path, tiny_we
         assert np.argmax(spectrum) * 48000 / len(half) == pytest.approx(TONE_HZ, abs=3)
 
 
+def test_matroska_durations_from_ffmpeg_and_mkvmerge_tags():
+    from types import SimpleNamespace
+
+    def reader(metadata: dict, start_time=None, streams: int = 2, duration=None) -> video.VideoReader:
+        stream = SimpleNamespace(metadata=metadata, start_time=start_time, time_base=Fraction(1, 1000), duration=None)
+        container = SimpleNamespace(format=SimpleNamespace(name="matroska,webm"), duration=duration)
+        container.streams = type("Streams", (list,), {"video": [stream]})([stream] * streams)  # as PyAV's
+        return video.VideoReader(Path("x.mkv"), container)
+
+    assert reader({"DURATION": "00:00:02.500000000"}).duration == pytest.approx(2.5)
+    assert reader({"DURATION-eng": "00:01:02.000000000"}).duration == pytest.approx(62.0)  # mkvmerge's name
+    assert reader({"DURATION": "00:00:02.500000000"}, start_time=1000).duration == pytest.approx(1.5)  # an end time
+    assert reader({"DURATION": "garbage"}).duration is None
+    assert reader({}).duration is None  # FFmpeg's own figure for one of several streams is not used
+    assert reader({}, streams=1, duration=3_000_000).duration == pytest.approx(3.0)  # the only stream: the file's
+
+
 def test_a_matroska_video_starting_late_is_not_called_truncated(tmp_path, tiny_weights, capsys):
     pts = [1000 + round(1000 * i / RATE) for i in range(12)]  # the frames start at 1 s, the sound at 0
     clip = encode(tmp_path / "clip.mkv", camvid_frames(12, (160, 120)), pts=pts, audio="aac")

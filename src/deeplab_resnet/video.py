@@ -121,11 +121,12 @@ class VideoReader:
         that one is not used. The container's
         duration stands in only when the video is its one stream: it covers audio too."""
         av = import_av()
-        if "DURATION" in self._stream.metadata:  # FFmpeg writes the track's end: its last time plus a frame
-            end = _clock_seconds(self._stream.metadata["DURATION"])
+        tags = {k.upper().split("-")[0]: v for k, v in self._stream.metadata.items()}  # mkvmerge: DURATION-eng
+        if "DURATION" in tags:  # FFmpeg writes the track's end: its last time plus a frame
+            end = _clock_seconds(tags["DURATION"])
             start = self._stream.start_time * self._stream.time_base if self._stream.start_time else 0
             return None if end is None else end - float(start)
-        if "matroska" in self._container.format.name:
+        if "matroska" in self._container.format.name and len(self._container.streams) > 1:
             return None
         if self._stream.duration and self._stream.time_base:
             return float(self._stream.duration * self._stream.time_base)

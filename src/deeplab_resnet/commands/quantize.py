@@ -92,7 +92,7 @@ def _images(paths: list[Path], limit: int) -> list[Path]:
         if len(images) == limit:
             break
         try:
-            open_image(path)
+            open_image(path).close()
         except (NotAnImageError, DamagedImageError) as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             continue
