@@ -260,15 +260,11 @@ def make_backend(
 def describe_engine(network: object) -> dict[str, str]:
     """``backend`` and ``precision`` (fp32, bf16, fp16 or int8) of what runs the network: a model
     itself (eager PyTorch, float32) or a backend of :func:`make_backend` / ``choose_backend``."""
-    choice = getattr(network, "choice", None)
     name = getattr(network, "name", None)
     if name is None:
         return {"backend": "torch", "precision": "fp32"}
-    suffix = name.rsplit("-", 1)[-1]
-    if suffix in ("int8", "bf16"):  # the ONNX engines' names say it
-        precision = suffix
-    else:  # PyTorch's fast paths may run bf16 or fp16 autocast
-        precision = (
-            getattr(network, "precision", "fp32") if getattr(network, "precision", "") in ("bf16", "fp16") else "fp32"
-        )
+    choice = getattr(network, "choice", None)
+    suffix = name.rsplit("-", 1)[-1]  # the ONNX engines' names say int8 or bf16
+    hint = getattr(network, "precision", "fp32")  # PyTorch's fast paths may run bf16 or fp16 autocast
+    precision = suffix if suffix in ("int8", "bf16") else hint if hint in ("bf16", "fp16") else "fp32"
     return {"backend": name, "precision": choice.precision if choice is not None else precision}
