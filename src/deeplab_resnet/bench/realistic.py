@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data.lists import read_list
 from ..images import read_image
+from ..inference.quantize import shared_image
 from ..models import create_model
 from ..models.layers import BatchNorm
 from ..preprocess import to_batch
@@ -89,8 +90,9 @@ def calibration_and_scored(args: argparse.Namespace) -> tuple[list[str], list[st
     which must be other images (a model is not scored on what it was calibrated on)."""
     train = [p.image for p in read_list(args.data_dir, args.data_dir / args.calibration_list)]
     scored = [p.image for p in read_list(args.data_dir, args.data_dir / args.score_list)][: args.score_images]
-    if set(train) & set(scored):
-        raise SystemExit(f"{args.score_list} and {args.calibration_list} share images: score on other images")
+    shared = shared_image(train, scored)
+    if shared is not None:
+        raise SystemExit(f"{shared[0]} is also a calibration image ({shared[1]}): score on other images")
     return train, scored
 
 

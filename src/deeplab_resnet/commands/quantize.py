@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -104,14 +103,10 @@ def _images(paths: list[Path], limit: int) -> list[Path]:
 
 def _refuse_overlap(calibration: list[Path], check: list[Path]) -> None:
     """Before any work: no check image is a calibration image, by any path, link or copy (the same content)."""
+    from ..inference.quantize import shared_image
 
-    def content(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-
-    calibrated = {content(p): p for p in calibration}
-    for path in check:
-        if content(path) in calibrated:
-            raise DeepLabError(
-                f"{path}: the same image as the calibration image {calibrated[content(path)]}; "
-                "check on images not calibrated on"
-            )
+    shared = shared_image(calibration, check)
+    if shared is not None:
+        raise DeepLabError(
+            f"{shared[0]}: the same image as the calibration image {shared[1]}; check on images not calibrated on"
+        )

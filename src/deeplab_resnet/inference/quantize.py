@@ -67,6 +67,17 @@ def calibration_digest(paths: Sequence[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
+def shared_image(calibration: Sequence[str | Path], scored: Sequence[str | Path]) -> tuple[Path, Path] | None:
+    """The first scored image that is also a calibration image, by any path, link or copy (the
+    same content), with that calibration image; ``None`` when they are apart, as they must be."""
+    calibrated = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): Path(p) for p in calibration}
+    for path in scored:
+        same = calibrated.get(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        if same is not None:
+            return Path(path), same
+    return None
+
+
 def int8_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) if cache_dir else user_cache_dir("onnx")
 
